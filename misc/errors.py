@@ -1,0 +1,36 @@
+"""The one exception type for user mistakes.
+
+A `UserError` carries a single line that names the file or option at fault and the fix.
+`run_sample.py` and the `python -m` entry points print it as `error: <message>` and exit 2,
+without a traceback; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A mistake in the user's input (paths, lists, images, checkpoints, flags)."""
+
+
+def one_line(err: UserError) -> str:
+    """The message of `err`; a UserError re-raised by a DataLoader worker carries the worker's
+    traceback text, whose last line holds the original message."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split("UserError: ", 1)[-1]
+    return text
+
+
+def exit_on_user_error(main: Callable[[], T]) -> T:
+    """Run `main`; a UserError becomes one line on stderr and exit status 2."""
+    try:
+        return main()
+    except UserError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None

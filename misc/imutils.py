@@ -1,0 +1,129 @@
+"""The one image reader, and the pixel-level transforms shared by the datasets (SPEC 2.0, S1, S6).
+
+Images are HxWx3 uint8 RGB numpy arrays; masks are HxW uint8. Resizing uses PIL
+(bicubic for images, nearest for labels), as the reference does.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from misc.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()  # decode now, so a truncated file fails here with its name
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"{what} {path} is unreadable or truncated ({err}); re-export or remove it from the list") from None
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB. Grayscale, palette and RGBA images are converted.
+
+    16-bit images are scaled to 8 bits; anything else (e.g. 4-band GeoTIFF) should go through
+    `python -m voc12.prepare`.
+    """
+    img = _open(Path(path), "image")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr / max(float(arr.max()), 1.0) * 255.0
+        img = Image.fromarray(arr.astype(np.uint8))
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # RGBA drops alpha; L and P expand to 3 channels
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a single-channel label PNG as HxW uint8, values untouched (0/1/255 labels, 0/255 GT)."""
+    img = _open(Path(path), "mask")
+    if img.mode not in ("L", "P", "1"):
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def gt_to_binary(mask: np.ndarray) -> np.ndarray:
+    """Ground truth as {0,1}: 0/255 masks map 255 to building (SPEC S4: int(v/255)); 0/1 masks stay."""
+    if mask.max(initial=0) <= 1:
+        return mask.astype(np.uint8)
+    return (mask >= 128).astype(np.uint8)
+
+
+def find_image(image_dir: str | os.PathLike, name: str) -> Path | None:
+    """The image file of tile `name` in `image_dir`, trying the supported suffixes; None if absent."""
+    image_dir = Path(image_dir)
+    for suffix in IMAGE_SUFFIXES:
+        candidate = image_dir / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def normalize(img: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> float32 HxWx3 with ImageNet mean/std (SPEC 2.0)."""
+    return (img.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def hwc_to_chw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def pil_rescale(img: np.ndarray, scale: float, order: int) -> np.ndarray:
+    """Resize by `scale` to (round(H*s), round(W*s)); order 3 = bicubic (images), 0 = nearest (labels)."""
+    height, width = img.shape[:2]
+    size = (int(round(height * scale)), int(round(width * scale)))
+    return pil_resize(img, size, order)
+
+
+def pil_resize(img: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray:
+    if tuple(img.shape[:2]) == tuple(size):
+        return img
+    resample = Image.BICUBIC if order == 3 else Image.NEAREST
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), resample))
+
+
+def random_resize_long(img: np.ndarray, min_long: int, max_long: int, rng: random.Random) -> np.ndarray:
+    """Scale so the long side is a uniform integer in [min_long, max_long] (SPEC S1 step 1)."""
+    target = rng.randint(min_long, max_long)
+    height, width = img.shape[:2]
+    scale = target / max(height, width)
+    return pil_rescale(img, scale, order=3)
+
+
+def random_crop(arrays: list[np.ndarray], crop: int, fills: list[float], rng: random.Random) -> list[np.ndarray]:
+    """Crop the same random `crop`x`crop` window from each array; smaller arrays are placed at a
+    random offset in a container filled with the matching value (SPEC S1 step 4, S6 step 4)."""
+    height, width = arrays[0].shape[:2]
+    ch, cw = min(crop, height), min(crop, width)
+    w_space, h_space = width - crop, height - crop
+    cont_left, img_left = (0, rng.randrange(w_space + 1)) if w_space > 0 else (rng.randrange(-w_space + 1), 0)
+    cont_top, img_top = (0, rng.randrange(h_space + 1)) if h_space > 0 else (rng.randrange(-h_space + 1), 0)
+    out = []
+    for arr, fill in zip(arrays, fills):
+        box = np.full((crop, crop) + arr.shape[2:], fill, dtype=arr.dtype)
+        box[cont_top:cont_top + ch, cont_left:cont_left + cw] = arr[img_top:img_top + ch, img_left:img_left + cw]
+        out.append(box)
+    return out
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except FileNotFoundError:
+        raise UserError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"image {path} is unreadable ({err}); re-export or remove it from the list") from None

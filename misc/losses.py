@@ -1,0 +1,50 @@
+"""The AR network's losses (SPEC S6): PCL (label-smoothed, class-balanced cross-entropy) and MCL
+(multi-scale Jensen-Shannon consistency)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = 255
+
+
+def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, eps: float = 0.15) -> torch.Tensor:
+    """PCL: soft targets (1 - eps on the label, eps on the other class), per-pixel CE, averaged per
+    class over the whole batch, then over the classes present.
+
+    logits [B, 2, h, w], labels [B, h, w] in {0, 1, 255}. The reference averages both class terms and
+    returns NaN when a batch lacks one class (SPEC item 25); here an absent class is left out, and a
+    batch with no labelled pixel gives 0 (still connected to the graph).
+    """
+    num_classes = logits.shape[1]
+    log_prob = F.log_softmax(logits.float(), dim=1)
+    valid = labels != IGNORE
+    target = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    soft = torch.full_like(log_prob, eps / (num_classes - 1))
+    soft.scatter_(1, target[:, None], 1.0 - eps)
+    per_pixel = -(soft * log_prob).sum(dim=1)  # [B, h, w]
+    terms = [per_pixel[valid & (labels == c)].mean() for c in range(num_classes) if (valid & (labels == c)).any()]
+    if not terms:
+        return logits.sum() * 0.0
+    return torch.stack(terms).mean()
+
+
+def multiscale_jsd(probs: list[torch.Tensor], labels: torch.Tensor, threshold: float = 0.8,
+                   per_pixel_gate: bool = False) -> torch.Tensor:
+    """MCL: sum over the predictions k of KL(p_k || M), M = clamp(mean_k p_k, 1e-3, 1 - 1e-3),
+    averaged over B*h*w, gated by confidence.
+
+    probs: softmax maps [B, C, h, w] at the same size (original, downscaled, upscaled input).
+    Gate (reference, SPEC item 24): per image, 1 if max over (C, labelled pixels) of M >= threshold.
+    `per_pixel_gate=True` gates each labelled pixel by max_c M(x) >= threshold instead (an ablation).
+    """
+    mixture = torch.stack(probs).mean(dim=0).clamp(1e-3, 1 - 1e-3)
+    valid = (labels != IGNORE)[:, None].to(mixture.dtype)  # [B, 1, h, w]
+    if per_pixel_gate:
+        gate = ((mixture.amax(dim=1, keepdim=True) >= threshold).to(mixture.dtype) * valid)
+    else:
+        peak = (mixture * valid).flatten(1).amax(dim=1)
+        gate = (peak >= threshold).to(mixture.dtype)[:, None, None, None]
+    log_m = mixture.log()
+    kl = sum((p * (p.clamp_min(1e-12).log() - log_m)).sum(dim=1, keepdim=True) for p in probs)
+    return (kl * gate).sum() / (labels.shape[0] * labels.shape[1] * labels.shape[2])

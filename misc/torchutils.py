@@ -1,0 +1,129 @@
+"""The one device / distributed helper, plus small torch utilities shared by the stages.
+
+`--device auto` picks cuda when available, else cpu. Under torchrun the rank, local rank and
+world size come from the environment (RANK, LOCAL_RANK, WORLD_SIZE); a plain run is rank 0 of 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from misc.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+_RUNTIME: Runtime | None = None
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was given but no CUDA device is visible; use --device cpu or auto")
+        return torch.device("cuda", local_rank)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
+
+
+def setup_runtime(device: str = "auto") -> Runtime:
+    """Resolve the device and, under torchrun, join the process group (gloo on CPU, NCCL on GPU)."""
+    global _RUNTIME
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    _RUNTIME = Runtime(dev, rank, local_rank, world_size)
+    return _RUNTIME
+
+
+def runtime() -> Runtime:
+    """The runtime set up by `setup_runtime` (a single-process CPU/auto runtime if none was)."""
+    return _RUNTIME if _RUNTIME is not None else setup_runtime("auto")
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """Round-robin share of `items` for one rank (inference stages split their list this way)."""
+    return list(items[rank::world_size])
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when `--amp bf16`, a no-op context for `--amp none`."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if amp in ("none", "fp32", ""):
+        return contextlib.nullcontext()
+    raise UserError(f"--amp {amp!r} is not one of none, bf16")
+
+
+class PolyOptimizer(torch.optim.SGD):
+    """SGD whose learning rate follows lr_t = lr_0 * (1 - t/T)^0.9, set before each step (SPEC S1).
+
+    `momentum` defaults to the reference's effective 1e-4 (its weight decay landed in the momentum
+    slot, SPEC S1 "momentum quirk"); pass 0.9 for the clean form.
+    """
+
+    def __init__(self, param_groups: list[dict], lr: float, weight_decay: float, max_step: int,
+                 momentum: float = 1e-4, power: float = 0.9) -> None:
+        super().__init__(param_groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        self.global_step = 0
+        self.max_step = max(1, max_step)
+        self.power = power
+        self._initial_lr = [group["lr"] for group in self.param_groups]
+
+    def step(self, closure=None):
+        if self.global_step < self.max_step:
+            factor = (1 - self.global_step / self.max_step) ** self.power
+            for group, lr0 in zip(self.param_groups, self._initial_lr):
+                group["lr"] = lr0 * factor
+        self.global_step += 1
+        return super().step(closure)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["poly"] = {"global_step": self.global_step, "max_step": self.max_step, "initial_lr": self._initial_lr}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        poly = state.pop("poly", None)
+        super().load_state_dict(state)
+        if poly is not None:
+            self.global_step, self.max_step, self._initial_lr = poly["global_step"], poly["max_step"], poly["initial_lr"]
+
+
+def iter_batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,95 @@
+"""The activation-refinement (AR) network of BAC-AR-Net (SPEC S6, S6d, S7): AMN with a RepVGG backbone.
+
+Stage-4 features (OS 16) are scaled channel-wise by a linear encoding of the image label, then
+Dropout(0.1) and a four-rate ASPP (3x3, dilations 6/12/18/24, N(0, 0.01) weights, zero biases)
+summed into two logits (background, building).
+Checkpoints are dicts {"network", "backbone", "deploy", "model"}, as for the classifier.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from misc import fileio
+from misc.errors import UserError
+from net.RepVGG import build_repvgg, load_backbone_weights, repvgg_model_convert
+
+NETWORK = "RepVGG_amn"
+
+
+class ASPPSum(nn.Module):
+    """Parallel dilated 3x3 convolutions to `num_classes` channels, summed (AMN's classifier head)."""
+
+    def __init__(self, in_channels: int, num_classes: int = 2, rates: tuple[int, ...] = (6, 12, 18, 24)) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates)
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(branch(x) for branch in self.branches)
+
+
+class Net(nn.Module):
+    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
+        channels = self.repvgg.out_channels[-1]
+        self.label_enc = nn.Linear(1, channels)
+        self.classifier = nn.Sequential(nn.Dropout(0.1), ASPPSum(channels, 2))
+
+    def forward(self, x: torch.Tensor, label_cls: torch.Tensor) -> torch.Tensor:
+        """Logits [B, 2, H/16, W/16] of images x [B, 3, H, W] with image labels [B, 1]."""
+        feats = self.repvgg.forward_features(x)[-1]
+        scale = self.label_enc(label_cls.to(feats.dtype))[:, :, None, None]
+        return self.classifier(feats * scale)
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, new layers: classifier + label encoder)."""
+        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        return backbone, list(self.classifier.parameters()) + list(self.label_enc.parameters())
+
+
+def build_amn_net(backbone: str, weights: str | None) -> Net:
+    """A train-time AR network; its backbone starts from ImageNet weights when present (SPEC S6)."""
+    model = Net(backbone)
+    load_backbone_weights(model.repvgg, weights, backbone)
+    return model
+
+
+def save_amn_net(model: Net, path: str | os.PathLike, deploy: bool, extra: dict | None = None) -> None:
+    fileio.save_torch(path, {"network": NETWORK, "backbone": model.backbone_name, "deploy": deploy,
+                             "model": model.state_dict(), **(extra or {})})
+
+
+def load_amn_net(path: str | os.PathLike, deploy: bool, device: torch.device | str = "cpu") -> Net:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"AR network weights {path} do not exist; run --train_amn_pass True first or fix --amn_weights_name")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{path} is not a readable checkpoint ({err}); delete it and rerun --train_amn_pass True") from None
+    if not isinstance(ckpt, dict) or ckpt.get("network") != NETWORK or ckpt.get("deploy") != deploy:
+        kind = "a deploy" if deploy else "a train-time"
+        raise UserError(f"{path} is not {kind} {NETWORK} checkpoint written by this project; rerun --train_amn_pass True")
+    model = Net(ckpt["backbone"], deploy=deploy)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        raise UserError(f"{path} does not match {NETWORK}({ckpt['backbone']}, deploy={deploy}): "
+                        f"{str(err).splitlines()[-1].strip()}") from None
+    return model.to(device).eval()
+
+
+def deploy_amn_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
+    """S6d: fold the RepVGG blocks of a trained AR network and save the deploy file."""
+    model = load_amn_net(train_path, deploy=False)
+    repvgg_model_convert(model)
+    save_amn_net(model, deploy_path, deploy=True)

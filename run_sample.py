@@ -1,0 +1,171 @@
+"""Run BAC-AR-Net stages in pipeline order (SPEC section 2).
+
+    python run_sample.py --voc12_root Dataset/RRDSD --train_cam_pass True --make_cam_pass True ...
+
+Each `--<stage>_pass True` runs that stage; stages exchange files under --work_space. Flag names and
+defaults follow the reference script (SPEC section 6, right column); every flag is typed.
+Works as a plain process or under torchrun (rank and world size from the environment).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from pathlib import Path
+
+from misc import fileio
+from misc.errors import UserError, exit_on_user_error
+from misc.pyutils import float_list, setup_logging, stage_timer, str2bool
+from misc.torchutils import setup_runtime
+
+# (flag, module, tag), in pipeline order; each flag becomes --<flag>_pass.
+STAGES = [
+    ("train_cam", "step.train_cam", "S1 train_cam"),
+    ("make_cam", "step.make_cam", "S2 make_cam"),
+    ("make_lpcam", "step.make_lpcam", "S3 make_lpcam"),
+    ("eval_cam", "step.eval_cam", "S4 eval_cam"),
+    ("cam_to_ir_label", "step.cam_to_ir_label", "S5 cam_to_ir_label"),
+    ("train_amn", "step.train_amn", "S6 train_amn"),
+    ("make_amn_cam", "step.make_amn_cam", "S7 make_amn_cam"),
+    ("eval_amn_cam", "step.eval_amn_cam", "S8 eval_amn_cam"),
+    ("make_pseudo_mask", "step.make_pseudo_mask", "S9 make_pseudo_mask"),
+    ("amn_cam_to_ir_label", "step.amn_cam_to_ir_label", "S9b amn_cam_to_ir_label"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    g = p.add_argument_group("environment")
+    g.add_argument("--num_workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 2)),
+                   help="data-loader / CRF worker processes (reference: cpu_count // 2)")
+    g.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available, else cpu")
+    g.add_argument("--amp", type=str, default="none", choices=["none", "bf16"], help="bf16 autocast for the networks")
+    g.add_argument("--seed", type=int, default=0, help="seed of the training order and augmentation")
+
+    g = p.add_argument_group("dataset (every path derives from --voc12_root unless given)")
+    g.add_argument("--voc12_root", type=str, default="Dataset/RRDSD", help="dataset root in the RRDSD layout (Dataset/README.md)")
+    g.add_argument("--train_list", type=str, default=None, help="tiles to train on and make maps for [<root>/train_aug.txt]")
+    g.add_argument("--infer_list", type=str, default=None, help="positives to evaluate on [<root>/train_aug_building.txt]")
+    g.add_argument("--cls_labels", type=str, default=None, help="image labels {name: [0|1]} [<root>/cls_labels.npy]")
+    g.add_argument("--gt_dir", type=str, default=None, help="ground-truth masks, 0/255 [<root>/SegmentationClassAug]")
+
+    g = p.add_argument_group("networks and weights")
+    g.add_argument("--backbone", type=str, default="RepVGG-B1g2", help="RepVGG variant (RepVGG-A0 ... RepVGG-B3, RepVGG-Tiny)")
+    g.add_argument("--MODEL_WEIGHTS", type=str, default=None, help="ImageNet train-time checkpoint [weights/<backbone>-train.pth]")
+    g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam"],
+                   help="S1/S2 classifier: the single-head BAC-AR-Net classifier")
+
+    g = p.add_argument_group("outputs")
+    g.add_argument("--work_space", type=str, default="result_rrdsd", help="folder of every stage output, logs and metrics")
+    g.add_argument("--cam_weights_name", type=str, default="sess_rrdsd/repvgg_cam", help="classifier weights, no suffix (.pth / _deploy.pt)")
+    g.add_argument("--cam_out_dir", type=str, default=None, help="S2 seed CAMs [<work_space>/cam]")
+    g.add_argument("--seed_cam_dir", type=str, default=None, help="seed CAMs read by S3 [--cam_out_dir]")
+    g.add_argument("--lpcam_out_dir", type=str, default=None, help="S3 expanded (BAC) CAMs [<work_space>/lpcam_mask]")
+    g.add_argument("--eval_cam_dir", type=str, default=None, help="maps S4 evaluates [--lpcam_out_dir if it exists, else --cam_out_dir]")
+    g.add_argument("--ir_label_out_dir", type=str, default=None, help="S5 confident labels [<work_space>/ir_label]")
+    g.add_argument("--amn_weights_name", type=str, default="sess_rrdsd/repvgg_amn", help="AR network weights, no suffix")
+    g.add_argument("--amn_cam_out_dir", type=str, default=None, help="S7 AR maps [<work_space>/amn_cam]")
+    g.add_argument("--pseudo_mask_out_dir", type=str, default=None, help="S9 pseudo masks {0,1} PNG [<work_space>/pseudo_mask]")
+    g.add_argument("--amn_ir_label_out_dir", type=str, default=None, help="AMN confident labels [<work_space>/amn_ir_label]")
+    g.add_argument("--resume", type=str2bool, default=True, help="keep finished work: training continues from its last epoch, map and label stages skip tiles already made from the same inputs")
+
+    g = p.add_argument_group("S1 classifier (step.train_cam)")
+    g.add_argument("--cam_batch_size", type=int, default=16, help="tiles per batch (the global batch under torchrun)")
+    g.add_argument("--cam_num_epoches", type=int, default=20, help="epochs (reference script: 20)")
+    g.add_argument("--cam_learning_rate", type=float, default=0.01, help="backbone lr; the head gets 10x (reference script: 0.01)")
+    g.add_argument("--cam_weight_decay", type=float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--cam_momentum", type=float, default=1e-4, help="SGD momentum: 1e-4 is the reference's effective value, 0.9 the clean form")
+    g.add_argument("--cam_crop_size", type=int, default=256, help="training crop")
+
+    g = p.add_argument_group("S2 seed CAMs (step.make_cam) and S4 evaluation (step.eval_cam)")
+    g.add_argument("--cam_scales", type=float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
+    g.add_argument("--cam_infer_batch", type=int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
+    g.add_argument("--cam_eval_thres", type=float, default=0.08, help="building iff map > t (the reference's effective value: 0.08)")
+    g.add_argument("--cam_eval_sweep", type=str2bool, default=False, help="also sweep t over 0.05..0.60 and report the best (uses GT)")
+    g.add_argument("--num_vis", type=int, default=8, help="overlay PNGs written per evaluated stage")
+
+    g = p.add_argument_group("S3 building-aware clustering (step.make_lpcam)")
+    g.add_argument("--num_cluster", type=int, default=20, help="k of each k-means (reference script: 20)")
+    g.add_argument("--bac_num_samples", type=int, default=3000, help="positives drawn with replacement (seed 3); 0 = every positive once")
+    g.add_argument("--bac_select_thres", type=float, default=0.1, help="seed-CAM value splitting building candidates from context")
+    g.add_argument("--bac_class_thres", type=float, default=0.9, help="building prototype iff sigmoid(w.c) > this")
+    g.add_argument("--bac_context_thres", type=float, default=0.9, help="context prototype iff sigmoid(w.c) < this")
+    g.add_argument("--bac_context_thres_low", type=float, default=0.0, help="and >= this (reference: ignored, i.e. 0)")
+    g.add_argument("--bac_tol", type=float, default=5.0, help="k-means stops when (sum of centre shifts)^2 < tol")
+    g.add_argument("--bac_max_iter", type=int, default=300, help="k-means iteration cap (a safety limit the reference lacks)")
+    g.add_argument("--load_cluster", type=str2bool, default=False, help="reuse the saved clusters in --work_space")
+
+    g = p.add_argument_group("S5 confident labels (step.cam_to_ir_label)")
+    g.add_argument("--conf_fg_thres", type=float, default=0.25, help="building where the CRF of map > t_fg says so")
+    g.add_argument("--conf_bg_thres", type=float, default=0.15, help="background where the CRF of map > t_bg says background")
+
+    g = p.add_argument_group("S6-S9 activation refinement (step.train_amn, make_amn_cam, eval_amn_cam, make_pseudo_mask)")
+    g.add_argument("--amn_batch_size", type=int, default=16, help="crops per batch (global under torchrun)")
+    g.add_argument("--amn_num_epoches", type=int, default=10, help="epochs (reference script: 10); the last epoch is kept")
+    g.add_argument("--amn_crop_size", type=int, default=256, help="training crop (reference script: 256)")
+    g.add_argument("--amn_backbone_lr", type=float, default=5e-5, help="Adam lr of the backbone (reference, hard-coded)")
+    g.add_argument("--amn_new_lr", type=float, default=1e-3, help="Adam lr of the label encoder and ASPP (reference)")
+    g.add_argument("--amn_weight_decay", type=float, default=1e-4, help="Adam weight decay")
+    g.add_argument("--eps", type=float, default=0.15, help="PCL label smoothing")
+    g.add_argument("--Lambda1", type=float, default=0.4, help="weight of MCL, the multi-scale JSD (best of the reference's sweep on the demo data)")
+    g.add_argument("--scale_factor", type=float, default=0.7, help="MCL downscaled input")
+    g.add_argument("--scale_factor2", type=float, default=1.5, help="MCL upscaled input")
+    g.add_argument("--threshold", type=float, default=0.8, help="MCL confidence gate")
+    g.add_argument("--mcl_pixel_gate", type=str2bool, default=False, help="gate MCL per pixel (ablation) instead of per image (reference)")
+    g.add_argument("--amn_select_by_gt", type=str2bool, default=False,
+                   help="keep the epoch with the best ground-truth mIoU (reference behaviour; leaks pixel labels)")
+    g.add_argument("--amn_eval_thres", type=float, default=0.67, help="building iff AR map > t (S8, S9)")
+    g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
+    g.add_argument("--amn_conf_fg_thres", type=float, default=0.45, help="AMN confident labels: building threshold")
+    g.add_argument("--amn_conf_bg_thres", type=float, default=0.15, help="AMN confident labels: background threshold")
+
+    for flag, _, _ in STAGES:
+        p.add_argument(f"--{flag}_pass", type=str2bool, default=False, help=f"run {flag}")
+    return p
+
+
+def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill path flags left at None from --voc12_root, --work_space and --backbone."""
+    root, ws = Path(args.voc12_root), Path(args.work_space)
+    defaults = {
+        "train_list": root / "train_aug.txt",
+        "infer_list": root / "train_aug_building.txt",
+        "cls_labels": root / "cls_labels.npy",
+        "gt_dir": root / "SegmentationClassAug",
+        "MODEL_WEIGHTS": Path("weights") / f"{args.backbone}-train.pth",
+        "cam_out_dir": ws / "cam",
+        "lpcam_out_dir": ws / "lpcam_mask",
+        "ir_label_out_dir": ws / "ir_label",
+        "amn_cam_out_dir": ws / "amn_cam",
+        "pseudo_mask_out_dir": ws / "pseudo_mask",
+        "amn_ir_label_out_dir": ws / "amn_ir_label",
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, str(value))
+    if args.seed_cam_dir is None:
+        args.seed_cam_dir = args.cam_out_dir
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = resolve_paths(build_parser().parse_args(argv))
+    runtime = setup_runtime(args.device)
+    Path(args.work_space).mkdir(parents=True, exist_ok=True)
+    setup_logging(Path(args.work_space) / "run.log", rank=runtime.rank)
+    log = logging.getLogger("run_sample")
+    if runtime.is_main:
+        fileio.save_json(Path(args.work_space) / "args.json", vars(args))
+    chosen = [(flag, module, tag) for flag, module, tag in STAGES if getattr(args, f"{flag}_pass")]
+    if not chosen:
+        raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")
+    log.info("device=%s ranks=%d stages=%s", runtime.device, runtime.world_size, ",".join(f for f, _, _ in chosen))
+    for _, module, tag in chosen:
+        with stage_timer(tag):
+            importlib.import_module(module).run(args)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

@@ -1,0 +1,28 @@
+"""AMN's confident labels from the AR maps (the path towards the optional IRN stage, SPEC S9 note).
+
+Reads:  <amn_cam_out_dir>/<name>.npy (channel 1); --train_list images.
+Writes: <amn_ir_label_out_dir>/<name>.png {0,1,255} for every tile, all zeros for negatives (the
+        release wrote nothing for them, SPEC item 18); thresholds --amn_conf_fg_thres 0.45 /
+        --amn_conf_bg_thres 0.15 (AMN's values, SPEC item 17).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from misc import fileio
+from misc.torchutils import runtime
+from step.cam_to_ir_label import make_ir_labels
+from step.common import load_split
+
+TAG = "S9b amn_cam_to_ir_label"
+
+
+def run(args: argparse.Namespace) -> None:
+    split = load_split(args, "train_list", decode=False)
+    summary = make_ir_labels(split.names, split.cls_labels, split.image_paths, args.amn_cam_out_dir,
+                             args.amn_ir_label_out_dir, channel=1, fg_thres=args.amn_conf_fg_thres,
+                             bg_thres=args.amn_conf_bg_thres, num_workers=args.num_workers, gt_dir=args.gt_dir,
+                             resume=args.resume, map_stage="S7 (--make_amn_cam_pass True)", tag=TAG)
+    if runtime().is_main:
+        fileio.save_json(Path(args.work_space) / "metrics_amn_ir_label.json", summary)

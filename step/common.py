@@ -1,0 +1,102 @@
+"""What every stage does before its own work: read and check its list, and decide which outputs
+a rerun can keep (STYLE B2, B4). Stage modules stay thin by calling these."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from misc import fileio
+from misc.torchutils import barrier, runtime
+from voc12 import dataloader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    names: list[str]
+    image_paths: dict[str, Path]
+    cls_labels: dict[str, int]
+
+    @property
+    def positives(self) -> list[str]:
+        return [n for n in self.names if self.cls_labels[n] == 1]
+
+
+def load_split(args: argparse.Namespace, list_flag: str = "train_list", decode: bool = True) -> Split:
+    """Read --<list_flag> and the image labels, and check every entry (one-line errors)."""
+    list_path = getattr(args, list_flag)
+    names = dataloader.read_list(list_path, f"--{list_flag}")
+    cls_labels = dataloader.load_cls_labels(args.cls_labels)
+    paths = dataloader.check_dataset(names, Path(args.voc12_root) / "JPEGImages", list_flag=f"--{list_flag}",
+                                     list_path=list_path, cls_labels=cls_labels, decode=decode,
+                                     workers=max(1, args.num_workers))
+    return Split(names, paths, cls_labels)
+
+
+def source_fingerprint(*paths: str | os.PathLike) -> dict[str, list]:
+    """What an output folder was made from: size and mtime of each input file."""
+    out = {}
+    for path in paths:
+        stat = Path(path).stat()
+        out[str(path)] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool, suffix: str = ".npy") -> set[str]:
+    """Names whose output already exists in `out_dir` and was made from the same inputs.
+
+    A rerun with --resume True skips them. When the inputs changed (a retrained model) or resume is
+    off, the old outputs are deleted before the new fingerprint is recorded, so an interrupted rerun
+    can never mix outputs of two models. Rank 0 does the bookkeeping; every rank gets the same answer.
+    """
+    out_dir = Path(out_dir)
+    stamp = out_dir / ".source.json"
+    previous = json.loads(stamp.read_text()) if stamp.is_file() else None
+    same = resume and previous == json.loads(json.dumps(fingerprint))
+    existing = {p.name[: -len(suffix)] for p in out_dir.glob(f"*{suffix}")} if out_dir.is_dir() else set()
+    barrier()
+    if runtime().is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not same:
+            stamp.unlink(missing_ok=True)
+            for name in existing:
+                (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        fileio.save_json(stamp, fingerprint)
+    barrier()
+    return existing if same else set()
+
+
+def loader(dataset: Dataset, num_workers: int, batch_size: int | None = None) -> DataLoader:
+    """Inference loader: one item (or a list of `batch_size` items) at a time, in list order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=(lambda items: items) if batch_size else None,
+                      persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+
+
+def same_size_groups(packs: Iterator[list[dict]]) -> Iterator[list[dict]]:
+    """Split each list of packs into runs of equal image size, so each run is one forward batch."""
+    for batch in packs:
+        group: list[dict] = []
+        for pack in batch:
+            if group and tuple(group[0]["size"]) != tuple(pack["size"]):
+                yield group
+                group = []
+            group.append(pack)
+        if group:
+            yield group
+
+
+def inference_names(split_names: Sequence[str], done: set[str]) -> list[str]:
+    """This rank's share of the names still to do."""
+    rt = runtime()
+    todo = [n for n in split_names if n not in done]
+    return todo[rt.rank::rt.world_size]

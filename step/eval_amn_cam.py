@@ -1,0 +1,20 @@
+"""S8: evaluate the AR maps (building channel) at --amn_eval_thres (default 0.67, a fixed value, not
+picked with ground truth); --amn_eval_sweep True also reports the reference's t = 0.65..0.69.
+
+Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --infer_list; --gt_dir.
+Writes: <work_space>/metrics_amn_cam.json, overlays in <work_space>/vis/amn_cam/.
+"""
+from __future__ import annotations
+
+import argparse
+
+from step.eval_cam import report
+
+TAG = "S8 eval_amn_cam"
+REFERENCE_RANGE = (0.65, 0.66, 0.67, 0.68, 0.69)
+
+
+def run(args: argparse.Namespace) -> None:
+    thresholds = (args.amn_eval_thres,) + (tuple(t for t in REFERENCE_RANGE if t != args.amn_eval_thres)
+                                           if args.amn_eval_sweep else ())
+    report(args, args.amn_cam_out_dir, thresholds, channel=1, tag=TAG, sweep=False)

@@ -1,0 +1,66 @@
+"""S2: seed CAMs from the deployed classifier (SPEC S2 variant A).
+
+Reads:  <cam_weights_name>_deploy.pt; the positives of --train_list under <voc12_root>/JPEGImages.
+Writes: <cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "cam": float32[1, ceil(H/4), ceil(W/4)],
+        "high_res": float32[1, H, W] in [0, 1)}. Negatives get no file.
+Per scale s: A_s = ReLU(w*F(I_s)) + flip(ReLU(w*F(flip I_s))); M = sum_s crop(up(A_s)), M /= max M + 1e-5.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from misc import fileio
+from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
+from misc.pyutils import Timer, progress, weights_paths
+from misc.torchutils import autocast, barrier, runtime
+from net import RepVGG_cam
+from step.common import inference_names, load_split, loader, reusable_outputs, same_size_groups, source_fingerprint
+from voc12.dataloader import ClassificationDatasetMSF
+
+log = logging.getLogger(__name__)
+TAG = "S2 make_cam"
+
+
+@torch.no_grad()
+def multiscale_cam(model: RepVGG_cam.Net, packs: list[dict], device: torch.device, amp: str = "none"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed CAMs of B same-size tiles: (high_res [B, 1, H, W], cam [B, 1, ceil(H/4), ceil(W/4)]), both
+    max-normalised with eps 1e-5."""
+    size = tuple(int(v) for v in packs[0]["size"])
+    size4 = strided_size(size, 4)
+    high_res = torch.zeros(len(packs), 1, *size, device=device)
+    stride4 = torch.zeros(len(packs), 1, *size4, device=device)
+    for s in range(len(packs[0]["img"])):
+        x = stack_pyramids(packs, s).to(device)
+        with autocast(device, amp):
+            cams = model.cam(model.features(x))
+        cams = merge_flips(cams.float())
+        high_res += upsample_crop(cams, size)
+        stride4 += F.interpolate(cams, size4, mode="bilinear", align_corners=False)
+    return max_normalise(high_res), max_normalise(stride4)
+
+
+def run(args: argparse.Namespace) -> None:
+    rt, timer = runtime(), Timer()
+    _, deploy_path = weights_paths(args.cam_weights_name)
+    model = RepVGG_cam.load_cam_net(deploy_path, deploy=True, device=rt.device)
+    split = load_split(args, "train_list")
+    done = reusable_outputs(args.cam_out_dir, source_fingerprint(deploy_path), args.resume)
+    names = inference_names(split.positives, done)
+    dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
+    bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)
+    for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
+        high_res, stride4 = multiscale_cam(model, packs, rt.device, args.amp)
+        for i, pack in enumerate(packs):
+            fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", {
+                "keys": torch.zeros(1, dtype=torch.int64).numpy(),
+                "cam": stride4[i].cpu().numpy(), "high_res": high_res[i].cpu().numpy()})
+        bar.update(len(packs))
+    bar.close()
+    barrier()
+    log.info("[%s] %d seed CAMs in %.0fs (%.2f img/s), %d reused -> %s", TAG, len(names), timer.elapsed,
+             len(names) / max(timer.elapsed, 1e-9), len(done), args.cam_out_dir)

@@ -1,0 +1,59 @@
+"""S9: the final pseudo masks (SPEC S9): building iff the AR map's building channel > --amn_eval_thres.
+
+Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --train_list.
+Writes: <pseudo_mask_out_dir>/<name>.png, uint8 {0, 1}, for every tile of --train_list (zeros for
+        negatives); overlays of the first --num_vis positives in <work_space>/vis/pseudo_mask/.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from misc import fileio, imutils, metrics, visutils
+from misc.errors import UserError
+from misc.pyutils import Timer, progress
+from misc.torchutils import barrier, runtime
+from step.common import inference_names, load_split
+
+log = logging.getLogger(__name__)
+TAG = "S9 make_pseudo_mask"
+
+
+def pseudo_mask(amn_map: np.ndarray, threshold: float) -> np.ndarray:
+    """{0,1} mask of the building channel [1] of an AR map [2, H, W]."""
+    return metrics.threshold_building(amn_map[1], threshold)
+
+
+def run(args: argparse.Namespace) -> None:
+    rt, timer = runtime(), Timer()
+    split = load_split(args, "train_list", decode=False)
+    out_dir, map_dir = Path(args.pseudo_mask_out_dir), Path(args.amn_cam_out_dir)
+    names = inference_names(split.names, done=set())  # cheap: always redone, so never stale
+    building_px = total_px = 0
+    vis_left = args.num_vis if rt.is_main else 0
+    for name in progress(names, desc=TAG, disable=not rt.is_main):
+        if split.cls_labels[name] == 1:
+            map_path = map_dir / f"{name}.npy"
+            if not map_path.is_file():
+                raise UserError(f"{map_path} is missing for the positive {name!r}; run --make_amn_cam_pass True first")
+            amn_map = fileio.load_npy_dict(map_path)["high_res"]
+            mask = pseudo_mask(amn_map, args.amn_eval_thres)
+            if vis_left > 0:
+                image = imutils.read_image(split.image_paths[name])
+                gt_path = Path(args.gt_dir) / f"{name}.png"
+                gt = imutils.gt_to_binary(imutils.read_mask(gt_path)) if gt_path.is_file() else None
+                fileio.save_png(Path(args.work_space) / "vis" / "pseudo_mask" / f"{name}.png",
+                                visutils.overlay_panel(image, amn_map[1], mask, gt))
+                vis_left -= 1
+        else:
+            height, width = imutils.image_size(split.image_paths[name])
+            mask = np.zeros((height, width), np.uint8)
+        fileio.save_png(out_dir / f"{name}.png", mask)
+        building_px += int(mask.sum())
+        total_px += mask.size
+    barrier()
+    log.info("[%s] %d pseudo masks (%.1f%% building pixels on this rank) at t=%.2f in %.0fs -> %s", TAG, len(names),
+             100 * building_px / max(total_px, 1), args.amn_eval_thres, timer.elapsed, out_dir)

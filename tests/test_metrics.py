@@ -1,0 +1,46 @@
+"""The metric against a confusion computed by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from misc import metrics
+
+
+def test_confusion_and_scores_by_hand():
+    gt = np.array([[0, 0, 1, 1],
+                   [0, 1, 1, 255]], dtype=np.uint8)
+    pred = np.array([[0, 1, 1, 0],
+                     [0, 1, 0, 1]], dtype=np.uint8)
+    # gt 0 -> pred 0: 2, pred 1: 1;  gt 1 -> pred 0: 2, pred 1: 2;  the 255 pixel is ignored
+    conf = metrics.confusion(gt, pred)
+    assert conf.tolist() == [[2, 1], [2, 2]]
+    s = metrics.scores(conf)
+    assert s["building_iou"] == pytest.approx(2 / (2 + 1 + 2))
+    assert s["background_iou"] == pytest.approx(2 / (2 + 2 + 1))
+    assert s["miou"] == pytest.approx((0.4 + 0.4) / 2)
+    assert s["precision"] == pytest.approx(2 / 3)
+    assert s["recall"] == pytest.approx(2 / 4)
+    assert s["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    assert s["overall_accuracy"] == pytest.approx(4 / 7)
+
+
+def test_meter_is_dataset_level_not_per_image_mean():
+    meter = metrics.ConfusionMeter()
+    meter.add(np.ones((2, 2), np.uint8), np.ones((2, 2), np.uint8))           # IoU 1 on a 4-pixel tile
+    meter.add(np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8))          # IoU 0 on a 16-pixel tile
+    assert meter.scores()["building_iou"] == pytest.approx(4 / 20)           # not (1 + 0) / 2
+
+
+def test_empty_classes_give_zero_not_nan():
+    s = metrics.scores(metrics.confusion(np.zeros((3, 3), np.uint8), np.zeros((3, 3), np.uint8)))
+    assert s["building_iou"] == 0.0 and s["f1"] == 0.0 and s["background_iou"] == 1.0
+
+
+def test_threshold_tie_goes_to_background():
+    assert metrics.threshold_building(np.array([0.2, 0.25, 0.3]), 0.25).tolist() == [0, 0, 1]
+
+
+def test_size_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.confusion(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8))

@@ -1,0 +1,105 @@
+"""S6 -> S9 on the tiny dataset: the AR network, file formats, resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from misc import fileio, imutils
+from misc.torchutils import setup_runtime
+from net import RepVGG_amn
+from step import (amn_cam_to_ir_label, cam_to_ir_label, eval_amn_cam, make_amn_cam, make_cam, make_lpcam,
+                  make_pseudo_mask, train_amn, train_cam)
+from tests.conftest import stage_args
+
+
+@pytest.fixture(autouse=True)
+def _cpu_runtime():
+    setup_runtime("cpu")
+
+
+def test_label_conditioning_changes_the_output():
+    torch.manual_seed(0)
+    model = RepVGG_amn.Net("RepVGG-Tiny").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pos = model(x, torch.ones(2, 1))
+        neg = model(x, torch.zeros(2, 1))
+    assert pos.shape == (2, 2, 4, 4)
+    assert not torch.allclose(pos, neg)
+
+
+def test_deploy_amn_matches_train_time(tmp_path):
+    torch.manual_seed(0)
+    model = RepVGG_amn.Net("RepVGG-Tiny").eval()
+    RepVGG_amn.save_amn_net(model, tmp_path / "amn.pth", deploy=False)
+    RepVGG_amn.deploy_amn_net(tmp_path / "amn.pth", tmp_path / "amn_deploy.pt")
+    deploy = RepVGG_amn.load_amn_net(tmp_path / "amn_deploy.pt", deploy=True)
+    x, y = torch.randn(2, 3, 64, 64), torch.ones(2, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x, y), model(x, y), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def labelled(tiny_root, tmp_path):
+    """S1, S2, S3 and S5 on the tiny dataset: confident labels ready for S6."""
+    args = stage_args(tiny_root, tmp_path, "--num_cluster", "3", "--bac_num_samples", "0", "--bac_select_thres", "0.5", "--amn_batch_size", "4",
+                      "--amn_num_epoches", "2", "--amn_crop_size", "64", "--Lambda1", "0.5", "--num_vis", "2",
+                      "--amn_weights_name", str(tmp_path / "sess" / "amn"))
+    for stage in (train_cam, make_cam, make_lpcam, cam_to_ir_label):
+        stage.run(args)
+    return args
+
+
+def test_s6_to_s9_write_spec_files(labelled, tiny_root, tmp_path):
+    args = labelled
+    train_amn.run(args)
+    assert (tmp_path / "sess" / "amn.pth").is_file() and (tmp_path / "sess" / "amn_deploy.pt").is_file()
+    make_amn_cam.run(args)
+    positives = (tiny_root / "train_aug_building.txt").read_text().split()
+    for name in positives:
+        amn = fileio.load_npy_dict(tmp_path / "result" / "amn_cam" / f"{name}.npy")
+        assert amn["keys"].tolist() == [0]
+        assert amn["high_res"].shape == (2, 64, 64) and amn["high_res"].dtype == np.float32
+        assert amn["cam"].shape == (2, 16, 16)
+        assert amn["high_res"].min() >= 0 and amn["high_res"].max() <= 1
+    eval_amn_cam.run(args)
+    assert (tmp_path / "result" / "metrics_amn_cam.json").is_file()
+    make_pseudo_mask.run(args)
+    for name in (tiny_root / "train_aug.txt").read_text().split():
+        mask = imutils.read_mask(tmp_path / "result" / "pseudo_mask" / f"{name}.png")
+        assert mask.shape == (64, 64) and set(np.unique(mask).tolist()) <= {0, 1}
+        if name not in positives:
+            assert mask.max() == 0
+    amn_cam_to_ir_label.run(args)
+    for name in (tiny_root / "train_aug.txt").read_text().split():
+        label = imutils.read_mask(tmp_path / "result" / "amn_ir_label" / f"{name}.png")
+        assert set(np.unique(label).tolist()) <= {0, 1, 255}
+
+
+def test_s6_resume_and_skip(labelled, tmp_path, monkeypatch):
+    from misc import trainloop
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(epoch: int) -> None:
+        raise Interrupt
+
+    original = trainloop.fit
+    monkeypatch.setattr(train_amn, "fit", lambda *a, **k: original(*a, **{**k, "on_epoch_end": stop}))
+    with pytest.raises(Interrupt):
+        train_amn.run(labelled)
+    assert (tmp_path / "sess" / "amn.resume.pth").is_file()
+    monkeypatch.setattr(train_amn, "fit", original)
+    train_amn.run(labelled)
+    resumed = torch.load(tmp_path / "sess" / "amn.pth", weights_only=True)["model"]
+    mtime = (tmp_path / "sess" / "amn.pth").stat().st_mtime_ns
+    train_amn.run(labelled)  # finished with the same settings: skipped
+    assert (tmp_path / "sess" / "amn.pth").stat().st_mtime_ns == mtime
+
+    labelled.resume = False  # an uninterrupted run ends at the same weights
+    train_amn.run(labelled)
+    fresh = torch.load(tmp_path / "sess" / "amn.pth", weights_only=True)["model"]
+    for key in fresh:
+        torch.testing.assert_close(fresh[key], resumed[key], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,195 @@
+"""The data layer: lists, image labels, dataset checks and the torch datasets (SPEC 1, 2.0, S1, S6).
+
+The RRDSD layout (`voc12.layout`): `<root>/JPEGImages/<name>.png|.jpg|.tif`, ground truth
+`<root>/SegmentationClassAug/<name>.png` (0/255), `cls_labels.npy` ({name: [0|1]}) and list files
+(one tile name a line). Every path comes from flags; nothing is read at import time.
+
+Randomness in the training sets is a pure function of (seed, epoch, index), so a resumed run
+sees the same crops as an uninterrupted one, whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from misc import imutils
+from misc.errors import UserError
+
+
+def read_list(path: str | os.PathLike, flag: str = "--train_list") -> list[str]:
+    """Tile names of a list file: one a line, extension-less; blank lines and '#' comments skipped.
+    Extra columns (VOC style `name label`) are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag} {path} does not exist; make it with `python -m voc12.prepare` or point {flag} at your list")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split()[0])
+    if not names:
+        raise UserError(f"{flag} {path} lists no tiles")
+    return names
+
+
+def load_cls_labels(path: str | os.PathLike) -> dict[str, int]:
+    """{name: 0|1} from `cls_labels.npy` (np.save of a dict name -> [label], SPEC 1.1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image labels {path} do not exist; make them with `python -m voc12.prepare` or set --cls_labels")
+    try:
+        raw = np.load(path, allow_pickle=True).item()
+        return {str(k): int(np.asarray(v).reshape(-1)[0]) for k, v in raw.items()}
+    except Exception as err:  # any malformed content is the user's file, not our bug
+        raise UserError(f"image labels {path} are not a dict name -> [0|1] ({err}); regenerate them with `python -m voc12.prepare`") from None
+
+
+def check_dataset(names: Sequence[str], image_dir: str | os.PathLike, *, list_flag: str, list_path: str | os.PathLike,
+                  cls_labels: dict[str, int] | None = None, mask_dir: str | os.PathLike | None = None,
+                  mask_flag: str = "--gt_dir", decode: bool = True, workers: int = 4) -> dict[str, Path]:
+    """Check a list before a stage starts; return {name: image path}.
+
+    Raises UserError (one line naming the file and the fix) for a list entry without image, an
+    entry missing from `cls_labels`, an unreadable or truncated image, or a mask whose size differs
+    from its image. `decode=False` skips the full decode (size from the header only).
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise UserError(f"image folder {image_dir} does not exist; check --voc12_root")
+    paths: dict[str, Path] = {}
+    for name in names:
+        found = imutils.find_image(image_dir, name)
+        if found is None:
+            raise UserError(f"{list_flag} {list_path} names {name!r}, but {image_dir}/{name}.png (or .jpg/.tif) does not exist; "
+                            f"fix the list or --voc12_root")
+        if cls_labels is not None and name not in cls_labels:
+            raise UserError(f"{list_flag} {list_path} names {name!r}, which has no entry in the image labels (--cls_labels); "
+                            f"regenerate cls_labels.npy or remove the entry")
+        paths[name] = found
+    if mask_dir is not None and not Path(mask_dir).is_dir():
+        raise UserError(f"mask folder {mask_dir} does not exist; check {mask_flag}")
+
+    def check_one(name: str) -> None:
+        size = _image_size(paths[name], decode, imutils.read_image)
+        if mask_dir is not None:
+            mask_path = Path(mask_dir) / f"{name}.png"
+            if not mask_path.is_file():
+                raise UserError(f"{list_flag} {list_path} names {name!r}, but its mask {mask_path} does not exist; check {mask_flag}")
+            mask_size = _image_size(mask_path, decode, imutils.read_mask)
+            if mask_size != size:
+                raise UserError(f"mask {mask_path} is {mask_size[1]}x{mask_size[0]} but image {paths[name]} is "
+                                f"{size[1]}x{size[0]}; masks must match their images pixel for pixel")
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(check_one, names):  # the first error in list order is raised
+            pass
+    return paths
+
+
+def _image_size(path: Path, decode: bool, reader) -> tuple[int, int]:
+    """(H, W) of an image; decoding fully (with `reader`) catches truncated files."""
+    return tuple(reader(path).shape[:2]) if decode else imutils.image_size(path)
+
+
+def _aug_rng(seed: int, epoch: int, index: int) -> random.Random:
+    return random.Random((seed * 1_000_003 + epoch) * 10_000_019 + index)
+
+
+class ClassificationDataset(Dataset):
+    """S1 training set: random_resize_long(192, 320) -> normalise -> hflip -> random crop (fill 0) -> CHW."""
+
+    def __init__(self, names: Sequence[str], image_paths: dict[str, Path], cls_labels: dict[str, int],
+                 crop_size: int = 256, resize_long: tuple[int, int] = (192, 320), seed: int = 0) -> None:
+        self.names = list(names)
+        self.image_paths = image_paths
+        self.labels = np.array([[cls_labels[n]] for n in self.names], dtype=np.float32)
+        self.crop_size, self.resize_long, self.seed, self.epoch = crop_size, resize_long, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = _aug_rng(self.seed, self.epoch, index)
+        img = imutils.read_image(self.image_paths[self.names[index]])
+        img = imutils.random_resize_long(img, *self.resize_long, rng=rng)
+        img = imutils.normalize(img)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        (img,) = imutils.random_crop([img], self.crop_size, fills=[0.0], rng=rng)
+        return {"name": self.names[index], "img": torch.from_numpy(imutils.hwc_to_chw(img)),
+                "label": torch.from_numpy(self.labels[index])}
+
+
+class ClassificationDatasetMSF(Dataset):
+    """Multi-scale + flip inference set (SPEC 2.0): per scale a [2, 3, h, w] tensor (image, its flip)."""
+
+    def __init__(self, names: Sequence[str], image_paths: dict[str, Path], cls_labels: dict[str, int] | None,
+                 scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0)) -> None:
+        self.names = list(names)
+        self.image_paths = image_paths
+        self.cls_labels = cls_labels
+        self.scales = tuple(scales)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict:
+        name = self.names[index]
+        img = imutils.read_image(self.image_paths[name])
+        pyramid = []
+        for scale in self.scales:
+            scaled = img if scale == 1.0 else imutils.pil_rescale(img, scale, order=3)
+            chw = imutils.hwc_to_chw(imutils.normalize(scaled))
+            pyramid.append(torch.from_numpy(np.stack([chw, chw[:, :, ::-1].copy()])))
+        label = float(self.cls_labels[name]) if self.cls_labels is not None else 1.0
+        return {"name": name, "img": pyramid, "size": img.shape[:2], "label": torch.tensor([label]),
+                "raw": img}
+
+
+class SegmentationDataset(Dataset):
+    """Pixel-label training set (S6, S11): random scale (image bicubic, label nearest) -> normalise ->
+    hflip -> random crop (image fill 0, label fill 255). Labels {0,1,255}; `gt_labels=True` maps
+    0/255 ground truth to {0,1} first."""
+
+    def __init__(self, names: Sequence[str], image_paths: dict[str, Path], label_dir: str | os.PathLike,
+                 cls_labels: dict[str, int] | None = None, crop_size: int = 256,
+                 scale_range: tuple[float, float] = (0.5, 1.5), gt_labels: bool = False, seed: int = 0) -> None:
+        self.names = list(names)
+        self.image_paths = image_paths
+        self.label_dir = Path(label_dir)
+        self.cls_labels = cls_labels
+        self.crop_size, self.scale_range, self.gt_labels, self.seed, self.epoch = crop_size, scale_range, gt_labels, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = _aug_rng(self.seed, self.epoch, index)
+        name = self.names[index]
+        img = imutils.read_image(self.image_paths[name])
+        label = imutils.read_mask(self.label_dir / f"{name}.png")
+        if self.gt_labels:
+            label = imutils.gt_to_binary(label)
+        scale = rng.uniform(*self.scale_range)
+        img = imutils.pil_rescale(img, scale, order=3)
+        label = imutils.pil_rescale(label, scale, order=0)
+        img = imutils.normalize(img)
+        if rng.random() < 0.5:
+            img, label = img[:, ::-1], label[:, ::-1]
+        img, label = imutils.random_crop([img, label], self.crop_size, fills=[0.0, 255], rng=rng)
+        label_cls = float(self.cls_labels[name]) if self.cls_labels is not None else float((label == 1).any())
+        return {"name": name, "img": torch.from_numpy(imutils.hwc_to_chw(img)),
+                "label": torch.from_numpy(label.astype(np.int64)), "label_cls": torch.tensor([label_cls])}
