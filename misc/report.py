@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-ORDER = ["cam", "lpcam_mask", "ir_label", "amn_cam", "pseudo_mask", "seg"]
+ORDER = ["cam", "lpcam_mask", "ir_label", "amn_cam", "amn_ir_label", "seg"]
+LABEL_STAGES = {"ir_label": "confident labels (S5)", "amn_ir_label": "AMN confident labels (S9b)"}
 
 
 def stage_table(work_space: str | Path) -> str:
@@ -19,10 +20,11 @@ def stage_table(work_space: str | Path) -> str:
         if "building_iou" in s:
             rows.append(f"| {m.get('stage', path.stem)} | {m.get('tiles', '')} | {m.get('threshold', '')} | "
                         f"{s['building_iou']:.4f} | {s['f1']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} |")
-        elif "coverage" in s:
-            rows.append(f"| {m.get('stage', path.stem)} | {m.get('tiles', '')} | coverage {s['coverage']:.3f} | "
-                        f"| | building {s.get('building_precision', float('nan')):.4f} / "
-                        f"background {s.get('background_precision', float('nan')):.4f} | |")
+        elif "coverage" in m:  # confident-label stages: coverage and per-class precision, no IoU
+            bp, gp = m.get("building_precision"), m.get("background_precision")
+            prec = "n/a" if bp is None else f"bld {bp:.4f} / bg {gp:.4f}"
+            rows.append(f"| {LABEL_STAGES.get(path.stem[8:], path.stem)} | {m.get('positives', '')} | "
+                        f"coverage {m['coverage']:.3f} | | | {prec} | |")
     head = ("| stage | tiles | threshold | building IoU | F1 | precision | recall |\n"
             "|---|---|---|---|---|---|---|")
     return "\n".join([head, *rows]) if rows else f"(no metrics_*.json in {work_space})"

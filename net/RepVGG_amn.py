@@ -8,14 +8,12 @@ Checkpoints are dicts {"network", "backbone", "deploy", "model"}, as for the cla
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from misc import fileio
-from misc.errors import UserError
-from net.RepVGG import build_repvgg, load_backbone_weights, repvgg_model_convert
+from net import checkpoints
+from net.RepVGG import build_repvgg, load_backbone_weights
 
 NETWORK = "RepVGG_amn"
 
@@ -64,32 +62,14 @@ def build_amn_net(backbone: str, weights: str | None) -> Net:
 
 
 def save_amn_net(model: Net, path: str | os.PathLike, deploy: bool, extra: dict | None = None) -> None:
-    fileio.save_torch(path, {"network": NETWORK, "backbone": model.backbone_name, "deploy": deploy,
-                             "model": model.state_dict(), **(extra or {})})
+    checkpoints.save_net(model, NETWORK, path, deploy, extra)
 
 
 def load_amn_net(path: str | os.PathLike, deploy: bool, device: torch.device | str = "cpu") -> Net:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"AR network weights {path} do not exist; run --train_amn_pass True first or fix --amn_weights_name")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint ({err}); delete it and rerun --train_amn_pass True") from None
-    if not isinstance(ckpt, dict) or ckpt.get("network") != NETWORK or ckpt.get("deploy") != deploy:
-        kind = "a deploy" if deploy else "a train-time"
-        raise UserError(f"{path} is not {kind} {NETWORK} checkpoint written by this project; rerun --train_amn_pass True")
-    model = Net(ckpt["backbone"], deploy=deploy)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
-        raise UserError(f"{path} does not match {NETWORK}({ckpt['backbone']}, deploy={deploy}): "
-                        f"{str(err).splitlines()[-1].strip()}") from None
-    return model.to(device).eval()
+    """Load a checkpoint written by `save_amn_net` (strict), in eval mode on `device`."""
+    return checkpoints.load_net(path, NETWORK, Net, deploy, device, fix="--train_amn_pass True")
 
 
 def deploy_amn_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """S6d: fold the RepVGG blocks of a trained AR network and save the deploy file."""
-    model = load_amn_net(train_path, deploy=False)
-    repvgg_model_convert(model)
-    save_amn_net(model, deploy_path, deploy=True)
+    """Fold every RepVGG block of the trained AR network and save it as the deploy file (SPEC S1d / S6d)."""
+    checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_amn_pass True")

@@ -7,19 +7,15 @@ SPEC section 3) and `classifier.weight`.
 """
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc import fileio
-from misc.errors import UserError
-from net.RepVGG import build_repvgg, load_backbone_weights, repvgg_model_convert
+from net import checkpoints
+from net.RepVGG import build_repvgg, load_backbone_weights
 
-log = logging.getLogger(__name__)
 NETWORK = "RepVGG_cam"
 
 
@@ -62,34 +58,14 @@ def build_cam_net(backbone: str, weights: str | None) -> Net:
 
 
 def save_cam_net(model: Net, path: str | os.PathLike, deploy: bool, extra: dict | None = None) -> None:
-    fileio.save_torch(path, {"network": NETWORK, "backbone": model.backbone_name, "deploy": deploy,
-                             "model": model.state_dict(), **(extra or {})})
+    checkpoints.save_net(model, NETWORK, path, deploy, extra)
 
 
 def load_cam_net(path: str | os.PathLike, deploy: bool, device: torch.device | str = "cpu") -> Net:
     """Load a checkpoint written by `save_cam_net` (strict), in eval mode on `device`."""
-    path = Path(path)
-    if not path.is_file():
-        hint = "run --deploy step (it runs at the end of --train_cam_pass)" if deploy else "run --train_cam_pass True first"
-        raise UserError(f"classifier weights {path} do not exist; {hint} or fix --cam_weights_name")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint ({err}); delete it and rerun --train_cam_pass True") from None
-    if not isinstance(ckpt, dict) or ckpt.get("network") != NETWORK or ckpt.get("deploy") != deploy:
-        kind = "a deploy" if deploy else "a train-time"
-        raise UserError(f"{path} is not {kind} {NETWORK} checkpoint written by this project; rerun --train_cam_pass True")
-    model = Net(ckpt["backbone"], deploy=deploy)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise UserError(f"{path} does not match {NETWORK}({ckpt['backbone']}, deploy={deploy}): {first}") from None
-    return model.to(device).eval()
+    return checkpoints.load_net(path, NETWORK, Net, deploy, device, fix="--train_cam_pass True")
 
 
 def deploy_cam_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """S1d: fold every RepVGG block of a trained classifier and save it as the deploy file."""
-    model = load_cam_net(train_path, deploy=False)
-    repvgg_model_convert(model)
-    save_cam_net(model, deploy_path, deploy=True)
+    """Fold every RepVGG block of the trained classifier and save it as the deploy file (SPEC S1d / S6d)."""
+    checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_cam_pass True")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: image-level labels -> seed CAMs -> BAC expanded CAMs -> confident labels, with the
-# evaluation of each map and a table of the stage metrics at the end.
+# The main job: image-level labels -> seed CAMs -> BAC expanded CAMs -> confident labels -> AR network
+# -> AR maps -> pseudo masks, with the evaluation of each map and a table of the stage metrics at the end.
 #
 #   bash script/generate_pseudo_mask.sh                          # the built-in demo dataset (no download)
 #   DATASET_ROOT=Dataset/RRDSD bash script/generate_pseudo_mask.sh   # your data, paper settings
@@ -19,6 +19,10 @@ EVAL_SEED_CAM=${EVAL_SEED_CAM:-True}  # S2e evaluate the seed CAMs
 MAKE_LPCAM=${MAKE_LPCAM:-True}        # S3  building-aware clustering -> expanded CAMs
 EVAL_CAM=${EVAL_CAM:-True}            # S4  evaluate the expanded CAMs
 CAM_TO_IR_LABEL=${CAM_TO_IR_LABEL:-True}  # S5  confident labels with dense CRF
+TRAIN_AMN=${TRAIN_AMN:-True}          # S6  AR network (+ S6d deploy)
+MAKE_AMN_CAM=${MAKE_AMN_CAM:-True}    # S7  AR maps
+EVAL_AMN_CAM=${EVAL_AMN_CAM:-True}    # S8  evaluate the AR maps
+MAKE_PSEUDO_MASK=${MAKE_PSEUDO_MASK:-True}  # S9  pseudo masks {0,1} PNG
 RESUME=${RESUME:-True}
 
 WORK_SPACE=${WORK_SPACE:-result_rrdsd}
@@ -38,6 +42,7 @@ if [ -z "${DATASET_ROOT:-}" ]; then
   CAM_LR=${CAM_LR:-0.05}
   CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
   BAC_SAMPLES=${BAC_SAMPLES:-0}
+  AMN_EPOCHS=${AMN_EPOCHS:-4}
 else
   # The reference script's settings (SPEC section 6).
   BACKBONE=${BACKBONE:-RepVGG-B1g2}
@@ -46,10 +51,11 @@ else
   CAM_LR=${CAM_LR:-0.01}
   CAM_MOMENTUM=${CAM_MOMENTUM:-0.0001}
   BAC_SAMPLES=${BAC_SAMPLES:-3000}
+  AMN_EPOCHS=${AMN_EPOCHS:-10}
 fi
 
 COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE" --backbone "$BACKBONE"
-        --cam_weights_name "$SESS/repvgg_cam" --device "$DEVICE" --amp "$AMP"
+        --cam_weights_name "$SESS/repvgg_cam" --amn_weights_name "$SESS/repvgg_amn" --device "$DEVICE" --amp "$AMP"
         --num_workers "$NUM_WORKERS" --resume "$RESUME")
 
 run() {
@@ -74,6 +80,12 @@ if [ "$EVAL_CAM" = True ]; then
 fi
 if [ "$CAM_TO_IR_LABEL" = True ]; then
   run "${COMMON[@]}" --cam_to_ir_label_pass True
+fi
+if [ "$TRAIN_AMN" = True ] || [ "$MAKE_AMN_CAM" = True ] || [ "$EVAL_AMN_CAM" = True ] || [ "$MAKE_PSEUDO_MASK" = True ]; then
+  run "${COMMON[@]}" \
+    --train_amn_pass "$TRAIN_AMN" --make_amn_cam_pass "$MAKE_AMN_CAM" \
+    --eval_amn_cam_pass "$EVAL_AMN_CAM" --make_pseudo_mask_pass "$MAKE_PSEUDO_MASK" \
+    --amn_num_epoches "$AMN_EPOCHS"
 fi
 
 echo

@@ -155,13 +155,20 @@ def cluster(features: dict[str, tuple[torch.Tensor, torch.Tensor]], draws: list[
     result: dict[str, np.ndarray] = {"k": np.int64(k)}
     for part, which in ((0, "bld"), (1, "ctx")):
         x = torch.cat([features[name][part] for name in draws])
+        setattr(summary, f"n_{which}", x.shape[0])
+        if which == "ctx" and x.shape[0] < k:
+            # |Q| = 0 is a valid outcome (SPEC S3c uses A_s as is), so too few context pixels is no error
+            log.warning("[%s] only %d context features for k = %d: no context prototypes; raise "
+                        "--bac_select_thres or sample more tiles to get some", TAG, x.shape[0], k)
+            result.update({"ctx_centres": np.zeros((0, x.shape[1]), np.float32), "ctx_ids": np.zeros(0, np.int64),
+                           "ctx_iterations": np.int64(0)})
+            continue
         _check_rows(x.shape[0], k, which)
         init = rng.choice(x.shape[0], k, replace=False)
         ids, centres, iterations = bac.kmeans_cosine(x.to(device), k, tol=tol, max_iter=max_iter, seed=SAMPLE_SEED,
                                                      init_index=init)
         result.update({f"{which}_centres": centres.float().cpu().numpy(), f"{which}_ids": ids.cpu().numpy(),
                        f"{which}_iterations": np.int64(iterations)})
-        setattr(summary, f"n_{which}", x.shape[0])
         del x
     summary.iterations = (int(result["bld_iterations"]), int(result["ctx_iterations"]))
     return result
@@ -171,9 +178,6 @@ def _check_rows(n: int, k: int, which: str) -> None:
     if which == "bld" and n == 0:
         raise UserError("no building candidates: no seed-CAM value above --bac_select_thres in any sampled tile; check "
                         "the seed CAMs in --seed_cam_dir (rerun --make_cam_pass True) or lower --bac_select_thres")
-    if which == "ctx" and n == 0:
-        raise UserError("no context features: every seed-CAM value of the sampled tiles is >= --bac_select_thres; "
-                        "check the seed CAMs in --seed_cam_dir or raise --bac_select_thres")
     if n < k:
         kind = "building-candidate" if which == "bld" else "context"
         raise UserError(f"only {n} {kind} features for k = --num_cluster {k}; lower --num_cluster, sample more tiles "

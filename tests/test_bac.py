@@ -246,3 +246,12 @@ def test_make_lpcam_user_errors(seeded):
     (tmp_path / "result" / "cam" / f"{missing}.npy").unlink()
     with pytest.raises(UserError, match=f"seed CAM .*{missing}.npy .*--make_cam_pass True"):
         make_lpcam.run(_lpcam_args(root, tmp_path, "--bac_num_samples", "0"))
+
+
+def test_make_lpcam_without_context_features_has_empty_q(seeded, caplog):
+    root, tmp_path = seeded
+    with caplog.at_level(logging.WARNING):
+        make_lpcam.run(_lpcam_args(root, tmp_path, "--bac_select_thres", "0.0"))  # every seed value is > 0 or == 0
+    with np.load(tmp_path / "result" / "cluster_result" / "prototypes_k3.npz") as pq:
+        assert len(pq["P"]) >= 1 and len(pq["Q"]) == 0
+    assert any("no context prototypes" in r.getMessage() for r in caplog.records)
