@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available, else cpu")
     g.add_argument("--amp", type=str, default="none", choices=["none", "bf16"], help="bf16 autocast for the networks")
     g.add_argument("--seed", type=int, default=0, help="seed of the training order and augmentation")
+    g.add_argument("--sync_bn", type=str2bool, default=False, help="under torchrun on GPUs: batch-norm statistics over all ranks")
 
     g = p.add_argument_group("dataset (every path derives from --voc12_root unless given)")
     g.add_argument("--voc12_root", type=str, default="Dataset/RRDSD", help="dataset root in the RRDSD layout (Dataset/README.md)")

@@ -94,8 +94,8 @@ def weights_paths(name: str) -> tuple[Path, Path]:
 
 
 def progress(iterable, total: int | None = None, desc: str = "", unit: str = "img", disable: bool = False):
-    """A tqdm bar with throughput on stderr; silent when not a terminal unless forced."""
+    """A tqdm bar with throughput on stderr; redrawn every second on a terminal, every 30 s into a log file."""
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
-                mininterval=1.0, file=sys.stderr)
+                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)

@@ -66,6 +66,7 @@ class FitConfig:
     resume: bool = True
     fingerprint: dict = field(default_factory=dict)  # what must match for a checkpoint to be resumed
     tag: str = "train"
+    sync_bn: bool = False
 
 
 def resume_path(final_path: str | Path) -> Path:
@@ -83,6 +84,11 @@ def fit(model: nn.Module, dataset: Dataset, optimizer: torch.optim.Optimizer,
     ckpt_path = resume_path(checkpoint)
     start_epoch = _try_resume(ckpt_path, model, optimizer, cfg) if cfg.resume else 0
     train_model = model
+    if rt.distributed and cfg.sync_bn:
+        if rt.device.type == "cuda":  # same parameter names, so checkpoints are unchanged
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning("[%s] --sync_bn needs CUDA; batch norm stays per rank on CPU", cfg.tag)
     if rt.distributed:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     sampler = EpochBatchSampler(len(dataset), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)

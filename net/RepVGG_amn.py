@@ -38,6 +38,7 @@ class Net(nn.Module):
         super().__init__()
         self.backbone_name = backbone
         self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
+        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used (SPEC S1)
         channels = self.repvgg.out_channels[-1]
         self.label_enc = nn.Linear(1, channels)
         self.classifier = nn.Sequential(nn.Dropout(0.1), ASPPSum(channels, 2))

@@ -24,6 +24,7 @@ class Net(nn.Module):
         super().__init__()
         self.backbone_name = backbone
         self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16 (SPEC section 3)
+        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used (SPEC S1)
         self.classifier = nn.Conv2d(self.repvgg.out_channels[-1], 1, 1, bias=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from misc.torchutils import barrier, runtime
 from step.eval_cam import report
 
 TAG = "S8 eval_amn_cam"
@@ -17,4 +18,6 @@ REFERENCE_RANGE = (0.65, 0.66, 0.67, 0.68, 0.69)
 def run(args: argparse.Namespace) -> None:
     thresholds = (args.amn_eval_thres,) + (tuple(t for t in REFERENCE_RANGE if t != args.amn_eval_thres)
                                            if args.amn_eval_sweep else ())
-    report(args, args.amn_cam_out_dir, thresholds, channel=1, tag=TAG, sweep=False)
+    if runtime().is_main:
+        report(args, args.amn_cam_out_dir, thresholds, channel=1, tag=TAG, sweep=False)
+    barrier()

@@ -18,7 +18,7 @@ import numpy as np
 from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
-from misc.torchutils import runtime
+from misc.torchutils import barrier, runtime
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], 
         result["sweep"] = {f"{t:.2f}": table[t] for t in all_t}
         result["best_threshold"], result["best_scores"] = best, table[best]
         log.info("[%s] best t=%.2f (chosen with ground truth)  %s", tag, best, metrics.format_scores(table[best]))
-    if runtime().is_main:
-        fileio.save_json(Path(args.work_space) / f"metrics_{stage}.json", result)
+    fileio.save_json(Path(args.work_space) / f"metrics_{stage}.json", result)
     log.info("[%s] %s: %d tiles at t=%.2f: building IoU %.4f F1 %.4f (all-building baseline IoU %.4f) in %.0fs",
              tag, stage, len(names), fixed, table[fixed]["building_iou"], table[fixed]["f1"],
              result["all_building_baseline_iou"], timer.elapsed)
@@ -105,4 +104,6 @@ def _all_building_iou(conf: np.ndarray) -> float:
 
 
 def run(args: argparse.Namespace) -> None:
-    report(args, default_map_dir(args), (args.cam_eval_thres,), channel=0, tag=TAG, sweep=args.cam_eval_sweep)
+    if runtime().is_main:  # evaluation is cheap and writes one file: rank 0 alone
+        report(args, default_map_dir(args), (args.cam_eval_thres,), channel=0, tag=TAG, sweep=args.cam_eval_sweep)
+    barrier()

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> None:
     log.info("[%s] tiles=%d batch=%d epochs=%d Lambda1=%.2f device=%s ranks=%d", TAG, len(split.names),
              args.amn_batch_size, args.amn_num_epoches, args.Lambda1, rt.device, rt.world_size)
     cfg = FitConfig(epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
-                    num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG)
+                    num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                    sync_bn=args.sync_bn)
     epoch_losses = fit(model, dataset, optimizer, loss_fn, cfg, rt, train_path, on_epoch_end=on_epoch_end)
     if rt.is_main:
         if best["state"] is not None:

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> None:
         log.info("[%s] tiles=%d (%d positives) batch=%d epochs=%d device=%s ranks=%d", TAG, len(split.names),
                  len(split.positives), args.cam_batch_size, args.cam_num_epoches, rt.device, rt.world_size)
         cfg = FitConfig(epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
-                        num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG)
+                        num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                    sync_bn=args.sync_bn)
         losses = fit(model, dataset, optimizer, classification_loss, cfg, rt, train_path)
         if rt.is_main:
             model.cpu()
