@@ -20,6 +20,11 @@ from PIL import Image
 
 from misc.errors import UserError
 
+# mkstemp creates files readable by the owner only; results get the permissions of a plain open()
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 # The VOC palette's first entries: 0 background black, 1 building dark red, 255 ignore white.
 _PALETTE = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 253 + [255, 255, 255]
 
@@ -34,6 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

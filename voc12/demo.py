@@ -44,28 +44,32 @@ from misc import fileio
 from misc.errors import UserError, exit_on_user_error
 from voc12.layout import LayoutSummary, LayoutWriter
 
-GENERATOR_VERSION = 1  # bump when the drawing changes, so an old dataset is regenerated
+GENERATOR_VERSION = 2  # bump when the drawing changes, so an old dataset is regenerated
 SCENE_SIZE = 768
 TILE_SIZE = 256
 DEFAULT_SCENES = 30
 TEST_FRACTION = 0.22
 
-KINDS = ("dense", "sparse", "field", "forest", "meadow", "lot")
-DENSE, SPARSE, FIELD, FOREST, MEADOW, LOT = range(len(KINDS))
+KINDS = ("dense", "sparse", "field", "forest", "meadow", "lot", "sport")
+DENSE, SPARSE, FIELD, FOREST, MEADOW, LOT, SPORT = range(len(KINDS))
 
 # Mean RGB of ground covers; each parcel jitters its colour.
 GROUND = {
     "grass": (88, 116, 62), "lawn": (98, 128, 70), "dry_grass": (152, 146, 98), "crop": (104, 132, 66),
     "stubble": (188, 170, 118), "soil": (140, 112, 84), "dark_soil": (108, 88, 68), "forest_floor": (72, 82, 52),
+    "red_soil": (150, 90, 66), "ploughed": (82, 70, 60), "gravel": (158, 154, 146), "concrete": (168, 168, 163),
 }
 GROUND_BY_KIND = {  # cover probabilities of a parcel by the district of its seed
-    DENSE: {"lawn": 0.45, "grass": 0.3, "dry_grass": 0.25},
+    DENSE: {"lawn": 0.4, "grass": 0.3, "dry_grass": 0.2, "gravel": 0.1},
     SPARSE: {"grass": 0.45, "dry_grass": 0.4, "lawn": 0.15},
-    FIELD: {"crop": 0.3, "stubble": 0.25, "dark_soil": 0.2, "dry_grass": 0.15, "soil": 0.1},
+    FIELD: {"crop": 0.25, "stubble": 0.2, "dark_soil": 0.12, "ploughed": 0.12, "red_soil": 0.13, "dry_grass": 0.1,
+            "soil": 0.08},
     FOREST: {"forest_floor": 0.7, "grass": 0.3},
     MEADOW: {"grass": 0.5, "dry_grass": 0.35, "lawn": 0.15},
-    LOT: {"grass": 0.6, "dry_grass": 0.4},
+    LOT: {"grass": 0.5, "dry_grass": 0.3, "gravel": 0.2},
+    SPORT: {"lawn": 0.6, "grass": 0.4},
 }
+INDUSTRIAL_GROUND = {"concrete": 0.35, "gravel": 0.3, "dry_grass": 0.2, "grass": 0.15}
 # Roof materials: colour range (low, high), striped texture (tiles / corrugated metal) or not.
 ROOFS = {
     "terracotta": ((160, 70, 50), (195, 100, 75), True),
@@ -77,23 +81,33 @@ ROOFS = {
     "blue_metal": ((68, 98, 138), (96, 126, 168), True),
     "green_metal": ((78, 118, 92), (102, 142, 112), True),
 }
-ROOF_MIX = {  # material probabilities per district style
-    "residential": {"terracotta": 0.33, "brown": 0.12, "grey_concrete": 0.18, "dark": 0.2, "white": 0.07,
-                    "grey_metal": 0.1},
-    "industrial": {"grey_concrete": 0.3, "white": 0.18, "grey_metal": 0.22, "blue_metal": 0.12,
-                   "green_metal": 0.08, "dark": 0.1},
-    "mixed": {"terracotta": 0.2, "brown": 0.06, "grey_concrete": 0.27, "dark": 0.15, "white": 0.1,
-              "grey_metal": 0.14, "blue_metal": 0.05, "green_metal": 0.03},
+# Material probabilities per district style: about a sixth each for red, brown, grey, dark, white and
+# blue / green, so that no roof colour is typical of buildings.
+ROOF_MIX = {
+    "residential": {"terracotta": 0.18, "brown": 0.17, "grey_concrete": 0.1, "grey_metal": 0.06, "dark": 0.17,
+                    "white": 0.16, "blue_metal": 0.08, "green_metal": 0.08},
+    "industrial": {"terracotta": 0.14, "brown": 0.14, "grey_concrete": 0.12, "grey_metal": 0.08, "dark": 0.16,
+                   "white": 0.18, "blue_metal": 0.1, "green_metal": 0.08},
+    "mixed": {"terracotta": 0.16, "brown": 0.16, "grey_concrete": 0.1, "grey_metal": 0.07, "dark": 0.17,
+              "white": 0.17, "blue_metal": 0.09, "green_metal": 0.08},
 }
-BUILDING_MIX = {  # building type probabilities per district style
-    "residential": {"house": 0.6, "terrace": 0.25, "block": 0.15},
-    "industrial": {"warehouse": 0.5, "block": 0.3, "house": 0.2},
-    "mixed": {"house": 0.4, "terrace": 0.15, "block": 0.25, "warehouse": 0.2},
+BUILDING_MIX = {  # building type probabilities per district style (a whole row of the street grid is one type)
+    "residential": {"house": 0.65, "terrace": 0.2, "block": 0.15},
+    "industrial": {"warehouse": 0.55, "block": 0.3, "house": 0.15},
+    "mixed": {"house": 0.45, "terrace": 0.15, "block": 0.2, "warehouse": 0.2},
 }
+ROW_DEPTH = {"house": 76, "terrace": 62, "block": 80, "warehouse": 120, "shed": 40}  # px across the street
+# Flat ground surfaces that share the roof colours (no height: no shadow, no eaves, no ridge).
+SURFACES = {
+    "clay": (176, 94, 64), "red_acrylic": (152, 72, 60), "blue_acrylic": (60, 98, 148),
+    "green_acrylic": (70, 124, 94), "turf": (76, 132, 80), "asphalt": (96, 97, 100), "dark_asphalt": (62, 63, 66),
+    "concrete": (170, 169, 164), "white_concrete": (212, 211, 205), "red_brick": (166, 92, 70),
+    "brown_paving": (124, 92, 72), "sand": (214, 204, 180), "pool": (88, 166, 196), "deep_pool": (62, 104, 150),
+    "water": (40, 54, 60),
+}
+PATIO = ("red_brick", "concrete", "white_concrete", "brown_paving", "dark_asphalt")
 CAR_COLOURS = ((225, 225, 222), (30, 30, 34), (120, 122, 126), (175, 178, 182), (150, 30, 30), (40, 60, 120),
                (200, 200, 198), (60, 62, 64))
-
-
 @dataclass
 class _Part:
     """One rectangular roof part, centred at (cx, cy), `w` along its own u axis (the ridge), `h` across."""
@@ -175,10 +189,10 @@ class _Scene:
             r, c = divmod(int(flat), n)
             if rank < n_dense:
                 kinds[r, c] = DENSE
-            elif rng.random() < 0.12:
+            elif rng.random() < 0.08:
                 kinds[r, c] = SPARSE
             else:
-                kinds[r, c] = (FIELD, FOREST, MEADOW, LOT)[int(rng.choice(4, p=[0.28, 0.2, 0.27, 0.25]))]
+                kinds[r, c] = (FIELD, FOREST, MEADOW, LOT, SPORT)[int(rng.choice(5, p=[0.24, 0.14, 0.22, 0.2, 0.2]))]
         return kinds
 
     def _frame(self, cx: float, cy: float, angle: float, radius: float
@@ -232,9 +246,10 @@ class _Scene:
         stripe_amp, stripe_period, stripe_angle = np.zeros(k, np.float32), np.ones(k, np.float32), np.zeros(k)
         for i, (sx, sy) in enumerate(seeds):
             kind = self._cell_of(sx, sy)
-            cover = _choice(rng, GROUND_BY_KIND[kind])
+            cover = _choice(rng, INDUSTRIAL_GROUND if kind == DENSE and self.style == "industrial"
+                            else GROUND_BY_KIND[kind])
             colours[i] = np.array(GROUND[cover]) * rng.uniform(0.88, 1.12) * rng.uniform(0.95, 1.05, 3)
-            if kind == FIELD and cover != "soil":
+            if kind == FIELD and cover not in ("soil", "red_soil"):
                 stripe_amp[i] = rng.uniform(0.05, 0.13)
                 stripe_period[i] = rng.uniform(5, 14)
                 stripe_angle[i] = rng.uniform(0, math.pi)
@@ -255,24 +270,25 @@ class _Scene:
         """Irregular bare-soil patches, mostly in meadows, fields, lots and sparse districts."""
         rng, size = self.rng, self.size
         mask = np.zeros((size, size), np.uint8)
-        for kind, (lo, hi) in ((MEADOW, (1, 4)), (FIELD, (0, 2)), (LOT, (0, 2)), (SPARSE, (0, 3)), (DENSE, (0, 2))):
+        for kind, (lo, hi) in ((MEADOW, (1, 4)), (FIELD, (0, 2)), (LOT, (0, 2)), (SPARSE, (0, 3)), (DENSE, (0, 2)),
+                               (SPORT, (0, 1))):
             for x, y in self._points_in(kind, int(rng.integers(lo, hi + 1)) * int((self.kinds == kind).sum())):
                 axes = (int(rng.uniform(15, 70)), int(rng.uniform(10, 45)))
                 cv2.ellipse(mask, (int(x), int(y)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
         soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 8) + 0.5 * (_lowfreq(rng, size, 40) - 0.5)
         patch = soft > 0.5
-        colour = np.array(GROUND["soil"], np.float32) * rng.uniform(0.9, 1.15)
+        colour = np.array(GROUND[_choice(rng, {"soil": 0.4, "red_soil": 0.35, "dark_soil": 0.25})],
+                          np.float32) * rng.uniform(0.9, 1.15)
         self.img[patch] = colour * (0.85 + 0.3 * _lowfreq(rng, size, 20))[patch][:, None]
         self.tex[patch] = 0.09
 
     # ---- paved confusers -----------------------------------------------------------------------------------
     def draw_lots(self) -> None:
-        """Parking lots (asphalt or concrete, stall lines, cars) and plazas (paving joints); small yards in towns."""
+        """Parking lots (light or dark asphalt, concrete; stall lines, cars) and plazas (concrete, white concrete,
+        red brick, brown or dark paving, with joints) in lot cells, some in meadows."""
         rng = self.rng
         for x, y in self._points_in(LOT, int((self.kinds == LOT).sum()) * int(rng.integers(1, 3)), pad=-70):
             self._lot(x, y, rng.uniform(130, 250), rng.uniform(100, 220), big=True)
-        for x, y in self._points_in(DENSE, int((self.kinds == DENSE).sum()) * int(rng.integers(0, 3))):
-            self._lot(x, y, rng.uniform(40, 110), rng.uniform(35, 90), big=False)
         for x, y in self._points_in(MEADOW, int(rng.integers(0, 2)), pad=-60):
             self._lot(x, y, rng.uniform(60, 140), rng.uniform(50, 120), big=False)
 
@@ -287,10 +303,11 @@ class _Scene:
         if self.paved[win][inside].any():  # lots do not overlap
             return
         self.paved[win] |= inside
+        self.occupied[win][inside & (self.occupied[win] == 0)] = 4
         asphalt = rng.random() < 0.5
-        g = rng.uniform(95, 135) if asphalt else rng.uniform(135, 195)
+        g = rng.uniform(60, 135) if asphalt else rng.uniform(135, 200)
         colour = np.array([g, g * rng.uniform(0.98, 1.02), g * rng.uniform(0.97, 1.04)], np.float32)
-        if big and rng.random() < 0.65:  # parking: rows of stalls 38 px deep around 24 px aisles, lines 22 px apart
+        if big and rng.random() < 0.55:  # parking: rows of stalls 38 px deep around 24 px aisles, lines 22 px apart
             rv = np.mod(v + h / 2, 100)
             stall = (rv < 38) | (rv >= 62)
             lines = stall & (np.mod(u + w / 2, 22) < 2) | (np.abs(rv - 38) < 1) | (np.abs(rv - 62) < 1)
@@ -303,12 +320,244 @@ class _Scene:
                             c, s = math.cos(angle), math.sin(angle)
                             self.cars.append((cx + lu * c - lv * s, cy + lu * s + lv * c, angle + math.pi / 2,
                                               CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]))
-        else:  # plaza / yard: paving joints
-            step = rng.uniform(25, 45)
+        else:  # plaza: paving joints
+            colour = self._surface(PATIO[int(rng.integers(len(PATIO)))]) if rng.random() < 0.7 else colour
+            step = rng.uniform(8, 45)
             joints = (np.mod(u, step) < 1) | (np.mod(v, step) < 1)
-            pattern = np.where(joints, 0.93, 1.0)
+            pattern = np.where(joints, 0.9, 1.0)
         fill = colour * pattern[..., None].astype(np.float32)
         self._paint(win, inside, np.broadcast_to(fill, inside.shape + (3,)), 0.04)
+
+    # ---- flat confusers: sports grounds, ponds, polytunnels, garden yards -----------------------------------
+    def _surface(self, name: str) -> np.ndarray:
+        """The colour of surface `name`, jittered."""
+        rng = self.rng
+        return (np.array(SURFACES[name]) * rng.uniform(0.9, 1.1) * rng.uniform(0.96, 1.04, 3)).astype(np.float32)
+
+    def _open(self, win) -> np.ndarray:
+        """Pixels of window `win` where a flat confuser may go: not in a built-up (or sparse) cell."""
+        return (self.kind_map[win] != DENSE) & (self.kind_map[win] != SPARSE)
+
+    def draw_sports(self) -> None:
+        """Sports cells: tennis courts (red clay, red / blue / green acrylic, asphalt), running tracks (red lanes
+        around a turf pitch) or a turf / cinder pitch with a beach-volleyball sand court. Some courts in lots."""
+        rng = self.rng
+        for r, c in np.argwhere(self.kinds == SPORT):
+            cx, cy = (c + 0.5) * TILE_SIZE + rng.uniform(-30, 30), (r + 0.5) * TILE_SIZE + rng.uniform(-30, 30)
+            angle = self.street_angle + (math.pi / 2) * int(rng.integers(0, 2)) + rng.normal(0, 0.03)
+            what = _choice(rng, {"tennis": 0.4, "track": 0.35, "pitch": 0.25})
+            if what == "tennis":
+                self._courts(cx, cy, angle, int(rng.integers(1, 3)))
+            elif what == "track":
+                self._track(cx + rng.uniform(-40, 40), cy + rng.uniform(-40, 40), angle)
+            else:
+                self._pitch(cx, cy, angle)
+        for x, y in self._points_in(LOT, int(rng.integers(0, 2)), pad=-90):
+            self._courts(x, y, self.street_angle + rng.normal(0, 0.03), 1)
+
+    def _courts(self, cx: float, cy: float, angle: float, n: int) -> None:
+        """`n` tennis courts side by side (36 x 18 m each, lines 23.8 x 11 m), fenced, no shadow."""
+        rng = self.rng
+        k = rng.uniform(0.8, 0.95)                          # a little smaller than life, to fit a tile
+        length, width = 290 * k, 146 * k
+        frame = self._frame(cx, cy, angle, math.hypot(length, n * width) / 2 + 2)
+        if frame is None:
+            return
+        win, u, v = frame
+        inside = (np.abs(u) <= length / 2) & (np.abs(v) <= n * width / 2) & self._open(win)
+        material = _choice(rng, {"clay": 0.4, "red_acrylic": 0.15, "blue_acrylic": 0.2, "green_acrylic": 0.15,
+                                 "asphalt": 0.1})
+        surface = self._surface(material)
+        surround = self._surface("green_acrylic") if material == "blue_acrylic" and rng.random() < 0.6 else surface
+        vk = np.mod(v + n * width / 2, width) - width / 2   # v in the frame of each court
+        au, av = np.abs(u), np.abs(vk)
+        bu, bd, bs, sv = 95 * k, 44 * k, 34 * k, 51 * k
+        court = (au <= bu + 1) & (av <= bd + 1)
+        lines = (((np.abs(au - bu) < 1) & (av <= bd)) | ((np.abs(av - bd) < 1) & (au <= bu))
+                 | ((np.abs(av - bs) < 1) & (au <= bu)) | ((np.abs(au - sv) < 1) & (av <= bs)) | ((av < 1) & (au <= sv)))
+        fill = np.where(court[..., None], surface, surround)
+        fill = np.where(lines[..., None], np.float32(228), fill)
+        net = (au < 1.2) & (av <= bd + 6)
+        edge = (length / 2 - au < 1.5) | (n * width / 2 - np.abs(v) < 1.5)
+        fill = fill * np.where(net | edge, 0.5, 1.0)[..., None]
+        self._paint(win, inside, fill.astype(np.float32), 0.03)
+        self.occupied[win][inside & (self.occupied[win] == 0)] = 4
+
+    def _track(self, cx: float, cy: float, angle: float) -> None:
+        """A running track (red lanes with white lines) around a striped turf pitch with a centre circle."""
+        rng = self.rng
+        radius, lane, lanes = rng.uniform(50, 90), rng.uniform(8.5, 10.5), int(rng.integers(4, 7))
+        straight = rng.uniform(0, 60)                        # half length of the straights
+        width = lane * lanes
+        frame = self._frame(cx, cy, angle, straight + radius + width + 6)
+        if frame is None:
+            return
+        win, u, v = frame
+        d = np.hypot(np.maximum(np.abs(u) - straight, 0), v)
+        band = (d >= radius) & (d < radius + width)
+        pitch = d < radius - 3
+        inside = (band | pitch | (d < radius)) & self._open(win)
+        red = self._surface(rng.choice(["clay", "red_acrylic"]))
+        turf = self._surface("turf") * (1 + 0.06 * np.sign(np.sin(2 * np.pi * u / rng.uniform(18, 30))))[..., None]
+        fill = np.where(band[..., None], red, turf)
+        lane_line = band & (np.mod(d - radius, lane) < 1.1)
+        pitch_line = pitch & ((np.abs(u) < 1) | (np.abs(np.hypot(u, v) - 0.3 * radius) < 1)
+                              | (np.abs(d - (radius - 10)) < 1))
+        fill = np.where((lane_line | pitch_line)[..., None], np.float32(226), fill)
+        self._paint(win, inside, fill.astype(np.float32), 0.035)
+        self.occupied[win][inside & (self.occupied[win] == 0)] = 4
+
+    def _pitch(self, cx: float, cy: float, angle: float) -> None:
+        """A turf or red cinder pitch with white lines, and next to it a sand (beach volleyball) court."""
+        rng = self.rng
+        w, h = rng.uniform(150, 220), rng.uniform(100, 150)
+        frame = self._frame(cx, cy, angle, math.hypot(w, h) / 2 + 2)
+        if frame is None:
+            return
+        win, u, v = frame
+        inside = (np.abs(u) <= w / 2) & (np.abs(v) <= h / 2) & self._open(win)
+        base = self._surface(_choice(rng, {"turf": 0.45, "clay": 0.4, "dark_asphalt": 0.15}))
+        lines = ((np.abs(np.abs(u) - (w / 2 - 6)) < 1) & (np.abs(v) <= h / 2 - 6)) \
+            | ((np.abs(np.abs(v) - (h / 2 - 6)) < 1) & (np.abs(u) <= w / 2 - 6)) | (np.abs(u) < 1) \
+            | (np.abs(np.hypot(u, v) - h * 0.15) < 1)
+        fill = np.where(lines[..., None], np.float32(224), base * np.ones_like(u)[..., None])
+        self._paint(win, inside, fill.astype(np.float32), 0.035)
+        self.occupied[win][inside & (self.occupied[win] == 0)] = 4
+        side = rng.choice([-1, 1])
+        c, s = math.cos(angle), math.sin(angle)
+        off = side * (h / 2 + 50)
+        self._sand(cx - off * s, cy + off * c, angle + math.pi / 2, rng.uniform(60, 80), rng.uniform(110, 140), True)
+
+    def _sand(self, cx: float, cy: float, angle: float, w: float, h: float, lines: bool) -> bool:
+        """A rounded patch of pale sand (grainy, no shadow), with court lines if `lines`."""
+        frame = self._frame(cx, cy, angle, math.hypot(w, h) / 2 + 2)
+        if frame is None:
+            return False
+        win, u, v = frame
+        rad = min(w, h) * 0.25
+        inside = (np.hypot(np.maximum(np.abs(u) - w / 2 + rad, 0), np.maximum(np.abs(v) - h / 2 + rad, 0)) <= rad)
+        if lines:
+            inside &= self._open(win)
+        if (self.occupied[win][inside] != 0).any():
+            return False
+        fill = self._surface("sand") * np.ones_like(u * v)[..., None]
+        if lines:
+            mark = ((np.abs(np.abs(u) - (w / 2 - 12)) < 1) & (np.abs(v) <= h / 2 - 12)) \
+                | ((np.abs(np.abs(v) - (h / 2 - 12)) < 1) & (np.abs(u) <= w / 2 - 12)) | (np.abs(v) < 1)
+            fill = np.where(mark[..., None], fill * np.float32(0.7), fill)
+        self._paint(win, inside, fill.astype(np.float32), 0.12)
+        self.occupied[win][inside] = 4
+        return True
+
+    def draw_ponds(self) -> None:
+        """Dark ponds with shallow margins and a muddy shore, in meadows, forests, fields and parks."""
+        rng = self.rng
+        self.lumps = _lowfreq(rng, self.size, self.size // 16)
+        for kind, p, (lo, hi) in ((MEADOW, 0.5, (35, 90)), (FOREST, 0.3, (30, 70)), (FIELD, 0.15, (25, 60)),
+                                  (LOT, 0.15, (25, 50)), (SPORT, 0.1, (25, 45))):
+            for _ in range(int((self.kinds == kind).sum())):
+                if rng.random() < p:
+                    (x, y), = self._points_in(kind, 1, pad=-60)
+                    self._pond(x, y, rng.uniform(lo, hi), rng.uniform(0.5, 1.0))
+
+    def _pond(self, cx: float, cy: float, r: float, aspect: float, town: bool = False) -> bool:
+        rng = self.rng
+        frame = self._frame(cx, cy, rng.uniform(0, math.pi), r * 1.5)
+        if frame is None:
+            return False
+        win, u, v = frame
+        d = np.hypot(u / r, v / (r * aspect))
+        water = (d < 0.8 + 0.5 * (self.lumps[win] - 0.5)) & (self.occupied[win] == 0)
+        if not town:
+            water &= self._open(win)
+        if water.sum() < 200:
+            return False
+        depth = cv2.distanceTransform(water.astype(np.uint8), cv2.DIST_L2, 3)
+        deep = (1 - np.exp(-depth / rng.uniform(4, 9)))[..., None]
+        shallow = np.array([88, 96, 74], np.float32) * rng.uniform(0.9, 1.1)
+        fill = shallow * (1 - deep) + self._surface("water") * deep
+        shore = cv2.dilate(water.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~water
+        shore &= self.occupied[win] == 0
+        self._paint(win, shore, np.array([118, 106, 84], np.float32) * rng.uniform(0.9, 1.1), 0.08)
+        self._paint(win, water, fill.astype(np.float32), 0.015)
+        self.occupied[win][water | shore] = 4
+        return True
+
+    def draw_tunnels(self) -> None:
+        """Fields of white polytunnels / mulch film: long, rounded, softly shaded strips with hoops, no shadow."""
+        rng = self.rng
+        toward_sun = -self.shadow_dir
+        for r, c in np.argwhere(self.kinds == FIELD):
+            if rng.random() >= 0.4:
+                continue
+            cx, cy = (c + 0.5) * TILE_SIZE + rng.uniform(-30, 30), (r + 0.5) * TILE_SIZE + rng.uniform(-30, 30)
+            w, h = rng.uniform(150, 240), rng.uniform(120, 220)
+            angle = self.street_angle + (math.pi / 2) * int(rng.integers(0, 2)) + rng.normal(0, 0.05)
+            frame = self._frame(cx, cy, angle, math.hypot(w, h) / 2 + 2)
+            if frame is None:
+                continue
+            win, u, v = frame
+            period = rng.uniform(40, 60)
+            tw = period * rng.uniform(0.65, 0.85)
+            k = np.mod(v + h / 2, period) - tw / 2             # across one tunnel: -tw/2 .. tw/2 inside
+            end = np.maximum(np.abs(u) - (w / 2 - tw / 2), 0)
+            tunnel = (np.hypot(end, k) <= tw / 2) & (np.abs(v) <= h / 2) & self._open(win)
+            tunnel &= self.occupied[win] == 0
+            x = np.clip(k / (tw / 2), -1, 1)
+            sv = -toward_sun[0] * math.sin(angle) + toward_sun[1] * math.cos(angle)
+            shade = 0.8 + 0.2 * np.sqrt(1 - x * x) + 0.08 * x * sv
+            shade = shade * np.where(np.mod(u, rng.uniform(12, 18)) < 1.2, 0.93, 1.0)
+            white = np.array([rng.uniform(205, 232)] * 3, np.float32) * rng.uniform(0.97, 1.03, 3)
+            self._paint(win, tunnel, (white * shade[..., None]).astype(np.float32), 0.06)
+            self.occupied[win][tunnel] = 4
+
+    def draw_yards(self) -> None:
+        """Garden features between the buildings of a town: pools, patios (red brick, concrete, white, brown,
+        dark), small ponds and sandpits: flat, roof-coloured, but without shadow, eaves or ridge."""
+        rng = self.rng
+        for r, c in np.argwhere(self.kinds == DENSE):
+            cell = (slice(r * TILE_SIZE, (r + 1) * TILE_SIZE), slice(c * TILE_SIZE, (c + 1) * TILE_SIZE))
+            wanted, placed = int(rng.integers(2, 6)), 0
+            for _ in range(30):
+                ys, xs = np.nonzero(self.occupied[cell] == 0)
+                if placed >= wanted or len(xs) == 0:
+                    break
+                i = int(rng.integers(len(xs)))
+                x, y = c * TILE_SIZE + xs[i], r * TILE_SIZE + ys[i]
+                what = _choice(rng, {"pool": 0.3, "patio": 0.4, "pond": 0.15, "sand": 0.15})
+                if what == "pond":
+                    placed += self._pond(x, y, rng.uniform(12, 24), rng.uniform(0.6, 1.0), town=True)
+                elif what == "sand":
+                    placed += self._sand(x, y, rng.uniform(0, math.pi), rng.uniform(18, 34), rng.uniform(18, 34),
+                                         False)
+                else:
+                    placed += self._yard(x, y, what)
+
+    def _yard(self, cx: float, cy: float, what: str) -> bool:
+        rng = self.rng
+        w, h = (rng.uniform(40, 72), rng.uniform(22, 38)) if what == "pool" else \
+            (rng.uniform(30, 66), rng.uniform(24, 50))
+        angle = self.street_angle + (math.pi / 2) * int(rng.integers(0, 2))
+        frame = self._frame(cx, cy, angle, math.hypot(w, h) / 2 + 4)
+        if frame is None:
+            return False
+        win, u, v = frame
+        inside = (np.abs(u) <= w / 2) & (np.abs(v) <= h / 2)
+        grown = (np.abs(u) <= w / 2 + 3) & (np.abs(v) <= h / 2 + 3)
+        if inside.sum() < 0.9 * w * h or (self.occupied[win][grown] != 0).any():
+            return False
+        if what == "pool":
+            water = (np.abs(u) <= w / 2 - 3) & (np.abs(v) <= h / 2 - 3)
+            ripple = 1 + 0.05 * np.sin(u * 0.7 + v * 0.4)
+            pool = self._surface("pool" if rng.random() < 0.7 else "deep_pool")
+            fill = np.where(water[..., None], pool * ripple[..., None], self._surface("white_concrete"))
+        else:
+            step = rng.uniform(5, 12)
+            joints = (np.mod(u, step) < 1) | (np.mod(v, step) < 1)
+            fill = self._surface(PATIO[int(rng.integers(len(PATIO)))]) * np.where(joints, 0.88, 1.0)[..., None]
+        self._paint(win, inside, fill.astype(np.float32), 0.03)
+        self.occupied[win][inside] = 4
+        return True
 
     def draw_roads(self) -> None:
         """One to three roads right across the scene, some bent, with kerbs in towns, dashes and cars."""
@@ -374,10 +623,71 @@ class _Scene:
                 best, best_score = pts, score
         return best
 
-    # ---- buildings -----------------------------------------------------------------------------------------
+    # ---- town: streets and buildings ----------------------------------------------------------------------
+    def _street_frame(self) -> tuple[float, float, float, float, float, float]:
+        """cos, sin of the street grid and the u / v extents of the scene in its frame."""
+        c, s = math.cos(self.street_angle), math.sin(self.street_angle)
+        corners = np.array([[0, 0], [self.size, 0], [0, self.size], [self.size, self.size]], np.float64)
+        us, vs = corners @ (c, s), corners @ (-s, c)
+        return c, s, us.min(), us.max(), vs.min(), vs.max()
+
+    def draw_town_streets(self) -> None:
+        """Plan the town on the street grid and pave its streets. Across the grid (v) the pattern repeats:
+        street, front yard, a row of buildings, back gardens, a row facing the next street, front yard; along
+        it (u) cross streets every 300-450 px. `self.town_rows` holds (front line v, facing, type, depth)."""
+        rng = self.rng
+        self.town_rows: list[tuple[float, int, str, float]] = []
+        self.cross_streets: list[tuple[float, float]] = []
+        if not (self.kinds == DENSE).any():
+            return
+        c, s, u0, u1, v0, v1 = self._street_frame()
+        streets: list[tuple[float, float, bool]] = []       # centre, width, along u (True) or v
+        v = v0 - rng.uniform(0, 220)
+        while v < v1 + 40:
+            width = rng.uniform(22, 30)
+            streets.append((v + width / 2, width, True))
+            v += width + rng.uniform(8, 14)                  # front yards
+            kind_a, kind_b = _choice(rng, BUILDING_MIX[self.style]), _choice(rng, BUILDING_MIX[self.style])
+            self.town_rows.append((v, 1, kind_a, ROW_DEPTH[kind_a]))
+            v += ROW_DEPTH[kind_a] + ROW_DEPTH[kind_b] + rng.uniform(22, 34)     # back gardens between the rows
+            self.town_rows.append((v, -1, kind_b, ROW_DEPTH[kind_b]))
+            v += rng.uniform(8, 14)
+        u = u0 - rng.uniform(0, 300)
+        while u < u1 + 40:
+            width = rng.uniform(22, 30)
+            self.cross_streets.append((u, width))
+            streets.append((u, width, False))
+            u += rng.uniform(400, 600)
+        ys, xs = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
+        pu, pv = xs * c + ys * s, -xs * s + ys * c
+        town = cv2.dilate((self.kind_map == DENSE).astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+        road = np.zeros((self.size, self.size), bool)
+        walk = np.zeros_like(road)
+        for centre, width, along in streets:
+            dist = np.abs((pv if along else pu) - centre)
+            road |= dist <= width / 2
+            walk |= dist <= width / 2 + 4
+        road &= town
+        walk &= town & ~road
+        self.img[walk] = np.array([176, 173, 166], np.float32) * rng.uniform(0.9, 1.08)
+        self.tex[walk] = 0.04
+        g = rng.uniform(80, 125)
+        self.img[road] = np.array([g, g * 1.01, g * 1.04], np.float32) * (0.92 + 0.16 * _lowfreq(rng, self.size, 10)
+                                                                         )[road][:, None]
+        self.tex[road] = 0.05
+        self.occupied[cv2.dilate((road | walk).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0] = 1
+        for centre, width, along in streets:               # parked cars along the kerbs
+            for _ in range(int(rng.integers(0, 6))):
+                t, side = rng.uniform(u0 if along else v0, u1 if along else v1), rng.choice([-1, 1])
+                a, b = (t, centre + side * (width / 2 - 6)) if along else (centre + side * (width / 2 - 6), t)
+                x, y = a * c - b * s, a * s + b * c
+                if 0 <= x < self.size and 0 <= y < self.size and road[int(y), int(x)]:
+                    colour = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
+                    self.cars.append((x, y, self.street_angle + (0.0 if along else math.pi / 2), colour))
+
     def draw_buildings(self) -> None:
-        """Rows of buildings along the street grid in dense cells, then gap filling (some rotated boxes, then
-        sheds); 1-3 houses in sparse cells. Footprints stay 8 px inside their district and off the roads."""
+        """Rows of buildings along the town streets, side gaps of 15-30 px, a few sheds in the gardens; 1-3
+        houses in sparse cells. Footprints stay 8 px inside their district and off roads and confusers."""
         rng = self.rng
         free = self.occupied == 0
         dense = cv2.erode((self.kind_map == DENSE).astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
@@ -387,15 +697,14 @@ class _Scene:
         if dense.any():
             self._rows(dense)
         for r, c in np.argwhere(self.kinds == DENSE):
-            self._scatter(r, c, dense, 150, 10**6, lambda: _choice(rng, BUILDING_MIX[self.style]))
-            self._scatter(r, c, dense, 60, 10**6, lambda: "shed")
+            self._scatter(r, c, dense, 30, int(rng.integers(0, 3)), lambda: "shed")
         for r, c in np.argwhere(self.kinds == SPARSE):
             self._scatter(r, c, sparse, 40, int(rng.integers(1, 4)), lambda: "house")
         for parts, _, height in self.buildings:
             self._cast_shadow(parts, height)
 
     def _scatter(self, r: int, c: int, allowed: np.ndarray, attempts: int, wanted: int, btype) -> None:
-        """Up to `wanted` buildings of type `btype()` at random free spots of cell (r, c)."""
+        """Up to `wanted` buildings of type `btype()` at random free spots of cell (r, c), 16-24 px off others."""
         rng = self.rng
         cell = (slice(r * TILE_SIZE, (r + 1) * TILE_SIZE), slice(c * TILE_SIZE, (c + 1) * TILE_SIZE))
         placed, ys, misses = 0, None, 0
@@ -406,44 +715,38 @@ class _Scene:
                 return
             i = int(rng.integers(len(xs)))
             x, y = c * TILE_SIZE + xs[i] + rng.random(), r * TILE_SIZE + ys[i] + rng.random()
-            if self._try_place(self._sample_building(btype(), aligned=rng.random() < 0.8), x, y, allowed):
+            building = self._sample_building(btype(), aligned=rng.random() < 0.8)
+            if self._try_place(building, x, y, allowed, gap=rng.uniform(16, 24)):
                 placed, ys, misses = placed + 1, None, 0
             else:
                 misses += 1
 
     def _rows(self, allowed: np.ndarray) -> None:
-        """Rows of buildings along the street grid, laid out from the edge of each dense cell's free area."""
+        """Buildings along each planned row, front-aligned to its street, 15-30 px apart, none on a cross street."""
         rng = self.rng
-        c, s = math.cos(self.street_angle), math.sin(self.street_angle)
-        for r, col in np.argwhere(self.kinds == DENSE):
-            ys, xs = np.nonzero(allowed[r * TILE_SIZE:(r + 1) * TILE_SIZE, col * TILE_SIZE:(col + 1) * TILE_SIZE])
-            if len(xs) == 0:
-                continue
-            xs, ys = xs + col * TILE_SIZE, ys + r * TILE_SIZE
-            pu, pv = xs * c + ys * s, -xs * s + ys * c           # the free area in the street frame
-            skip = rng.uniform(0.0, 0.15)      # share of empty plots: varies the cover from cell to cell
-            v = pv.min() + rng.uniform(0, 8)
-            while v < pv.max() - 30:
-                btype = _choice(rng, BUILDING_MIX[self.style])
-                row, u = [], pu.min() + rng.uniform(0, 8)
-                while u < pu.max() - 30:
-                    building = self._sample_building(btype, aligned=True, wings=False)
-                    row.append((u + building[2] / 2, building))
-                    u += building[2] + rng.uniform(8, 22)
-                depth = max(b[3] for _, b in row)
-                for u_c, building in row:
-                    if rng.random() < skip:
-                        continue
-                    v_c = v + building[3] / 2 + rng.uniform(0, depth - building[3] + 1e-6)
-                    self._try_place(building, u_c * c - v_c * s, u_c * s + v_c * c, allowed)
-                v += depth + rng.uniform(10, 24)
+        c, s, u0, u1, _, _ = self._street_frame()
+        skip = rng.uniform(0.0, 0.12)          # share of empty plots: varies the cover from scene to scene
+        for front, facing, btype, depth in self.town_rows:
+            u = u0 - rng.uniform(0, 60)
+            while u < u1:
+                building = self._sample_building(btype, aligned=True, max_depth=depth)
+                extent_u, extent_v = building[2], building[3]
+                blocked = [cu + cw / 2 for cu, cw in self.cross_streets
+                           if cu + cw / 2 + 12 > u and cu - cw / 2 - 12 < u + extent_u]
+                if blocked:
+                    u = max(blocked) + rng.uniform(14, 24)
+                    continue
+                v_c = front + facing * (extent_v / 2 + rng.uniform(0, 6))
+                u_c = u + extent_u / 2
+                if rng.random() >= skip:
+                    self._try_place(building, u_c * c - v_c * s, u_c * s + v_c * c, allowed, gap=6)
+                u += extent_u + rng.uniform(15, 26)
 
     def _try_place(self, building: tuple[list[_Part], float, float, float], x: float, y: float,
-                   allowed: np.ndarray) -> bool:
+                   allowed: np.ndarray, gap: float) -> bool:
         """Move `building` (from `_sample_building`) to (x, y), shrunk if needed; True if it fits and was kept."""
         parts, height = building[0], building[1]
-        gap = self.rng.uniform(4, 10)
-        for scale in (1.0, 0.8, 0.65):
+        for scale in (1.0, 0.85, 0.7):
             moved = [_Part(p.cx * scale + x, p.cy * scale + y, p.w * scale, p.h * scale, p.angle, p.roof, p.tone)
                      for p in parts]
             if min(p.h for p in moved) >= 28 and self._fits(moved, allowed, gap):
@@ -451,46 +754,48 @@ class _Scene:
                 return True
         return False
 
-    def _sample_building(self, btype: str, aligned: bool, wings: bool = True
+    def _sample_building(self, btype: str, aligned: bool, max_depth: float = math.inf
                          ) -> tuple[list[_Part], float, float, float]:
         """A random building of type `btype` centred at the origin: (parts, height, width along the street,
-        depth across it), all in px. Aligned buildings follow the street grid; the others are rotated boxes."""
+        depth across it, at most `max_depth`), all in px. Aligned buildings follow the street grid; the others
+        are rotated boxes."""
         rng = self.rng
         if btype == "house":
-            w, h = rng.uniform(56, 105), rng.uniform(46, 76)
+            w, h = rng.uniform(60, 120), rng.uniform(54, 76)
             roof = _choice(rng, {"gable": 0.5, "hip": 0.35, "flat": 0.15})
-            height = rng.uniform(40, 70)
+            height = rng.uniform(45, 75)
         elif btype == "shed":
-            w, h = rng.uniform(34, 56), rng.uniform(30, 44)
+            w, h = rng.uniform(34, 50), rng.uniform(30, 40)
             roof = _choice(rng, {"gable": 0.3, "flat": 0.7})
-            height = rng.uniform(22, 35)
+            height = rng.uniform(24, 36)
         elif btype == "terrace":
-            w, h = rng.uniform(120, 220), rng.uniform(48, 66)
+            w, h = rng.uniform(110, 170), rng.uniform(50, 62)
             roof = _choice(rng, {"gable": 0.8, "flat": 0.2})
-            height = rng.uniform(45, 70)
+            height = rng.uniform(50, 75)
         elif btype == "block":
-            w, h = rng.uniform(110, 200), rng.uniform(56, 86)
+            w, h = rng.uniform(90, 150), rng.uniform(58, 84)
             roof = _choice(rng, {"flat": 0.6, "gable": 0.3, "hip": 0.1})
-            height = rng.uniform(80, 150)
+            height = rng.uniform(80, 140)
         else:
-            w, h = rng.uniform(150, 300), rng.uniform(100, 200)
-            roof = _choice(rng, {"flat": 0.75, "gable": 0.25})
-            height = rng.uniform(55, 100)
-        across = rng.random() < 0.2 and btype == "house"   # ridge across the street
+            w, h = rng.uniform(110, 180), rng.uniform(80, 124)
+            roof = _choice(rng, {"flat": 0.7, "gable": 0.3})
+            height = rng.uniform(60, 100)
+        h = min(h, max_depth)
+        across = btype == "house" and w <= max_depth and rng.random() < 0.2   # ridge across the street
         angle = self.street_angle + (rng.normal(0, 0.02) if aligned else rng.uniform(0, math.pi))
         if across:
             angle += math.pi / 2
         parts = [_Part(0.0, 0.0, w, h, angle, roof)]
-        if btype == "terrace":  # a row of 3-5 units whose roofs differ slightly in tone
-            n = int(rng.integers(3, 6))
+        if btype == "terrace":  # a row of 3-4 units whose roofs differ slightly in tone
+            n = int(rng.integers(3, 5))
             c, s = math.cos(angle), math.sin(angle)
             offsets = (np.arange(n) - (n - 1) / 2) * w / n
             parts = [_Part(o * c, o * s, w / n + 0.5, h, angle, roof, rng.uniform(0.88, 1.12)) for o in offsets]
             return parts, height, w, h
         extent_u, extent_v = (h, w) if across else (w, h)
-        if wings and btype not in ("warehouse", "shed") and not across and rng.random() < 0.28:
+        wing_w, wing_l = h * rng.uniform(0.6, 0.9), h * rng.uniform(0.4, 0.7)
+        if btype in ("house", "block") and not across and h + wing_l <= max_depth and rng.random() < 0.35:
             # L-shape: a perpendicular wing at one end
-            wing_w, wing_l = h * rng.uniform(0.6, 0.9), h * rng.uniform(0.4, 0.8)
             side = rng.choice([-1, 1])
             su, sv = rng.choice([-1, 1]) * (w / 2 - wing_w / 2), side * (h / 2 + wing_l / 2 - 2)
             back = -side * wing_l / 2           # shift both parts so the whole footprint is centred
@@ -607,13 +912,14 @@ class _Scene:
         """Forests, hedgerows, scattered trees and garden trees: `self.trees` rows of (x, y, radius)."""
         rng = self.rng
         trees: list[np.ndarray] = []
-        counts = {FOREST: (70, 110), MEADOW: (4, 18), LOT: (3, 10), SPARSE: (4, 12), DENSE: (0, 5), FIELD: (0, 4)}
+        counts = {FOREST: (70, 110), MEADOW: (4, 18), LOT: (3, 10), SPARSE: (4, 12), DENSE: (1, 6), FIELD: (0, 4),
+                  SPORT: (2, 8)}
         for kind, (lo, hi) in counts.items():
             for _ in range(int((self.kinds == kind).sum())):
                 pts = self._points_in(kind, int(rng.integers(lo, hi + 1)), pad=20 if kind == FOREST else 0)
-                if kind != FOREST:  # rooted neither on a road nor on a roof (but crowns may overhang roofs)
+                if kind != FOREST:  # rooted on open ground only (but crowns may overhang roofs)
                     under = self.occupied[pts[:, 1].astype(int), pts[:, 0].astype(int)]
-                    pts = pts[(under != 1) & (under != 2)]
+                    pts = pts[(under == 0) | (under == 3)]
                 radius = rng.uniform(*{FOREST: (14, 30), DENSE: (10, 22)}.get(kind, (12, 32)), len(pts))
                 trees.append(np.column_stack([pts, radius]))
         for kind in (FIELD, MEADOW):  # hedgerows: a line of trees along a random segment
@@ -699,8 +1005,13 @@ def render_scene(seed: int, index: int, size: int = SCENE_SIZE) -> tuple[np.ndar
     scene.draw_ground()
     scene.draw_soil()
     scene.draw_lots()
+    scene.draw_sports()
+    scene.draw_ponds()
+    scene.draw_tunnels()
     scene.draw_roads()
+    scene.draw_town_streets()
     scene.draw_buildings()
+    scene.draw_yards()
     scene.plan_trees()
     scene.apply_shadows()
     scene.draw_roofs()
