@@ -31,6 +31,9 @@ STAGES = [
     ("eval_amn_cam", "step.eval_amn_cam", "S8 eval_amn_cam"),
     ("make_pseudo_mask", "step.make_pseudo_mask", "S9 make_pseudo_mask"),
     ("amn_cam_to_ir_label", "step.amn_cam_to_ir_label", "S9b amn_cam_to_ir_label"),
+    ("train_seg", "step.train_seg", "S11 train_seg"),
+    ("make_seg", "step.make_seg", "S11 make_seg"),
+    ("eval_seg", "step.eval_seg", "S11 eval_seg"),
 ]
 
 
@@ -121,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
     g.add_argument("--amn_conf_fg_thres", type=float, default=0.45, help="AMN confident labels: building threshold")
     g.add_argument("--amn_conf_bg_thres", type=float, default=0.15, help="AMN confident labels: background threshold")
+
+    g = p.add_argument_group("S11 segmentation network (step.train_seg, make_seg, eval_seg)")
+    g.add_argument("--seg_backbone", type=str, default=None, help="DeepLabV3+ encoder: a RepVGG variant or resnet50 [--backbone]")
+    g.add_argument("--seg_weights", type=str, default=None,
+                   help="ImageNet weights of the encoder [--MODEL_WEIGHTS for --backbone, else weights/<seg_backbone>-train.pth; "
+                        "resnet50: weights/resnet50.pth, torchvision's names]")
+    g.add_argument("--seg_weights_name", type=str, default="sess_rrdsd/deeplabv3plus", help="DeepLabV3+ weights, no suffix (.pth)")
+    g.add_argument("--seg_label_dir", type=str, default=None,
+                   help="train on these ground-truth masks (0/255) instead of --pseudo_mask_out_dir: the fully supervised upper bound")
+    g.add_argument("--seg_batch_size", type=int, default=8, help="crops per batch (global under torchrun; at least 2 per rank)")
+    g.add_argument("--seg_num_epoches", type=int, default=20, help="epochs")
+    g.add_argument("--seg_learning_rate", type=float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
+    g.add_argument("--seg_weight_decay", type=float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--seg_crop_size", type=int, default=256, help="training crop")
+    g.add_argument("--seg_infer_list", type=str, default=None, help="tiles to predict and evaluate [<root>/test.txt]")
+    g.add_argument("--seg_infer_dir", type=str, default=None,
+                   help="predict every image of this folder instead (any size; GeoTIFFs give GeoTIFF masks too)")
+    g.add_argument("--seg_out_dir", type=str, default=None, help="predicted masks {0,1} PNG [<work_space>/seg]")
+    g.add_argument("--seg_window", type=int, default=256, help="sliding-window size at prediction")
+    g.add_argument("--seg_overlap", type=float, default=0.25, help="overlap of neighbouring windows, in [0, 1)")
+    g.add_argument("--seg_scales", type=float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
+    g.add_argument("--seg_infer_batch", type=int, default=8, help="windows per forward pass at prediction")
 
     for flag, _, _ in STAGES:
         p.add_argument(f"--{flag}_pass", type=str2bool, default=False, help=f"run {flag}")
