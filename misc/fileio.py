@@ -89,6 +89,36 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
+def read_state_dict(path: str | os.PathLike, expected: str) -> dict:
+    """A checkpoint's tensors: torch.load on the CPU with weights_only, a 'state_dict' or 'model' wrapper
+    unwrapped and a DataParallel 'module.' prefix stripped. `expected` names the right file for the
+    one-line UserError (e.g. "an official RepVGG -train.pth checkpoint")."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; expected {expected} (see weights/README.md)") from None
+    except Exception as err:  # pickle, zip and weights_only errors all mean "not a usable checkpoint"
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {_short_reason(err)}); "
+                        f"expected {expected} (see weights/README.md)") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(wrapper), dict):
+            ckpt = ckpt[wrapper]
+    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors (got {type(ckpt).__name__}); expected {expected}")
+    return {k.removeprefix("module."): v for k, v in ckpt.items()}
+
+
+def _short_reason(err: Exception) -> str:
+    """First informative line of a load error; weights_only errors bury it after 'WeightsUnpickler error:'."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:120]
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from misc import fileio
 from misc.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -322,36 +323,9 @@ def _first(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
-def _short_reason(err: Exception) -> str:
-    """First informative line of a load error; weights_only errors bury it after 'WeightsUnpickler error:'."""
-    text = str(err)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:120]
-
-
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """torch.load (CPU, weights_only), unwrap 'state_dict', strip a 'module.' prefix; UserError if unreadable."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist (ImageNet weights: see weights/README.md)") from None
-    except Exception as err:  # pickle, zip and weights_only errors all mean "not a usable checkpoint"
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {_short_reason(err)}); "
-                        "re-download it (see weights/README.md)") from None
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise UserError(f"{path} does not hold a state dict of tensors (got {type(ckpt).__name__}); "
-                        "expected an official RepVGG -train.pth checkpoint")
-    # Official checkpoints saved from DataParallel carry a 'module.' prefix on every key.
-    return {k.removeprefix("module."): v for k, v in ckpt.items()}
-
-
 def load_imagenet_weights(model: RepVGG, path: str | os.PathLike) -> None:
     """Load an official RepVGG checkpoint strictly, after comparing keys and shapes for a useful error."""
-    state = _read_state_dict(path)
+    state = fileio.read_state_dict(path, "an official RepVGG -train.pth checkpoint")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

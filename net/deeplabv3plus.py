@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc import fileio
 from misc.errors import UserError
 from net import checkpoints
 from net.RepVGG import VARIANTS, build_repvgg, load_backbone_weights, repvgg_model_convert
@@ -116,23 +117,6 @@ class ResNet50Encoder(nn.Module):
         return [stem, f1, f2, f3, self.layer4(f3)]
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """torch.load (CPU, weights_only); unwraps 'state_dict' / 'model' and a 'module.' prefix."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; set --seg_weights to a torchvision resnet50 checkpoint") from None
-    except Exception as err:  # pickle, zip and weights_only errors all mean "not a usable checkpoint"
-        reason = str(err).strip().splitlines()[-1][:120] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({reason}); re-download it") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(ckpt, Mapping) and isinstance(ckpt.get(wrapper), Mapping):
-            ckpt = ckpt[wrapper]
-    if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise UserError(f"{path} does not hold a state dict of tensors; expected torchvision's resnet50 ImageNet weights")
-    return {k.removeprefix("module."): v for k, v in ckpt.items()}
-
-
 def _resnet_hint(state: Mapping[str, torch.Tensor]) -> str:
     if any("rbr_dense" in k or "rbr_reparam" in k for k in state):
         return "it looks like a RepVGG checkpoint; pass its variant as --seg_backbone"
@@ -175,7 +159,7 @@ def load_resnet_weights(encoder: ResNet50Encoder, path: str | None) -> bool:
             log.warning("%s not found: the resnet50 encoder starts from scratch (torchvision's ImageNet file, "
                         "e.g. resnet50-0676ba61.pth, can be given with --seg_weights)", path or "(no path given)")
         return False
-    load_resnet_state_dict(encoder, _read_state_dict(path), source=str(path))
+    load_resnet_state_dict(encoder, fileio.read_state_dict(path, "torchvision's resnet50 ImageNet weights (--seg_weights)"), source=str(path))
     return True
 
 
