@@ -32,17 +32,17 @@ AMP=${AMP:-bf16}            # bf16 autocast: 2.3x faster S1 on CPU (AMX); S2 bui
 NUM_WORKERS=${NUM_WORKERS:-$(( $(nproc) > 1 ? $(nproc) / 2 : 1 ))}
 
 if [ -z "${DATASET_ROOT:-}" ]; then
-  # Demo: a small backbone and few epochs, so the chain runs in minutes on a laptop CPU.
+  # Demo: a small backbone trained from scratch, so the chain runs in minutes on a laptop CPU.
   echo "+ $PY -m voc12.demo --out Dataset/demo"
   "$PY" -m voc12.demo --out Dataset/demo
   DATASET_ROOT=Dataset/demo
-  BACKBONE=${BACKBONE:-RepVGG-A0}
-  CAM_EPOCHS=${CAM_EPOCHS:-6}
+  BACKBONE=${BACKBONE:-RepVGG-Tiny}
+  CAM_EPOCHS=${CAM_EPOCHS:-30}
   CAM_BATCH=${CAM_BATCH:-16}
-  CAM_LR=${CAM_LR:-0.05}
+  CAM_LR=${CAM_LR:-0.02}
   CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
   BAC_SAMPLES=${BAC_SAMPLES:-0}
-  AMN_EPOCHS=${AMN_EPOCHS:-4}
+  AMN_EPOCHS=${AMN_EPOCHS:-10}
 else
   # The reference script's settings (SPEC section 6).
   BACKBONE=${BACKBONE:-RepVGG-B1g2}
@@ -53,6 +53,7 @@ else
   BAC_SAMPLES=${BAC_SAMPLES:-3000}
   AMN_EPOCHS=${AMN_EPOCHS:-10}
 fi
+LAMBDA1=${LAMBDA1:-0.4}   # weight of the multi-scale consistency loss (MCL) in S6
 
 COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE" --backbone "$BACKBONE"
         --cam_weights_name "$SESS/repvgg_cam" --amn_weights_name "$SESS/repvgg_amn" --device "$DEVICE" --amp "$AMP"
@@ -85,7 +86,7 @@ if [ "$TRAIN_AMN" = True ] || [ "$MAKE_AMN_CAM" = True ] || [ "$EVAL_AMN_CAM" = 
   run "${COMMON[@]}" \
     --train_amn_pass "$TRAIN_AMN" --make_amn_cam_pass "$MAKE_AMN_CAM" \
     --eval_amn_cam_pass "$EVAL_AMN_CAM" --make_pseudo_mask_pass "$MAKE_PSEUDO_MASK" \
-    --amn_num_epoches "$AMN_EPOCHS"
+    --amn_num_epoches "$AMN_EPOCHS" --Lambda1 "$LAMBDA1"
 fi
 
 echo

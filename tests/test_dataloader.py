@@ -128,7 +128,7 @@ def test_missing_weights_error_is_one_line(tmp_path):
                            "--make_cam_pass", "True", "--device", "cpu", "--work_space", str(tmp_path / "w"),
                            "--cam_weights_name", str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: classifier weights")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: RepVGG_cam weights")
 
 
 def test_user_error_from_a_loader_worker_stays_one_line(tiny_root, tmp_path):

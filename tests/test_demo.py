@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -119,6 +120,49 @@ def test_colour_alone_does_not_separate_the_classes(root: Path) -> None:
             best = max(best, above.mean(), 1 - above.mean())
     assert best < 0.85
     assert np.mean(np.array(grey_share)[y == 0] >= 0.05) >= 0.3, "too few negatives carry grey confusers"
+
+
+def test_buildings_are_large_and_positives_are_not_mostly_roof(root: Path) -> None:
+    """Roofs are big enough for a stride-16 CAM (median footprint above 50 px a side), and positives keep
+    enough yards, gardens and streets that predicting 'building everywhere' stays a weak baseline."""
+    labels = _labels(root)
+    fractions, sides = [], []
+    for name in (n for n, label in labels.items() if label == 1):
+        mask = (np.asarray(Image.open(root / "SegmentationClassAug" / f"{name}.png")) > 0).astype(np.uint8)
+        fractions.append(mask.mean())
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        sides.extend(np.sqrt(stats[1:, cv2.CC_STAT_AREA]))
+    assert 0.28 <= np.mean(fractions) <= 0.48
+    assert np.median(sides) >= 50
+
+
+def test_roof_colours_are_spread_evenly() -> None:
+    """No roof colour is typical of buildings: red, brown, grey, dark, white and blue / green each get a
+    sixth or so of the roofs in every district style."""
+    groups = {"red": ("terracotta",), "brown": ("brown",), "grey": ("grey_concrete", "grey_metal"),
+              "dark": ("dark",), "white": ("white",), "blue_green": ("blue_metal", "green_metal")}
+    for style, mix in demo.ROOF_MIX.items():
+        total = sum(mix.values())
+        assert set(mix) <= set(demo.ROOFS), style
+        for group, materials in groups.items():
+            assert 0.12 <= sum(mix.get(m, 0.0) for m in materials) / total <= 0.22, (style, group)
+
+
+def test_negatives_carry_confusers_of_the_roof_colours(root: Path) -> None:
+    """Red courts and earth, white polytunnels and concrete, dark ponds and asphalt, blue courts and pools sit
+    in negative tiles: each colour covers at least 2% of a good share of them."""
+    labels = _labels(root)
+    shares: dict[str, list[float]] = {"red": [], "white": [], "dark": [], "blue": []}
+    for name in (n for n, label in labels.items() if label == 0):
+        rgb = np.asarray(Image.open(root / "JPEGImages" / f"{name}.png")).astype(np.int32)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        shares["red"].append(float(((r > g + 40) & (r > 130)).mean()))
+        shares["white"].append(float(((rgb.max(-1) - rgb.min(-1) < 25) & (rgb.min(-1) > 180)).mean()))
+        shares["dark"].append(float((rgb.max(-1) < 80).mean()))
+        shares["blue"].append(float(((b > r + 25) & (b > g)).mean()))
+    minimum = {"red": 0.2, "white": 0.2, "dark": 0.4, "blue": 0.1}
+    for colour, values in shares.items():
+        assert np.mean(np.array(values) >= 0.02) >= minimum[colour], colour
 
 
 def test_existing_dataset_is_not_regenerated(generated: tuple[Path, LayoutSummary],

@@ -7,18 +7,25 @@ deterministically, with numpy and OpenCV only (about half a second of CPU per sc
 
 What it draws: `num_scenes` scenes of 768x768 px at about 12.5 cm/px, each cut into a 3x3 grid of 256x256 tiles
 (named `demo_s03_r1_c2`, grouped by scene as RRDSD tiles are by parent). Each scene is a 3x3 plan of districts:
-- dense built-up cells (a contiguous core): rows of houses, terraces, apartment blocks or warehouses along the
-  scene's street grid, gaps filled with rotated boxes and sheds; gable, hip or flat roofs (some L-shaped, some
-  with rooftop units), in terracotta, brown, grey concrete, white, dark, and grey/blue/green metal; every
-  building casts a shadow (one sun direction per scene) and has darkened eaves; garden trees may overhang roofs;
-  small paved yards. Most of these tiles come out 25-70% roof (positives), a few below 25%;
+- built-up cells (a contiguous core) on a street grid: streets with pavements, then rows of buildings facing them
+  (houses, terraces, apartment blocks or warehouses, mostly 60-120 px a side, warehouses up to 180 px, a few
+  sheds), 15-24 px apart along the row, back gardens of 18-30 px between back-to-back rows; gable, hip or flat
+  roofs (ridge, facets, parapets, rooftop units, some L-shaped). Roof materials are spread evenly over red /
+  terracotta, brown, grey, dark, white and blue / green metal; neighbours look alike (each cell has one or two
+  main materials). Every building casts a shadow (one sun direction per scene) and has dark eaves; garden trees
+  may overhang roofs. Gardens hold pools, patios, ponds and sandpits. Most of these tiles come out 27-48% roof
+  (positives), a few below 25% (dropped);
+- park cells next to the town: the same streets, lawns, trees, pools, patios and courts, but no building;
 - sparse cells with one to three houses: 0-25% roof, dropped from the image-level lists by the 25% rule;
-- empty cells: striped fields, forest, meadow (trees, hedgerows, bare soil), parking lots and plazas: negatives.
-One to three roads (asphalt, kerbs in towns, lane dashes, vehicles) cross each scene, mostly outside the towns.
-Roads, lots and plazas share the grey of concrete and metal roofs, so colour alone does not separate the classes
-(a threshold on a tile's mean colour gets about 70%): shadows, eaves, ridges and shapes do. Finally each scene
-gets texture grain, a brightness / colour shift, haze, a slight blur and sensor noise. With the defaults (30
-scenes, seed 0): 270 tiles, about 115 positives, 120 negatives and 30 dropped; the last 7 scenes are the test groups.
+- open cells: fields (crops, red-brown or dark ploughland, white polytunnels), forest, meadows (ponds, soil),
+  lots (parking, plazas of concrete, white concrete, red brick, brown or dark paving) and sports grounds (red
+  clay / blue / green tennis courts, red running tracks, turf or cinder pitches, sand courts): negatives.
+One or two through roads cross each scene. The flat confusers share every roof colour (red courts and tracks,
+red-brown earth, white polytunnels and concrete, grey roads and lots, dark ponds and asphalt, blue courts and
+pools, brown paving) but have no height: no shadow, no eaves, no ridge; a tile's colour does not give its label,
+shadows, eaves, ridges and shapes do. Finally each scene gets texture grain, a brightness / colour shift, haze,
+a slight blur and sensor noise. With the defaults (30 scenes, seed 0): 270 tiles, about 100 positives (about
+37% building on average), 130 negatives and 40 dropped; the last 7 scenes are the test groups.
 
 The mask is the visible roof: shadows are background, and so is a roof under an overhanging tree crown.
 The same seed gives byte-identical files: every random draw comes from `numpy.random.default_rng([seed, scene])`,
@@ -50,24 +57,25 @@ TILE_SIZE = 256
 DEFAULT_SCENES = 30
 TEST_FRACTION = 0.22
 
-KINDS = ("dense", "sparse", "field", "forest", "meadow", "lot", "sport")
-DENSE, SPARSE, FIELD, FOREST, MEADOW, LOT, SPORT = range(len(KINDS))
+KINDS = ("dense", "sparse", "field", "forest", "meadow", "lot", "sport", "park")
+DENSE, SPARSE, FIELD, FOREST, MEADOW, LOT, SPORT, PARK = range(len(KINDS))
 
 # Mean RGB of ground covers; each parcel jitters its colour.
 GROUND = {
     "grass": (88, 116, 62), "lawn": (98, 128, 70), "dry_grass": (152, 146, 98), "crop": (104, 132, 66),
     "stubble": (188, 170, 118), "soil": (140, 112, 84), "dark_soil": (108, 88, 68), "forest_floor": (72, 82, 52),
-    "red_soil": (150, 90, 66), "ploughed": (82, 70, 60), "gravel": (158, 154, 146), "concrete": (168, 168, 163),
+    "red_soil": (150, 90, 66), "brown_soil": (124, 84, 62), "ploughed": (82, 70, 60), "gravel": (158, 154, 146), "concrete": (168, 168, 163),
 }
 GROUND_BY_KIND = {  # cover probabilities of a parcel by the district of its seed
     DENSE: {"lawn": 0.4, "grass": 0.3, "dry_grass": 0.2, "gravel": 0.1},
     SPARSE: {"grass": 0.45, "dry_grass": 0.4, "lawn": 0.15},
-    FIELD: {"crop": 0.25, "stubble": 0.2, "dark_soil": 0.12, "ploughed": 0.12, "red_soil": 0.13, "dry_grass": 0.1,
-            "soil": 0.08},
+    FIELD: {"crop": 0.18, "stubble": 0.12, "dark_soil": 0.08, "ploughed": 0.12, "red_soil": 0.17, "brown_soil": 0.17,
+            "dry_grass": 0.08, "soil": 0.08},
     FOREST: {"forest_floor": 0.7, "grass": 0.3},
     MEADOW: {"grass": 0.5, "dry_grass": 0.35, "lawn": 0.15},
     LOT: {"grass": 0.5, "dry_grass": 0.3, "gravel": 0.2},
     SPORT: {"lawn": 0.6, "grass": 0.4},
+    PARK: {"lawn": 0.4, "grass": 0.3, "dry_grass": 0.2, "gravel": 0.1},   # as the town around it
 }
 INDUSTRIAL_GROUND = {"concrete": 0.35, "gravel": 0.3, "dry_grass": 0.2, "grass": 0.15}
 # Roof materials: colour range (low, high), striped texture (tiles / corrugated metal) or not.
@@ -96,7 +104,7 @@ BUILDING_MIX = {  # building type probabilities per district style (a whole row 
     "industrial": {"warehouse": 0.55, "block": 0.3, "house": 0.15},
     "mixed": {"house": 0.45, "terrace": 0.15, "block": 0.2, "warehouse": 0.2},
 }
-ROW_DEPTH = {"house": 76, "terrace": 62, "block": 80, "warehouse": 120, "shed": 40}  # px across the street
+ROW_DEPTH = {"house": 88, "terrace": 68, "block": 90, "warehouse": 124, "shed": 40}  # px across the street
 # Flat ground surfaces that share the roof colours (no height: no shadow, no eaves, no ridge).
 SURFACES = {
     "clay": (176, 94, 64), "red_acrylic": (152, 72, 60), "blue_acrylic": (60, 98, 148),
@@ -167,13 +175,14 @@ class _Scene:
         self.occupied = np.zeros((size, size), np.uint8)     # where no building may stand (roads, buildings)
         azimuth = rng.uniform(0, 2 * math.pi)
         self.shadow_dir = np.array([math.cos(azimuth), math.sin(azimuth)])  # direction shadows fall, image x/y
-        self.shadow_len = rng.uniform(0.3, 0.55)             # shadow length per unit of height
+        self.shadow_len = rng.uniform(0.22, 0.4)             # shadow length per unit of height
         self.street_angle = rng.uniform(0, math.pi / 2)      # the block grid's orientation
         self.style = _choice(rng, {"residential": 0.45, "industrial": 0.25, "mixed": 0.3})
         self.kinds = self._plan()
         self.kind_map = np.repeat(np.repeat(self.kinds, TILE_SIZE, 0), TILE_SIZE, 1)
         self.cars: list[tuple[float, float, float, tuple[int, int, int]]] = []   # x, y, angle, colour
         self.buildings: list[tuple[list[_Part], str, float]] = []                 # parts, material, height
+        self.palettes: dict[tuple[int, int], tuple[str, str, float]] = {}         # main roof materials per cell
         self.trees = np.zeros((0, 3))                                              # x, y, radius
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -189,10 +198,11 @@ class _Scene:
             r, c = divmod(int(flat), n)
             if rank < n_dense:
                 kinds[r, c] = DENSE
-            elif rng.random() < 0.08:
+            elif rng.random() < 0.06:
                 kinds[r, c] = SPARSE
             else:
-                kinds[r, c] = (FIELD, FOREST, MEADOW, LOT, SPORT)[int(rng.choice(5, p=[0.24, 0.14, 0.22, 0.2, 0.2]))]
+                p = np.array([0.24, 0.14, 0.22, 0.2, 0.2, 0.45 if n_dense else 0.0])
+                kinds[r, c] = (FIELD, FOREST, MEADOW, LOT, SPORT, PARK)[int(rng.choice(6, p=p / p.sum()))]
         return kinds
 
     def _frame(self, cx: float, cy: float, angle: float, radius: float
@@ -246,7 +256,7 @@ class _Scene:
         stripe_amp, stripe_period, stripe_angle = np.zeros(k, np.float32), np.ones(k, np.float32), np.zeros(k)
         for i, (sx, sy) in enumerate(seeds):
             kind = self._cell_of(sx, sy)
-            cover = _choice(rng, INDUSTRIAL_GROUND if kind == DENSE and self.style == "industrial"
+            cover = _choice(rng, INDUSTRIAL_GROUND if kind in (DENSE, PARK) and self.style == "industrial"
                             else GROUND_BY_KIND[kind])
             colours[i] = np.array(GROUND[cover]) * rng.uniform(0.88, 1.12) * rng.uniform(0.95, 1.05, 3)
             if kind == FIELD and cover not in ("soil", "red_soil"):
@@ -271,13 +281,13 @@ class _Scene:
         rng, size = self.rng, self.size
         mask = np.zeros((size, size), np.uint8)
         for kind, (lo, hi) in ((MEADOW, (1, 4)), (FIELD, (0, 2)), (LOT, (0, 2)), (SPARSE, (0, 3)), (DENSE, (0, 2)),
-                               (SPORT, (0, 1))):
+                               (SPORT, (0, 1)), (PARK, (0, 2))):
             for x, y in self._points_in(kind, int(rng.integers(lo, hi + 1)) * int((self.kinds == kind).sum())):
                 axes = (int(rng.uniform(15, 70)), int(rng.uniform(10, 45)))
                 cv2.ellipse(mask, (int(x), int(y)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
         soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 8) + 0.5 * (_lowfreq(rng, size, 40) - 0.5)
         patch = soft > 0.5
-        colour = np.array(GROUND[_choice(rng, {"soil": 0.4, "red_soil": 0.35, "dark_soil": 0.25})],
+        colour = np.array(GROUND[_choice(rng, {"soil": 0.2, "red_soil": 0.3, "brown_soil": 0.3, "dark_soil": 0.2})],
                           np.float32) * rng.uniform(0.9, 1.15)
         self.img[patch] = colour * (0.85 + 0.3 * _lowfreq(rng, size, 20))[patch][:, None]
         self.tex[patch] = 0.09
@@ -365,8 +375,10 @@ class _Scene:
             return
         win, u, v = frame
         inside = (np.abs(u) <= length / 2) & (np.abs(v) <= n * width / 2) & self._open(win)
-        material = _choice(rng, {"clay": 0.4, "red_acrylic": 0.15, "blue_acrylic": 0.2, "green_acrylic": 0.15,
-                                 "asphalt": 0.1})
+        if (self.occupied[win][inside] != 0).any():      # not over a parking lot
+            return
+        material = _choice(rng, {"clay": 0.3, "red_acrylic": 0.1, "blue_acrylic": 0.25, "green_acrylic": 0.2,
+                                 "asphalt": 0.15})
         surface = self._surface(material)
         surround = self._surface("green_acrylic") if material == "blue_acrylic" and rng.random() < 0.6 else surface
         vk = np.mod(v + n * width / 2, width) - width / 2   # v in the frame of each court
@@ -488,7 +500,7 @@ class _Scene:
         rng = self.rng
         toward_sun = -self.shadow_dir
         for r, c in np.argwhere(self.kinds == FIELD):
-            if rng.random() >= 0.4:
+            if rng.random() >= 0.55:
                 continue
             cx, cy = (c + 0.5) * TILE_SIZE + rng.uniform(-30, 30), (r + 0.5) * TILE_SIZE + rng.uniform(-30, 30)
             w, h = rng.uniform(150, 240), rng.uniform(120, 220)
@@ -511,20 +523,51 @@ class _Scene:
             self._paint(win, tunnel, (white * shade[..., None]).astype(np.float32), 0.06)
             self.occupied[win][tunnel] = 4
 
-    def draw_yards(self) -> None:
-        """Garden features between the buildings of a town: pools, patios (red brick, concrete, white, brown,
-        dark), small ponds and sandpits: flat, roof-coloured, but without shadow, eaves or ridge."""
+    def draw_dirt(self) -> None:
+        """Bare-earth yards (building sites, farm yards, riding arenas): red-brown or brown earth with tyre
+        tracks, in lots, parks, meadows, fields and sports grounds."""
         rng = self.rng
-        for r, c in np.argwhere(self.kinds == DENSE):
+        for r, c in np.argwhere(np.isin(self.kinds, (LOT, PARK, MEADOW, FIELD, SPORT))):
+            if rng.random() >= 0.45:
+                continue
+            cx, cy = (c + 0.5) * TILE_SIZE + rng.uniform(-60, 60), (r + 0.5) * TILE_SIZE + rng.uniform(-60, 60)
+            w, h = rng.uniform(80, 170), rng.uniform(60, 140)
+            angle = self.street_angle + rng.normal(0, 0.3)
+            frame = self._frame(cx, cy, angle, math.hypot(w, h) / 2 + 2)
+            if frame is None:
+                continue
+            win, u, v = frame
+            rad = min(w, h) * rng.uniform(0.1, 0.45)
+            inside = np.hypot(np.maximum(np.abs(u) - w / 2 + rad, 0), np.maximum(np.abs(v) - h / 2 + rad, 0)) <= rad
+            inside &= self._open(win) & (self.occupied[win] == 0)
+            earth = self._surface(_choice(rng, {"red_brick": 0.35, "brown_paving": 0.45, "clay": 0.2}))
+            bend = rng.uniform(-0.004, 0.004)
+            tracks = np.mod(v + bend * u * u, rng.uniform(9, 16)) < 2.0
+            fill = earth * (0.92 + 0.16 * self.lumps[win])[..., None] * np.where(tracks, 0.88, 1.0)[..., None]
+            self._paint(win, inside, fill.astype(np.float32), 0.1)
+            self.occupied[win][inside] = 4
+
+    def draw_yards(self) -> None:
+        """Garden features between the buildings of a town, and some in parks, lots, meadows and sports grounds:
+        pools, patios (red brick, concrete, white, brown, dark), small ponds and sandpits: flat, roof-coloured,
+        but without shadow, eaves or ridge."""
+        rng = self.rng
+        for r, c in np.argwhere((self.kinds == DENSE) | (self.kinds == PARK) | (self.kinds == LOT)
+                                | (self.kinds == MEADOW) | (self.kinds == SPORT)):
             cell = (slice(r * TILE_SIZE, (r + 1) * TILE_SIZE), slice(c * TILE_SIZE, (c + 1) * TILE_SIZE))
-            wanted, placed = int(rng.integers(2, 6)), 0
+            town = self.kinds[r, c] in (DENSE, PARK)
+            wanted = int(rng.integers(2, 6) if self.kinds[r, c] == DENSE else rng.integers(3, 8) if town
+                         else rng.integers(1, 4))
+            placed = 0
             for _ in range(30):
                 ys, xs = np.nonzero(self.occupied[cell] == 0)
                 if placed >= wanted or len(xs) == 0:
                     break
                 i = int(rng.integers(len(xs)))
                 x, y = c * TILE_SIZE + xs[i], r * TILE_SIZE + ys[i]
-                what = _choice(rng, {"pool": 0.3, "patio": 0.4, "pond": 0.15, "sand": 0.15})
+                what = _choice(rng, {"pool": 0.3, "patio": 0.4, "pond": 0.15, "sand": 0.15} if self.kinds[r, c] == DENSE
+                               else {"pool": 0.15, "big_pool": 0.15, "court": 0.25, "patio": 0.3, "pond": 0.05,
+                                     "sand": 0.1})
                 if what == "pond":
                     placed += self._pond(x, y, rng.uniform(12, 24), rng.uniform(0.6, 1.0), town=True)
                 elif what == "sand":
@@ -535,8 +578,9 @@ class _Scene:
 
     def _yard(self, cx: float, cy: float, what: str) -> bool:
         rng = self.rng
-        w, h = (rng.uniform(40, 72), rng.uniform(22, 38)) if what == "pool" else \
-            (rng.uniform(30, 66), rng.uniform(24, 50))
+        w, h = {"pool": (rng.uniform(40, 72), rng.uniform(22, 38)), "big_pool": (rng.uniform(90, 150), rng.uniform(50, 80)),
+                "patio": (rng.uniform(30, 66), rng.uniform(24, 50)), "court": (rng.uniform(110, 140), rng.uniform(64, 80))
+                }[what]
         angle = self.street_angle + (math.pi / 2) * int(rng.integers(0, 2))
         frame = self._frame(cx, cy, angle, math.hypot(w, h) / 2 + 4)
         if frame is None:
@@ -546,11 +590,21 @@ class _Scene:
         grown = (np.abs(u) <= w / 2 + 3) & (np.abs(v) <= h / 2 + 3)
         if inside.sum() < 0.9 * w * h or (self.occupied[win][grown] != 0).any():
             return False
-        if what == "pool":
-            water = (np.abs(u) <= w / 2 - 3) & (np.abs(v) <= h / 2 - 3)
+        if what in ("pool", "big_pool"):
+            rim = 3 if what == "pool" else 6
+            water = (np.abs(u) <= w / 2 - rim) & (np.abs(v) <= h / 2 - rim)
             ripple = 1 + 0.05 * np.sin(u * 0.7 + v * 0.4)
-            pool = self._surface("pool" if rng.random() < 0.7 else "deep_pool")
+            if what == "big_pool":  # lane ropes
+                ripple = ripple * np.where(np.mod(v + h / 2 - rim, 14) < 1.2, 0.8, 1.0)
+            pool = self._surface("pool" if rng.random() < 0.6 else "deep_pool")
             fill = np.where(water[..., None], pool * ripple[..., None], self._surface("white_concrete"))
+        elif what == "court":  # basketball / multi-sport court: acrylic with white lines
+            lines = (np.abs(np.abs(u) - (w / 2 - 5)) < 1) & (np.abs(v) <= h / 2 - 5) \
+                | (np.abs(np.abs(v) - (h / 2 - 5)) < 1) & (np.abs(u) <= w / 2 - 5) | (np.abs(u) < 1) \
+                | (np.abs(np.hypot(u, v) - 14) < 1) | (np.abs(np.hypot(np.abs(u) - w / 2 + 5, v) - 38) < 1)
+            colour = self._surface(_choice(rng, {"blue_acrylic": 0.4, "green_acrylic": 0.2, "red_acrylic": 0.2,
+                                                 "dark_asphalt": 0.2}))
+            fill = np.where(lines[..., None], np.float32(226), colour * np.ones_like(u * v)[..., None])
         else:
             step = rng.uniform(5, 12)
             joints = (np.mod(u, step) < 1) | (np.mod(v, step) < 1)
@@ -566,7 +620,9 @@ class _Scene:
         road = np.zeros((size, size), np.uint8)
         kerb = np.zeros((size, size), np.uint8)
         dashes = np.zeros((size, size), np.uint8)
-        for _ in range(int(rng.integers(1, 4))):
+        n_dense = int((self.kinds == DENSE).sum())   # a town has its own streets: fewer through roads
+        for _ in range(int(rng.integers(0, 2) if n_dense >= 5 else rng.integers(1, 3) if n_dense >= 2
+                           else rng.integers(1, 4))):
             width = int(rng.uniform(32, 54))
             pts = self._road_course(width)
             poly = [pts.round().astype(np.int32)]
@@ -644,31 +700,32 @@ class _Scene:
         streets: list[tuple[float, float, bool]] = []       # centre, width, along u (True) or v
         v = v0 - rng.uniform(0, 220)
         while v < v1 + 40:
-            width = rng.uniform(22, 30)
+            width = rng.uniform(24, 32)
             streets.append((v + width / 2, width, True))
-            v += width + rng.uniform(8, 14)                  # front yards
+            v += width + 4 + rng.uniform(12, 22)             # pavement and front yards
             kind_a, kind_b = _choice(rng, BUILDING_MIX[self.style]), _choice(rng, BUILDING_MIX[self.style])
             self.town_rows.append((v, 1, kind_a, ROW_DEPTH[kind_a]))
-            v += ROW_DEPTH[kind_a] + ROW_DEPTH[kind_b] + rng.uniform(22, 34)     # back gardens between the rows
+            v += ROW_DEPTH[kind_a] + ROW_DEPTH[kind_b] + rng.uniform(18, 30)     # back gardens between the rows
             self.town_rows.append((v, -1, kind_b, ROW_DEPTH[kind_b]))
-            v += rng.uniform(8, 14)
+            v += rng.uniform(12, 22) + 4
         u = u0 - rng.uniform(0, 300)
         while u < u1 + 40:
             width = rng.uniform(22, 30)
             self.cross_streets.append((u, width))
             streets.append((u, width, False))
-            u += rng.uniform(400, 600)
+            u += rng.uniform(450, 700)
         ys, xs = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
         pu, pv = xs * c + ys * s, -xs * s + ys * c
-        town = cv2.dilate((self.kind_map == DENSE).astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+        town = cv2.dilate(((self.kind_map == DENSE) | (self.kind_map == PARK)).astype(np.uint8),
+                          np.ones((17, 17), np.uint8)).astype(bool)
         road = np.zeros((self.size, self.size), bool)
         walk = np.zeros_like(road)
-        for centre, width, along in streets:
+        for centre, width, along in streets:   # some streets run on out of the town, into the fields
             dist = np.abs((pv if along else pu) - centre)
-            road |= dist <= width / 2
-            walk |= dist <= width / 2 + 4
-        road &= town
-        walk &= town & ~road
+            reach = True if rng.random() < 0.35 else town
+            road |= (dist <= width / 2) & reach
+            walk |= (dist <= width / 2 + 4) & reach
+        walk &= ~road
         self.img[walk] = np.array([176, 173, 166], np.float32) * rng.uniform(0.9, 1.08)
         self.tex[walk] = 0.04
         g = rng.uniform(80, 125)
@@ -686,8 +743,8 @@ class _Scene:
                     self.cars.append((x, y, self.street_angle + (0.0 if along else math.pi / 2), colour))
 
     def draw_buildings(self) -> None:
-        """Rows of buildings along the town streets, side gaps of 15-30 px, a few sheds in the gardens; 1-3
-        houses in sparse cells. Footprints stay 8 px inside their district and off roads and confusers."""
+        """Rows of buildings along the town streets, side gaps of 15-24 px, infill where a plot stayed empty, a
+        few sheds in the gardens; 1-3 houses in sparse cells. Footprints stay 8 px inside their district and off roads and confusers."""
         rng = self.rng
         free = self.occupied == 0
         dense = cv2.erode((self.kind_map == DENSE).astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
@@ -696,7 +753,8 @@ class _Scene:
         sparse &= free
         if dense.any():
             self._rows(dense)
-        for r, c in np.argwhere(self.kinds == DENSE):
+        for r, c in np.argwhere(self.kinds == DENSE):   # empty plots (by main roads, at the edges): infill
+            self._scatter(r, c, dense, 60, 10**6, lambda: _choice(rng, BUILDING_MIX[self.style]))
             self._scatter(r, c, dense, 30, int(rng.integers(0, 3)), lambda: "shed")
         for r, c in np.argwhere(self.kinds == SPARSE):
             self._scatter(r, c, sparse, 40, int(rng.integers(1, 4)), lambda: "house")
@@ -725,7 +783,7 @@ class _Scene:
         """Buildings along each planned row, front-aligned to its street, 15-30 px apart, none on a cross street."""
         rng = self.rng
         c, s, u0, u1, _, _ = self._street_frame()
-        skip = rng.uniform(0.0, 0.12)          # share of empty plots: varies the cover from scene to scene
+        skip = rng.uniform(0.0, 0.08)          # share of empty plots: varies the cover from scene to scene
         for front, facing, btype, depth in self.town_rows:
             u = u0 - rng.uniform(0, 60)
             while u < u1:
@@ -736,11 +794,11 @@ class _Scene:
                 if blocked:
                     u = max(blocked) + rng.uniform(14, 24)
                     continue
-                v_c = front + facing * (extent_v / 2 + rng.uniform(0, 6))
+                v_c = front + facing * (extent_v / 2 + rng.uniform(0, 4))
                 u_c = u + extent_u / 2
                 if rng.random() >= skip:
-                    self._try_place(building, u_c * c - v_c * s, u_c * s + v_c * c, allowed, gap=6)
-                u += extent_u + rng.uniform(15, 26)
+                    self._try_place(building, u_c * c - v_c * s, u_c * s + v_c * c, allowed, gap=4)
+                u += extent_u + rng.uniform(15, 22)
 
     def _try_place(self, building: tuple[list[_Part], float, float, float], x: float, y: float,
                    allowed: np.ndarray, gap: float) -> bool:
@@ -750,9 +808,21 @@ class _Scene:
             moved = [_Part(p.cx * scale + x, p.cy * scale + y, p.w * scale, p.h * scale, p.angle, p.roof, p.tone)
                      for p in parts]
             if min(p.h for p in moved) >= 28 and self._fits(moved, allowed, gap):
-                self.buildings.append((moved, _choice(self.rng, ROOF_MIX[self.style]), height))
+                self.buildings.append((moved, self._material(x, y), height))
                 return True
         return False
+
+    def _material(self, x: float, y: float) -> str:
+        """A roof material for a building at (x, y): neighbours look alike, so each cell has a main material
+        (drawn from the style's even mix) and only a few buildings take another one."""
+        rng = self.rng
+        cell = (min(int(y) // TILE_SIZE, self.grid - 1), min(int(x) // TILE_SIZE, self.grid - 1))
+        if cell not in self.palettes:
+            mix = ROOF_MIX[self.style]
+            self.palettes[cell] = (_choice(rng, mix), _choice(rng, mix), rng.uniform(0.8, 1.0))
+        main, second, share = self.palettes[cell]
+        t = rng.random()
+        return main if t < share * 0.92 else second if t < 0.92 else _choice(rng, ROOF_MIX[self.style])
 
     def _sample_building(self, btype: str, aligned: bool, max_depth: float = math.inf
                          ) -> tuple[list[_Part], float, float, float]:
@@ -761,7 +831,7 @@ class _Scene:
         are rotated boxes."""
         rng = self.rng
         if btype == "house":
-            w, h = rng.uniform(60, 120), rng.uniform(54, 76)
+            w, h = rng.uniform(72, 126), rng.uniform(64, 88)
             roof = _choice(rng, {"gable": 0.5, "hip": 0.35, "flat": 0.15})
             height = rng.uniform(45, 75)
         elif btype == "shed":
@@ -769,15 +839,15 @@ class _Scene:
             roof = _choice(rng, {"gable": 0.3, "flat": 0.7})
             height = rng.uniform(24, 36)
         elif btype == "terrace":
-            w, h = rng.uniform(110, 170), rng.uniform(50, 62)
+            w, h = rng.uniform(120, 180), rng.uniform(56, 68)
             roof = _choice(rng, {"gable": 0.8, "flat": 0.2})
             height = rng.uniform(50, 75)
         elif btype == "block":
-            w, h = rng.uniform(90, 150), rng.uniform(58, 84)
+            w, h = rng.uniform(100, 150), rng.uniform(66, 90)
             roof = _choice(rng, {"flat": 0.6, "gable": 0.3, "hip": 0.1})
             height = rng.uniform(80, 140)
         else:
-            w, h = rng.uniform(110, 180), rng.uniform(80, 124)
+            w, h = rng.uniform(110, 180), rng.uniform(84, 120)
             roof = _choice(rng, {"flat": 0.7, "gable": 0.3})
             height = rng.uniform(60, 100)
         h = min(h, max_depth)
@@ -807,14 +877,16 @@ class _Scene:
         return parts, height, extent_u, extent_v
 
     def _fits(self, parts: list[_Part], allowed: np.ndarray, gap: float) -> bool:
-        """True (and the footprint is marked as taken) if every part lies in `allowed` and `gap` px off others."""
+        """True (and the footprint is marked as taken) if every part lies in `allowed` and `gap` px off others;
+        a footprint may run over the scene's edge (what lies outside is not checked)."""
         corners = np.concatenate([_rect_corners(p, gap) for p in parts])
-        x0, y0 = np.floor(corners.min(0)).astype(int)
-        x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
-        if x0 < 0 or y0 < 0 or x1 > self.size or y1 > self.size:
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, self.size)
+        if x1 - x0 < 2 * gap + 8 or y1 - y0 < 2 * gap + 8:
             return False
         tips = np.concatenate([_rect_corners(p, -0.5) for p in parts]).astype(int)   # cheap early rejections
-        if not allowed[tips[:, 1], tips[:, 0]].all():
+        tips = tips[((tips >= 0) & (tips < self.size)).all(1)]
+        if len(tips) == 0 or not allowed[tips[:, 1], tips[:, 0]].all():
             return False
         grown_corners = [_rect_corners(p, gap) for p in parts]
         ring = np.concatenate([np.concatenate([q, (q + np.roll(q, 1, axis=0)) / 2]) for q in grown_corners])
@@ -852,7 +924,8 @@ class _Scene:
             cv2.fillConvexPoly(self.shadow, hull, 1)
 
     def draw_roofs(self) -> None:
-        """Paint every roof part: facet shading (gable, hip), ridge, stripes, rooftop units; then dark eaves."""
+        """Paint every roof part: facet shading, ridge and hip lines, tile courses or seams, chimneys and solar
+        panels (pitched roofs); parapet, membrane seams and rooftop units (flat roofs); then dark eaves."""
         rng = self.rng
         toward_sun = -self.shadow_dir
         for parts, material, _ in self.buildings:
@@ -860,7 +933,8 @@ class _Scene:
             t = rng.random()
             base = ((1 - t) * np.array(lo) + t * np.array(hi)) * rng.uniform(0.96, 1.04, 3)
             base = base.astype(np.float32)
-            slope = rng.uniform(0.08, 0.18)
+            slope = rng.uniform(0.12, 0.22)
+            period = rng.uniform(3.5, 6.0)
             for p in parts:
                 frame = self._frame(p.cx, p.cy, p.angle, math.hypot(p.w, p.h) / 2 + 2)
                 if frame is None:
@@ -871,35 +945,63 @@ class _Scene:
                 su = toward_sun[0] * c + toward_sun[1] * s      # sun direction in the part's (u, v) frame
                 sv = -toward_sun[0] * s + toward_sun[1] * c
                 shade = np.ones_like(u * v)
+                solar = None
                 if p.roof in ("gable", "hip"):
                     along_v = np.sign(v) * sv                     # facets facing +v / -v
+                    ridge_half = max(p.w / 2 - (p.h / 2 if p.roof == "hip" else 0), 0.0)
                     if p.roof == "hip":
                         end = (p.w / 2 - np.abs(u)) < (p.h / 2 - np.abs(v))
                         along_v = np.where(end, np.sign(u) * su, along_v)
-                    shade = 1 + slope * along_v
-                    ridge = (np.abs(v) < 1.5) & (np.abs(u) < p.w / 2 - (p.h / 2 if p.roof == "hip" else 0))
-                    shade = np.where(ridge, shade * 1.12, shade)
-                if striped:
-                    period = rng.uniform(3.5, 6.0)
-                    coord = u if p.roof == "flat" else v
-                    shade = shade * (1 + 0.05 * np.sin(2 * np.pi * coord / period))
-                if p.roof == "flat" and p.w > 90:
-                    shade = shade * self._rooftop_units(p, u, v, su, sv)
+                        hip_line = np.abs((p.w / 2 - np.abs(u)) - (p.h / 2 - np.abs(v))) < 1.2
+                        shade = np.where(hip_line, 1.12, shade)
+                    shade = shade * (1 + slope * along_v)
+                    ridge = (np.abs(v) < 1.5) & (np.abs(u) < ridge_half)
+                    shade = np.where(ridge, shade * 1.15, shade)
+                    # tile courses (or metal seams) for every material
+                    shade = shade * (1 + (0.05 if striped else 0.035) * np.sin(2 * np.pi * v / period))
+                    if rng.random() < 0.35 and p.w > 50:        # a chimney with its shadow
+                        uc, vc = rng.uniform(-ridge_half, ridge_half) * 0.8, rng.uniform(-p.h / 4, p.h / 4)
+                        box = (np.abs(u - uc) <= 4) & (np.abs(v - vc) <= 4)
+                        sh = (np.abs(u - uc + su * 6) <= 4) & (np.abs(v - vc + sv * 6) <= 4) & ~box
+                        shade = np.where(sh, shade * 0.6, np.where(box, 0.95, shade))
+                    if rng.random() < 0.3 and ridge_half > 24:  # solar panels on the sunny facet
+                        side = 1.0 if sv >= 0 else -1.0
+                        length = rng.uniform(0.4, 0.75) * (ridge_half * 2 - 8)
+                        u0 = rng.uniform(-ridge_half + 4, ridge_half - 4 - length)
+                        solar = (u >= u0) & (u <= u0 + length) & (side * v >= 4) & (side * v <= p.h / 2 - 5)
+                        cells = (np.mod(u - u0, 8) < 1) | (np.abs(side * v - (p.h / 4 + 2)) < 0.8)
+                        solar_fill = np.array([38, 46, 78], np.float32) * np.where(cells, 1.5, 1.0)[..., None]
+                else:
+                    if striped:                                   # corrugated metal
+                        shade = shade * (1 + 0.05 * np.sin(2 * np.pi * u / period))
+                    else:                                         # membrane seams
+                        step = rng.uniform(10, 18)
+                        shade = shade * np.where(np.mod(u, step) < 1, 0.94, 1.0)
+                    # a parapet: a bright rim with its shadow inside on the sun side
+                    edge = np.minimum(p.w / 2 - np.abs(u), p.h / 2 - np.abs(v))
+                    shade = shade * np.where(edge < 2.5, 1.12, 1.0)
+                    inner = (edge >= 2.5) & (edge < 5.5) & ((u * su + v * sv) > 0)
+                    shade = np.where(inner, shade * 0.82, shade)
+                    if p.w > 45:
+                        shade = shade * self._rooftop_units(p, u, v, su, sv)
                 colour = base * (p.tone * shade[..., None]).astype(np.float32)
+                if solar is not None:
+                    colour = np.where(solar[..., None], solar_fill, colour)
                 self._paint(win, inside, colour, 0.025)
                 self.roof[win] |= inside
         dist = cv2.distanceTransform(self.roof.astype(np.uint8), cv2.DIST_L2, 3)
-        eave = 1 - 0.22 * np.exp(-dist / 2.0)
+        eave = 1 - 0.3 * np.exp(-dist / 2.5)
         self.img[self.roof] *= eave[self.roof][:, None]
 
     def _rooftop_units(self, p: _Part, u: np.ndarray, v: np.ndarray, su: float, sv: float) -> np.ndarray:
-        """Multiplicative shade of a few HVAC units / skylights on a flat roof, each with a small shadow."""
+        """Multiplicative shade of HVAC units / skylights on a flat roof (more on bigger roofs), each with a
+        small shadow."""
         rng = self.rng
         shade = np.ones(np.broadcast_shapes(u.shape, v.shape), np.float32)
-        for _ in range(int(rng.integers(0, 7))):
-            uw, vh = rng.uniform(8, 22), rng.uniform(8, 18)
-            uc = rng.uniform(-p.w / 2 + uw, p.w / 2 - uw)
-            vc = rng.uniform(-p.h / 2 + vh, p.h / 2 - vh)
+        for _ in range(int(rng.integers(1, 3 + int(p.w * p.h / 3000)))):
+            uw, vh = rng.uniform(6, min(22, p.w / 4)), rng.uniform(6, min(18, p.h / 4))
+            uc = rng.uniform(-p.w / 2 + uw + 5, p.w / 2 - uw - 5)
+            vc = rng.uniform(-p.h / 2 + vh + 5, p.h / 2 - vh - 5)
             k = rng.uniform(4, 7)
             sh = (np.abs(u - uc + su * k) <= uw / 2) & (np.abs(v - vc + sv * k) <= vh / 2)
             unit = (np.abs(u - uc) <= uw / 2) & (np.abs(v - vc) <= vh / 2)
@@ -913,7 +1015,7 @@ class _Scene:
         rng = self.rng
         trees: list[np.ndarray] = []
         counts = {FOREST: (70, 110), MEADOW: (4, 18), LOT: (3, 10), SPARSE: (4, 12), DENSE: (1, 6), FIELD: (0, 4),
-                  SPORT: (2, 8)}
+                  SPORT: (2, 8), PARK: (2, 9)}
         for kind, (lo, hi) in counts.items():
             for _ in range(int((self.kinds == kind).sum())):
                 pts = self._points_in(kind, int(rng.integers(lo, hi + 1)), pad=20 if kind == FOREST else 0)
@@ -1008,6 +1110,7 @@ def render_scene(seed: int, index: int, size: int = SCENE_SIZE) -> tuple[np.ndar
     scene.draw_sports()
     scene.draw_ponds()
     scene.draw_tunnels()
+    scene.draw_dirt()
     scene.draw_roads()
     scene.draw_town_streets()
     scene.draw_buildings()
