@@ -31,6 +31,9 @@ STAGES = [
     ("eval_amn_cam", "step.eval_amn_cam", "S8 eval_amn_cam"),
     ("make_pseudo_mask", "step.make_pseudo_mask", "S9 make_pseudo_mask"),
     ("amn_cam_to_ir_label", "step.amn_cam_to_ir_label", "S9b amn_cam_to_ir_label"),
+    ("train_irn", "step.train_irn", "S10 train_irn"),
+    ("make_sem_seg", "step.make_sem_seg_labels", "S10 make_sem_seg"),
+    ("eval_sem_seg", "step.eval_sem_seg", "S10 eval_sem_seg"),
     ("train_seg", "step.train_seg", "S11 train_seg"),
     ("make_seg", "step.make_seg", "S11 make_seg"),
     ("eval_seg", "step.eval_seg", "S11 eval_seg"),
@@ -125,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amn_conf_fg_thres", type=float, default=0.45, help="AMN confident labels: building threshold")
     g.add_argument("--amn_conf_bg_thres", type=float, default=0.15, help="AMN confident labels: background threshold")
 
+    g = p.add_argument_group("S10 optional IRN (step.train_irn, make_sem_seg_labels, eval_sem_seg)")
+    g.add_argument("--irn_weights_name", type=str, default="sess_rrdsd/repvgg_irn", help="IRN weights, no suffix (.pth)")
+    g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this (SPEC item 22)")
+    g.add_argument("--irn_batch_size", type=int, default=32, help="crops per batch (global under torchrun)")
+    g.add_argument("--irn_num_epoches", type=int, default=3, help="epochs")
+    g.add_argument("--irn_learning_rate", type=float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x; momentum --cam_momentum")
+    g.add_argument("--irn_weight_decay", type=float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--irn_radius", type=int, default=5, help="PathIndex radius of the affinity pairs (reference: 5; IRN: 10)")
+    g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent (typed, SPEC item 29)")
+    g.add_argument("--exp_times", type=int, default=8, help="random walk: the transition matrix is applied 2^exp_times times")
+    g.add_argument("--sem_seg_bg_thres", type=float, default=0.25, help="building iff the max-normalised walk > t")
+    g.add_argument("--sem_seg_out_dir", type=str, default=None, help="S10 random-walk masks {0,1} PNG [<work_space>/sem_seg]")
+
     g = p.add_argument_group("S11 segmentation network (step.train_seg, make_seg, eval_seg)")
     g.add_argument("--seg_backbone", type=str, default=None, help="DeepLabV3+ encoder: a RepVGG variant or resnet50 [--backbone]")
     g.add_argument("--seg_weights", type=str, default=None,
@@ -167,6 +183,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         "amn_cam_out_dir": ws / "amn_cam",
         "pseudo_mask_out_dir": ws / "pseudo_mask",
         "amn_ir_label_out_dir": ws / "amn_ir_label",
+        "sem_seg_out_dir": ws / "sem_seg",
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-ORDER = ["cam", "lpcam_mask", "ir_label", "amn_cam", "amn_ir_label", "seg"]
+ORDER = ["cam", "lpcam_mask", "ir_label", "amn_cam", "amn_ir_label", "sem_seg", "seg", "seg_gt"]
 LABEL_STAGES = {"ir_label": "confident labels (S5)", "amn_ir_label": "AMN confident labels (S9b)"}
 
 
@@ -27,7 +27,21 @@ def stage_table(work_space: str | Path) -> str:
                         f"coverage {m['coverage']:.3f} | | | {prec} | |")
     head = ("| stage | tiles | threshold | building IoU | F1 | precision | recall |\n"
             "|---|---|---|---|---|---|---|")
-    return "\n".join([head, *rows]) if rows else f"(no metrics_*.json in {work_space})"
+    if not rows:
+        return f"(no metrics_*.json in {work_space})"
+    ratio = pseudo_to_gt_ratio(work_space)
+    tail = [] if ratio is None else [f"\nDeepLabV3+ on pseudo masks / on ground truth, building IoU: {ratio:.3f}"]
+    return "\n".join([head, *rows, *tail])
+
+
+def pseudo_to_gt_ratio(work_space: str | Path) -> float | None:
+    """Building IoU of DeepLabV3+ trained on pseudo masks over the same network trained on ground truth
+    (metrics_seg.json / metrics_seg_gt.json, as script/train_segmentation.sh writes them), or None."""
+    paths = [Path(work_space) / f"metrics_{name}.json" for name in ("seg", "seg_gt")]
+    if not all(p.is_file() for p in paths):
+        return None
+    weak, full = (json.loads(p.read_text())["scores"]["building_iou"] for p in paths)
+    return weak / full if full > 0 else None
 
 
 def main() -> None:

@@ -23,46 +23,8 @@ TRAIN_AMN=${TRAIN_AMN:-True}          # S6  AR network (+ S6d deploy)
 MAKE_AMN_CAM=${MAKE_AMN_CAM:-True}    # S7  AR maps
 EVAL_AMN_CAM=${EVAL_AMN_CAM:-True}    # S8  evaluate the AR maps
 MAKE_PSEUDO_MASK=${MAKE_PSEUDO_MASK:-True}  # S9  pseudo masks {0,1} PNG
-RESUME=${RESUME:-True}
 
-WORK_SPACE=${WORK_SPACE:-result_rrdsd}
-SESS=${SESS:-sess_rrdsd}
-DEVICE=${DEVICE:-auto}
-AMP=${AMP:-bf16}            # bf16 autocast: 2.3x faster S1 on CPU (AMX); S2 building IoU unchanged (BENCHMARKS.md)
-NUM_WORKERS=${NUM_WORKERS:-$(( $(nproc) > 1 ? $(nproc) / 2 : 1 ))}
-
-if [ -z "${DATASET_ROOT:-}" ]; then
-  # Demo: a small backbone trained from scratch, so the chain runs in minutes on a laptop CPU.
-  echo "+ $PY -m voc12.demo --out Dataset/demo"
-  "$PY" -m voc12.demo --out Dataset/demo
-  DATASET_ROOT=Dataset/demo
-  BACKBONE=${BACKBONE:-RepVGG-Tiny}
-  CAM_EPOCHS=${CAM_EPOCHS:-30}
-  CAM_BATCH=${CAM_BATCH:-16}
-  CAM_LR=${CAM_LR:-0.02}
-  CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
-  BAC_SAMPLES=${BAC_SAMPLES:-0}
-  AMN_EPOCHS=${AMN_EPOCHS:-10}
-else
-  # The reference script's settings (SPEC section 6).
-  BACKBONE=${BACKBONE:-RepVGG-B1g2}
-  CAM_EPOCHS=${CAM_EPOCHS:-20}
-  CAM_BATCH=${CAM_BATCH:-16}
-  CAM_LR=${CAM_LR:-0.01}
-  CAM_MOMENTUM=${CAM_MOMENTUM:-0.0001}
-  BAC_SAMPLES=${BAC_SAMPLES:-3000}
-  AMN_EPOCHS=${AMN_EPOCHS:-10}
-fi
-LAMBDA1=${LAMBDA1:-0.4}   # weight of the multi-scale consistency loss (MCL) in S6
-
-COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE" --backbone "$BACKBONE"
-        --cam_weights_name "$SESS/repvgg_cam" --amn_weights_name "$SESS/repvgg_amn" --device "$DEVICE" --amp "$AMP"
-        --num_workers "$NUM_WORKERS" --resume "$RESUME")
-
-run() {
-  echo "+ $PY run_sample.py $*"
-  "$PY" run_sample.py "$@"
-}
+source script/settings.sh   # dataset (the demo without DATASET_ROOT), backbone, epochs, COMMON flags, run()
 
 if [ "$TRAIN_CAM" = True ] || [ "$MAKE_CAM" = True ]; then
   run "${COMMON[@]}" \
@@ -90,5 +52,6 @@ if [ "$TRAIN_AMN" = True ] || [ "$MAKE_AMN_CAM" = True ] || [ "$EVAL_AMN_CAM" = 
 fi
 
 echo
+echo "Next: bash script/train_segmentation.sh (DeepLabV3+ on these pseudo masks)"
 echo "Stage metrics ($WORK_SPACE/metrics_*.json):"
 "$PY" -m misc.report --work_space "$WORK_SPACE"

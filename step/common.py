@@ -10,9 +10,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from misc import fileio
+from misc import fileio, imutils, metrics
+from misc.errors import UserError
+from misc.pyutils import progress
 from misc.torchutils import barrier, runtime
 from voc12 import dataloader
 
@@ -99,3 +102,26 @@ def inference_names(split_names: Sequence[str], done: set[str]) -> list[str]:
     rt = runtime()
     todo = [n for n in split_names if n not in done]
     return todo[rt.rank::rt.world_size]
+
+
+def mask_confusion(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag: str, make_flag: str,
+                   desc: str) -> tuple[np.ndarray, int]:
+    """Dataset-level confusion [2, 2] of the {0, 1} PNG masks in `pred_dir` against the ground truth, and the
+    number of tiles whose ground truth has no building. `list_flag` names the list the tiles come from,
+    `make_flag` the stage that writes the masks (both for the one-line errors)."""
+    meter, empty = metrics.ConfusionMeter(), 0
+    for name in progress(names, desc=desc):
+        pred_path, gt_path = pred_dir / f"{name}.png", gt_dir / f"{name}.png"
+        if not pred_path.is_file():
+            raise UserError(f"{pred_path} is missing for {name!r} of {list_flag}; run {make_flag} with the same list")
+        if not gt_path.is_file():
+            raise UserError(f"ground truth {gt_path} is missing for {name!r} of {list_flag}; set --gt_dir")
+        pred, gt = imutils.read_mask(pred_path), imutils.gt_to_binary(imutils.read_mask(gt_path))
+        if pred.shape != gt.shape:
+            raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth is "
+                            f"{gt.shape[1]}x{gt.shape[0]}; the masks were made from other images")
+        if pred.max(initial=0) > 1:
+            raise UserError(f"{pred_path} holds values other than 0/1; rerun {make_flag}")
+        meter.add(gt, pred)
+        empty += int(not gt.any())
+    return meter.matrix, empty

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from misc import fileio, imutils, metrics
-from misc.errors import UserError
-from misc.pyutils import Timer, progress
+from misc import fileio, metrics
+from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
+from step.common import mask_confusion
 from step.eval_cam import _all_building_iou
 from step.train_seg import GROUND_TRUTH, seg_settings
 from voc12 import dataloader
@@ -44,32 +42,11 @@ def trained_on(checkpoint: Path, default: str) -> str:
     return str(ckpt.get("trained_on", default)) if isinstance(ckpt, dict) else default
 
 
-def mask_confusion(names: Sequence[str], pred_dir: Path, gt_dir: Path) -> tuple[np.ndarray, int]:
-    """(dataset-level confusion [2, 2], number of tiles whose ground truth has no building)."""
-    meter, empty = metrics.ConfusionMeter(), 0
-    for name in progress(names, desc=TAG):
-        pred_path, gt_path = pred_dir / f"{name}.png", gt_dir / f"{name}.png"
-        if not pred_path.is_file():
-            raise UserError(f"{pred_path} is missing for {name!r} of --seg_infer_list; run --make_seg_pass True "
-                            f"with the same --seg_infer_list")
-        if not gt_path.is_file():
-            raise UserError(f"ground truth {gt_path} is missing for {name!r} of --seg_infer_list; set --gt_dir")
-        pred, gt = imutils.read_mask(pred_path), imutils.gt_to_binary(imutils.read_mask(gt_path))
-        if pred.shape != gt.shape:
-            raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth is "
-                            f"{gt.shape[1]}x{gt.shape[0]}; the masks were made from other images")
-        if pred.max(initial=0) > 1:
-            raise UserError(f"{pred_path} holds values other than 0/1; rerun --make_seg_pass True")
-        meter.add(gt, pred)
-        empty += int(not gt.any())
-    return meter.matrix, empty
-
-
 def report_seg(args: argparse.Namespace) -> dict:
     """Score the masks of every listed tile, log one line and write the metrics JSON."""
     timer, s = Timer(), seg_settings(args)
     names = dataloader.read_list(s.infer_list, "--seg_infer_list")
-    conf, empty = mask_confusion(names, s.out_dir, Path(args.gt_dir))
+    conf, empty = mask_confusion(names, s.out_dir, Path(args.gt_dir), "--seg_infer_list", "--make_seg_pass True", TAG)
     scores = metrics.scores(conf)
     source = trained_on(s.checkpoint, s.trained_on)
     result = {"stage": stage_label(source), "backbone": s.backbone, "trained_on": source, "pred_dir": str(s.out_dir),

@@ -57,3 +57,31 @@ def test_torchrun_two_ranks_s1_s2_s3(tiny_root, tmp_path):
             np.load(single / "result" / "cluster_result" / "prototypes_k3.npz") as p1:
         np.testing.assert_array_equal(p2["P"], p1["P"])
         np.testing.assert_array_equal(p2["Q"], p1["Q"])
+
+
+def test_torchrun_two_ranks_every_stage_s1_to_s11(tiny_root, tmp_path):
+    """The whole chain, the optional IRN stage included, in one torchrun launch of 2 CPU ranks: every
+    training stage leaves its final checkpoint (no resume file) and every map stage one file per tile."""
+    work = tmp_path / "ddp"
+    stages = ["train_cam", "make_cam", "make_lpcam", "cam_to_ir_label", "train_amn", "make_amn_cam",
+              "make_pseudo_mask", "amn_cam_to_ir_label", "train_irn", "make_sem_seg", "train_seg", "make_seg"]
+    flags = [x for stage in stages for x in (f"--{stage}_pass", "True")]
+    _run(_cli(tiny_root, work, *flags, "--num_cluster", "3", "--bac_num_samples", "0", "--bac_select_thres", "0.5",
+              "--amn_weights_name", str(work / "sess" / "amn"), "--amn_batch_size", "4", "--amn_num_epoches", "1",
+              "--amn_crop_size", "64", "--irn_weights_name", str(work / "sess" / "irn"), "--irn_batch_size", "4",
+              "--irn_num_epoches", "1", "--irn_crop_size", "64", "--seg_weights_name", str(work / "sess" / "seg"),
+              "--seg_batch_size", "4", "--seg_num_epoches", "1", "--seg_crop_size", "64", "--seg_window", "64"),
+         ranks=2)
+    sess, result = work / "sess", work / "result"
+    for name in ("cam.pth", "cam_deploy.pt", "amn.pth", "amn_deploy.pt", "irn.pth", "seg.pth"):
+        assert (sess / name).is_file(), name
+    assert not list(sess.glob("*.resume.pth"))
+    train = sorted((tiny_root / "train_aug.txt").read_text().split())
+    positives = sorted((tiny_root / "train_aug_building.txt").read_text().split())
+    test = sorted((tiny_root / "test.txt").read_text().split())
+    listing = {folder: sorted(p.stem for p in (result / folder).glob(pattern) if not p.stem.endswith("_palette"))
+               for folder, pattern in (("amn_cam", "*.npy"), ("pseudo_mask", "*.png"), ("sem_seg", "*.png"),
+                                       ("seg", "*.png"), ("ir_label", "*.png"))}
+    assert listing["amn_cam"] == positives
+    assert listing["pseudo_mask"] == listing["sem_seg"] == listing["ir_label"] == train
+    assert listing["seg"] == test

@@ -44,3 +44,20 @@ def test_threshold_tie_goes_to_background():
 def test_size_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ in size"):
         metrics.confusion(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8))
+
+
+def test_stage_table_gives_the_pseudo_to_ground_truth_ratio(tmp_path):
+    from misc import fileio
+    from misc.report import pseudo_to_gt_ratio, stage_table
+
+    def write(name: str, iou: float) -> None:
+        scores = {"building_iou": iou, "f1": 0.5, "precision": 0.5, "recall": 0.5}
+        fileio.save_json(tmp_path / f"metrics_{name}.json", {"stage": name, "tiles": 3, "threshold": "argmax",
+                                                             "scores": scores})
+
+    write("seg", 0.6)
+    assert pseudo_to_gt_ratio(tmp_path) is None
+    write("seg_gt", 0.75)
+    assert pseudo_to_gt_ratio(tmp_path) == pytest.approx(0.8)
+    table = stage_table(tmp_path)
+    assert table.index("| seg |") < table.index("| seg_gt |") and table.rstrip().endswith("0.800")

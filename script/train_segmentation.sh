@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# S11 after script/generate_pseudo_mask.sh: DeepLabV3+ trained on the pseudo masks, its masks of the held-out
+# test tiles (<dataset>/test.txt: every tile of the test scenes or areas, negatives included) and their scores.
+# With UPPER_BOUND=True (the default) the same network is also trained on the ground-truth masks with the same
+# budget: the ratio of the two building IoUs is how close image-level labels come to full supervision.
+#
+#   bash script/train_segmentation.sh                            # the demo dataset, after generate_pseudo_mask.sh
+#   DATASET_ROOT=Dataset/RRDSD bash script/train_segmentation.sh
+#
+# Same environment variables as generate_pseudo_mask.sh (script/settings.sh), plus SEG_EPOCHS, SEG_BATCH, SEG_LR.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source script/env.sh
+source script/settings.sh
+
+TRAIN_SEG=${TRAIN_SEG:-True}        # S11 DeepLabV3+ on the pseudo masks, then its test masks and scores
+UPPER_BOUND=${UPPER_BOUND:-True}    # S11 the same on ground truth (fully supervised upper bound)
+
+SEG=(--seg_num_epoches "$SEG_EPOCHS" --seg_batch_size "$SEG_BATCH" --seg_learning_rate "$SEG_LR")
+if [ "$TRAIN_SEG" = True ]; then
+  run "${COMMON[@]}" "${SEG[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
+    --seg_weights_name "$SESS/deeplabv3plus" --seg_out_dir "$WORK_SPACE/seg"
+fi
+if [ "$UPPER_BOUND" = True ]; then
+  run "${COMMON[@]}" "${SEG[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
+    --seg_label_dir "$DATASET_ROOT/SegmentationClassAug" \
+    --seg_weights_name "$SESS/deeplabv3plus_gt" --seg_out_dir "$WORK_SPACE/seg_gt"
+fi
+
+echo
+echo "Stage metrics ($WORK_SPACE/metrics_*.json):"
+"$PY" -m misc.report --work_space "$WORK_SPACE"

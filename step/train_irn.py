@@ -1,0 +1,108 @@
+"""S10 (optional): train the IRN boundary and displacement branches on AMN's confident labels.
+
+Reads:  --train_list tiles (negatives too) and their labels <amn_ir_label_out_dir>/<name>.png
+        {0, 1, 255} (from --amn_cam_to_ir_label_pass; all zeros for negatives, SPEC item 18);
+        --cls_labels; the ImageNet backbone --MODEL_WEIGHTS when present, else the backbone of the
+        trained AR network <amn_weights_name>.pth when present (kept frozen either way).
+Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean displacement over the
+        positives of --infer_list; <irn_weights_name>.resume.pth after every epoch (removed at the end).
+Loss: AffinityDisplacementLoss with PathIndex radius --irn_radius (5) on the labels at stride 4.
+Optimiser: poly SGD, boundary branch at --irn_learning_rate, displacement branch at 10x, weight decay
+--irn_weight_decay, momentum --cam_momentum (the reference's PolyOptimizer quirk, shared with S1).
+Crops --irn_crop_size (256, SPEC item 22), random rescale (0.5, 1.5) and horizontal flip.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from misc.pyutils import Timer, progress, weights_paths
+from misc.torchutils import PolyOptimizer, barrier, runtime, shard
+from misc.trainloop import FitConfig, finished, fit, resume_path
+from net import RepVGG_irn
+from step.common import load_split, loader
+from voc12 import dataloader
+
+log = logging.getLogger(__name__)
+TAG = "S10 train_irn"
+
+
+def irn_loss(model: nn.Module, batch: dict, criterion: RepVGG_irn.AffinityDisplacementLoss) -> torch.Tensor:
+    """The IRN loss of one batch; the labels are resized to the stride-4 edge grid."""
+    edge, dp = model(batch["img"])
+    # PIL NEAREST samples pixel centres, which is torch's 'nearest-exact' (as in S6)
+    labels = F.interpolate(batch["label"][:, None].float(), edge.shape[-2:], mode="nearest-exact")[:, 0].long()
+    return RepVGG_irn.total_loss(criterion(edge, dp, labels))
+
+
+def make_optimizer(model: RepVGG_irn.Net, lr: float, weight_decay: float, momentum: float,
+                   max_step: int) -> PolyOptimizer:
+    edge, dp = model.param_groups()
+    groups = [{"params": edge, "lr": lr}, {"params": dp, "lr": 10 * lr}]
+    return PolyOptimizer(groups, lr=lr, weight_decay=weight_decay, max_step=max_step, momentum=momentum)
+
+
+def run(args: argparse.Namespace) -> None:
+    rt, timer = runtime(), Timer()
+    train_path, _ = weights_paths(args.irn_weights_name)
+    split = load_split(args, "train_list", decode=False)
+    dataloader.check_dataset(split.names, f"{args.voc12_root}/JPEGImages", list_flag="--train_list",
+                             list_path=args.train_list, mask_dir=args.amn_ir_label_out_dir,
+                             mask_flag="--amn_ir_label_out_dir (run --amn_cam_to_ir_label_pass True first)",
+                             decode=True, workers=max(1, args.num_workers))
+    amn_path = weights_paths(args.amn_weights_name)[0]  # the frozen backbone without ImageNet weights
+    fingerprint = {k: getattr(args, k) for k in ("backbone", "irn_batch_size", "irn_num_epoches", "irn_crop_size",
+                                                 "irn_learning_rate", "irn_weight_decay", "irn_radius", "cam_momentum",
+                                                 "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
+    fingerprint["amn_weights"] = str(amn_path)
+    if args.resume and finished(train_path, fingerprint):
+        log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
+        return
+    dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.amn_ir_label_out_dir,
+                                             split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
+                                             seed=args.seed)
+    torch.manual_seed(args.seed)  # the same new layers on every rank and rerun
+    model = RepVGG_irn.build_irn_net(args.backbone, args.MODEL_WEIGHTS, fallback=amn_path).to(rt.device)
+    steps = len(dataset) // args.irn_batch_size * args.irn_num_epoches
+    optimizer = make_optimizer(model, args.irn_learning_rate, args.irn_weight_decay, args.cam_momentum, steps)
+    criterion = RepVGG_irn.AffinityDisplacementLoss(args.irn_radius)
+    log.info("[%s] tiles=%d batch=%d epochs=%d crop=%d radius=%d device=%s ranks=%d", TAG, len(split.names),
+             args.irn_batch_size, args.irn_num_epoches, args.irn_crop_size, args.irn_radius, rt.device, rt.world_size)
+    cfg = FitConfig(epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
+                    num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                    sync_bn=False)  # GroupNorm heads and a frozen backbone: nothing to synchronise
+    losses = fit(model, dataset, optimizer, partial(irn_loss, criterion=criterion), cfg, rt, train_path)
+    model.eval()
+    model.mean_shift.running_mean.copy_(mean_displacement(model, args))
+    if rt.is_main:
+        RepVGG_irn.save_irn_net(model.cpu(), train_path, extra={"fingerprint": fingerprint})
+        resume_path(train_path).unlink(missing_ok=True)
+    barrier()
+    log.info("[%s] trained %d tiles for %d epochs in %.0fs, final loss %s, mean displacement (%.3f, %.3f) -> %s",
+             TAG, len(split.names), args.irn_num_epoches, timer.elapsed, f"{losses[-1]:.4f}" if losses else "n/a",
+             *model.mean_shift.running_mean.tolist(), train_path)
+
+
+@torch.no_grad()
+def mean_displacement(model: RepVGG_irn.Net, args: argparse.Namespace) -> torch.Tensor:
+    """Mean over the positives of --infer_list of each tile's mean displacement (full tile, one scale).
+
+    Each rank takes its share; the sums are added over ranks, so every rank gets the same vector.
+    """
+    rt = runtime()
+    split = load_split(args, "infer_list", decode=False)
+    names = shard(split.positives, rt.rank, rt.world_size)
+    dataset = dataloader.ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=(1.0,))
+    total = torch.zeros(3, device=rt.device)  # (sum dy, sum dx, tiles)
+    packs = loader(dataset, args.num_workers, batch_size=1)
+    for (pack,) in progress(packs, total=len(names), desc=f"{TAG} mean shift", disable=not rt.is_main):
+        _, dp = RepVGG_irn.edge_displacement(model, pack["img"][0].to(rt.device), args.irn_crop_size)
+        total += torch.cat([dp.mean(dim=(1, 2)), torch.ones(1, device=rt.device)])
+    if rt.distributed:
+        torch.distributed.all_reduce(total)
+    return (total[:2] / total[2].clamp(min=1)).cpu()
