@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("networks and weights")
     g.add_argument("--backbone", type=str, default="RepVGG-B1g2", help="RepVGG variant (RepVGG-A0 ... RepVGG-B3, RepVGG-Tiny)")
     g.add_argument("--MODEL_WEIGHTS", type=str, default=None, help="ImageNet train-time checkpoint [weights/<backbone>-train.pth]")
+    g.add_argument("--amn_backbone", type=str, default=None,
+                   help="RepVGG variant of the AR network (S6, and the optional IRN) [--backbone]")
+    g.add_argument("--amn_model_weights", type=str, default=None,
+                   help="its ImageNet checkpoint [--MODEL_WEIGHTS when --amn_backbone is --backbone, else weights/<amn_backbone>-train.pth]")
     g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam"],
                    help="S1/S2 classifier: the single-head BAC-AR-Net classifier")
 
@@ -188,6 +192,11 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, str(value))
+    if args.amn_backbone is None:
+        args.amn_backbone = args.backbone
+    if args.amn_model_weights is None:
+        args.amn_model_weights = (args.MODEL_WEIGHTS if args.amn_backbone == args.backbone
+                                  else str(Path("weights") / f"{args.amn_backbone}-train.pth"))
     if args.seed_cam_dir is None:
         args.seed_cam_dir = args.cam_out_dir
     return args

@@ -36,7 +36,9 @@ LAMBDA1=${LAMBDA1:-0.4}     # weight of the multi-scale consistency loss (MCL) i
 SEG_BATCH=${SEG_BATCH:-8}
 SEG_LR=${SEG_LR:-0.01}
 
-COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE" --backbone "$BACKBONE"
+AMN_BACKBONE=${AMN_BACKBONE:-$BACKBONE}   # the AR network's (S6) backbone
+
+COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE" --backbone "$BACKBONE" --amn_backbone "$AMN_BACKBONE"
         --cam_weights_name "$SESS/repvgg_cam" --amn_weights_name "$SESS/repvgg_amn" --device "$DEVICE" --amp "$AMP"
         --num_workers "$NUM_WORKERS" --resume "$RESUME")
 

@@ -1,7 +1,7 @@
 """S6 + S6d: train the activation-refinement network on the confident labels, then fold it.
 
 Reads:  --train_list tiles (negatives too), their S5 labels <ir_label_out_dir>/<name>.png {0,1,255},
-        --cls_labels; the ImageNet backbone --MODEL_WEIGHTS when present (not the S1 classifier).
+        --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present (not the S1 classifier).
 Writes: <amn_weights_name>.pth (the last epoch; --amn_select_by_gt keeps the best epoch by pixel
         ground truth, as the released code did), <amn_weights_name>_deploy.pt, .resume.pth per epoch.
 Loss: PCL + Lambda1 * MCL (SPEC S6); Adam, backbone 5e-5, new layers 1e-3, no schedule.
@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> None:
                              workers=max(1, args.num_workers))
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.ir_label_out_dir, split.cls_labels,
                                              crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed)
-    fingerprint = {k: getattr(args, k) for k in ("backbone", "amn_batch_size", "amn_num_epoches", "amn_crop_size",
-                                                 "amn_backbone_lr", "amn_new_lr", "amn_weight_decay", "eps", "Lambda1",
-                                                 "scale_factor", "scale_factor2", "threshold", "mcl_pixel_gate",
-                                                 "seed", "voc12_root", "train_list", "amn_select_by_gt")}
+    fingerprint = {k: getattr(args, k) for k in (
+        "amn_backbone", "amn_model_weights", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr",
+        "amn_new_lr", "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold",
+        "mcl_pixel_gate", "seed", "voc12_root", "train_list", "amn_select_by_gt")}
     if args.resume and finished(train_path, fingerprint):
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
         if rt.is_main and not deploy_path.is_file():
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
         barrier()
         return
     torch.manual_seed(args.seed)
-    model = RepVGG_amn.build_amn_net(args.backbone, args.MODEL_WEIGHTS).to(rt.device)
+    model = RepVGG_amn.build_amn_net(args.amn_backbone, args.amn_model_weights).to(rt.device)
     backbone, new = model.param_groups()
     optimizer = torch.optim.Adam([{"params": backbone, "lr": args.amn_backbone_lr},
                                   {"params": new, "lr": args.amn_new_lr}], weight_decay=args.amn_weight_decay)

@@ -2,7 +2,7 @@
 
 Reads:  --train_list tiles (negatives too) and their labels <amn_ir_label_out_dir>/<name>.png
         {0, 1, 255} (from --amn_cam_to_ir_label_pass; all zeros for negatives, SPEC item 18);
-        --cls_labels; the ImageNet backbone --MODEL_WEIGHTS when present, else the backbone of the
+        --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present, else the backbone of the
         trained AR network <amn_weights_name>.pth when present (kept frozen either way).
 Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean displacement over the
         positives of --infer_list; <irn_weights_name>.resume.pth after every epoch (removed at the end).
@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> None:
                              mask_flag="--amn_ir_label_out_dir (run --amn_cam_to_ir_label_pass True first)",
                              decode=True, workers=max(1, args.num_workers))
     amn_path = weights_paths(args.amn_weights_name)[0]  # the frozen backbone without ImageNet weights
-    fingerprint = {k: getattr(args, k) for k in ("backbone", "irn_batch_size", "irn_num_epoches", "irn_crop_size",
-                                                 "irn_learning_rate", "irn_weight_decay", "irn_radius", "cam_momentum",
-                                                 "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
+    fingerprint = {k: getattr(args, k) for k in (
+        "amn_backbone", "amn_model_weights", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
+        "irn_weight_decay", "irn_radius", "cam_momentum", "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
     fingerprint["amn_weights"] = str(amn_path)
     if args.resume and finished(train_path, fingerprint):
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
                                              split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
                                              seed=args.seed)
     torch.manual_seed(args.seed)  # the same new layers on every rank and rerun
-    model = RepVGG_irn.build_irn_net(args.backbone, args.MODEL_WEIGHTS, fallback=amn_path).to(rt.device)
+    model = RepVGG_irn.build_irn_net(args.amn_backbone, args.amn_model_weights, fallback=amn_path).to(rt.device)
     steps = len(dataset) // args.irn_batch_size * args.irn_num_epoches
     optimizer = make_optimizer(model, args.irn_learning_rate, args.irn_weight_decay, args.cam_momentum, steps)
     criterion = RepVGG_irn.AffinityDisplacementLoss(args.irn_radius)
