@@ -51,11 +51,8 @@ def refinement_loss(model: nn.Module, batch: dict, eps: float, lambda1: float, s
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     train_path, deploy_path = weights_paths(args.amn_weights_name)
-    split = load_split(args, "train_list", decode=False)
-    dataloader.check_dataset(split.names, f"{args.voc12_root}/JPEGImages", list_flag="--train_list",
-                             list_path=args.train_list, mask_dir=args.ir_label_out_dir,
-                             mask_flag="--ir_label_out_dir (run --cam_to_ir_label_pass True)", decode=True,
-                             workers=max(1, args.num_workers))
+    split = load_split(args, "train_list", mask_dir=args.ir_label_out_dir,
+                       mask_flag="--ir_label_out_dir (run --cam_to_ir_label_pass True)")
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.ir_label_out_dir, split.cls_labels,
                                              crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed)
     fingerprint = {k: getattr(args, k) for k in (

@@ -50,11 +50,8 @@ def make_optimizer(model: RepVGG_irn.Net, lr: float, weight_decay: float, moment
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     train_path, _ = weights_paths(args.irn_weights_name)
-    split = load_split(args, "train_list", decode=False)
-    dataloader.check_dataset(split.names, f"{args.voc12_root}/JPEGImages", list_flag="--train_list",
-                             list_path=args.train_list, mask_dir=args.amn_ir_label_out_dir,
-                             mask_flag="--amn_ir_label_out_dir (run --amn_cam_to_ir_label_pass True first)",
-                             decode=True, workers=max(1, args.num_workers))
+    split = load_split(args, "train_list", mask_dir=args.amn_ir_label_out_dir,
+                       mask_flag="--amn_ir_label_out_dir (run --amn_cam_to_ir_label_pass True first)")
     amn_path = weights_paths(args.amn_weights_name)[0]  # the frozen backbone without ImageNet weights
     fingerprint = {k: getattr(args, k) for k in (
         "amn_backbone", "amn_model_weights", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
