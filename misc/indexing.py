@@ -26,6 +26,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from misc.errors import UserError
+
 
 def search_directions(radius: int) -> list[tuple[int, int]]:
     """(dy, dx) offsets of one half of the open disk of `radius`, in row-major order."""
@@ -54,7 +56,7 @@ class PathIndex:
 
     def __init__(self, radius: int = 5) -> None:
         if radius < 2:
-            raise ValueError(f"the path radius must be at least 2, got {radius}")
+            raise UserError(f"the pair radius must be at least 2, got {radius}; raise --irn_radius (reference: 5)")
         self.radius = radius
         self.margin = radius - 1  # the largest |dy| or |dx| of a direction
         self.directions = search_directions(radius)

@@ -92,15 +92,25 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Edge logits [B, 1, h, w] and displacements [B, 2, h, w] (dy, dx) at h = ceil(H/4), w = ceil(W/4)."""
-        x1, x2, x3, x4 = self.backbone_features(x)
+        features = self.backbone_features(x)
+        return self._edge(features), self._displacement(features)
+
+    def edges(self, x: torch.Tensor) -> torch.Tensor:
+        """Edge logits alone (the random walk needs no displacement)."""
+        return self._edge(self.backbone_features(x))
+
+    def _edge(self, features: list[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        sides = [_upsample(side(f), k, size) for side, f, k in zip(self.edge_sides, features, (1, 2, 4, 4))]
+        return self.edge_fuse(torch.cat(sides, dim=1))
+
+    def _displacement(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x1, x2, x3, x4 = features
         size = x1.shape[-2:]
-        factors = (1, 2, 4, 4)
-        sides = [_upsample(side(f), k, size) for side, f, k in zip(self.edge_sides, (x1, x2, x3, x4), factors)]
-        edge = self.edge_fuse(torch.cat(sides, dim=1))
         deep = self.dp_deep(torch.cat([self.dp3(x3), self.dp4(x4)], dim=1))
         mid = self.dp_mid(torch.cat([self.dp2(x2), _upsample(deep, 2, x2.shape[-2:])], dim=1))
         dp = self.dp_out(torch.cat([self.dp1(x1), _upsample(mid, 2, size)], dim=1))
-        return edge, self.mean_shift(dp)
+        return self.mean_shift(dp)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(boundary-branch parameters, displacement-branch parameters); the second trains at 10x lr."""
@@ -162,14 +172,30 @@ def edge_displacement(model: Net, pair: torch.Tensor, crop_size: int) -> tuple[t
     of 16. Edge = sigmoid of the mean of the two logits, the flipped one flipped back; the displacement
     comes from the unflipped image (a flip would negate its dx).
     """
+    padded, (h, w) = _pad_pair(pair, crop_size)
+    edge, dp = model(padded)
+    return _flip_averaged_edge(edge, h, w), dp[0, :, :h, :w].float()
+
+
+@torch.no_grad()
+def edge_map(model: Net, pair: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """The edge probability [h, w] of `edge_displacement` without the displacement branch's work."""
+    padded, (h, w) = _pad_pair(pair, crop_size)
+    return _flip_averaged_edge(model.edges(padded), h, w)
+
+
+def _pad_pair(pair: torch.Tensor, crop_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The padded pair and the tile's stride-4 grid (h, w) = (ceil(H/4), ceil(W/4))."""
     height, width = pair.shape[-2:]
     pad_h = max(crop_size, 16 * math.ceil(height / 16)) - height
     pad_w = max(crop_size, 16 * math.ceil(width / 16)) - width
-    edge, dp = model(F.pad(pair, (0, pad_w, 0, pad_h)))
-    h, w = math.ceil(height / 4), math.ceil(width / 4)
+    return F.pad(pair, (0, pad_w, 0, pad_h)), (math.ceil(height / 4), math.ceil(width / 4))
+
+
+def _flip_averaged_edge(edge: torch.Tensor, h: int, w: int) -> torch.Tensor:
     # crop before flipping back: the flipped tile, too, sits at the top left of its padded input
-    edge, dp = edge[..., :h, :w].float(), dp[..., :h, :w].float()
-    return torch.sigmoid(edge[0, 0] / 2 + edge[1, 0].flip(-1) / 2), dp[0]
+    edge = edge[..., :h, :w].float()
+    return torch.sigmoid(edge[0, 0] / 2 + edge[1, 0].flip(-1) / 2)
 
 
 def build_irn_net(backbone: str, weights: str | None, fallback: str | os.PathLike | None = None) -> Net:

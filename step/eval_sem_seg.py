@@ -16,9 +16,8 @@ from misc import fileio, metrics
 from misc.errors import UserError
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
-from step.common import mask_confusion
+from step.common import load_split, mask_confusion
 from step.eval_cam import _all_building_iou
-from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = "S10 eval_sem_seg"
@@ -27,13 +26,9 @@ TAG = "S10 eval_sem_seg"
 def report_sem_seg(args: argparse.Namespace) -> dict:
     """Score the masks, write metrics_sem_seg.json and log one summary line."""
     timer = Timer()
-    cls_labels = dataloader.load_cls_labels(args.cls_labels)
-    names = [n for n in dataloader.read_list(args.infer_list, "--infer_list") if cls_labels.get(n) == 1]
+    names = load_split(args, "infer_list", decode=False, mask_dir=args.gt_dir).positives
     if not names:
         raise UserError(f"--infer_list {args.infer_list} has no positive tile to evaluate")
-    dataloader.check_dataset(names, Path(args.voc12_root) / "JPEGImages", list_flag="--infer_list",
-                             list_path=args.infer_list, cls_labels=cls_labels, mask_dir=args.gt_dir,
-                             decode=False, workers=max(1, args.num_workers))
     conf, _ = mask_confusion(names, Path(args.sem_seg_out_dir), Path(args.gt_dir), "--infer_list",
                              "--make_sem_seg_pass True (its --train_list must hold these tiles)", TAG)
     scores = metrics.scores(conf)

@@ -8,7 +8,7 @@ Mask: c = cam^1.3; edge = sigmoid of the flip-averaged IRN edge logits at stride
 T^(2^exp_times) with T = D^-1 A, A = affinity^beta (misc.indexing), applied to c * (1 - edge);
 upsampled x4 (bilinear) and cropped to the tile, divided by its maximum, building iff > --sem_seg_bg_thres
 (the background plane of argmax; a tie goes to background).
-The release skipped every tile, read a missing `cam` key and called .cuda() on numpy (SPEC item 20).
+The release skipped every tile, read a missing `cam` key and moved a numpy array to a hard-wired GPU (SPEC item 20).
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> None:
     packs = loader(dataset, args.num_workers, batch_size=1)
     for (pack,) in progress(packs, total=len(positives), desc=TAG, disable=not rt.is_main):
         name, size = pack["name"], tuple(int(v) for v in pack["size"])
-        edge, _ = RepVGG_irn.edge_displacement(model, pack["img"][0].to(rt.device), args.irn_crop_size)
+        edge = RepVGG_irn.edge_map(model, pack["img"][0].to(rt.device), args.irn_crop_size)
         cam = torch.from_numpy(_building_cam(map_dir / f"{name}.npy", tuple(edge.shape))).to(rt.device)
         dense = rt.device.type == "cuda" or edge.numel() <= DENSE_MAX_PIXELS_CPU
         mask = sem_seg_mask(cam, edge, size, index, args.beta, args.exp_times, args.sem_seg_bg_thres, dense)

@@ -39,6 +39,11 @@ def _brute_force_pairs(height: int, width: int, radius: int, sources=None) -> in
     return count
 
 
+def test_too_small_radius_names_the_flag():
+    with pytest.raises(UserError, match="--irn_radius"):
+        indexing.PathIndex(1)
+
+
 def test_path_index_pair_counts_match_brute_force():
     index = indexing.PathIndex(5)
     assert index.num_directions == 34  # (69 lattice points of the open disk - the centre) / 2
@@ -186,6 +191,7 @@ def test_net_strides_frozen_backbone_and_padded_inference():
     for crop in (64, 96):  # SPEC item 22: the padded size is a parameter
         edge, dp = RepVGG_irn.edge_displacement(model, pair, crop)
         assert edge.shape == (10, 13) and dp.shape == (2, 10, 13) and 0 <= edge.min() <= edge.max() <= 1
+        torch.testing.assert_close(RepVGG_irn.edge_map(model, pair, crop), edge)
 
 
 def test_irn_checkpoint_round_trip(tmp_path):
