@@ -18,6 +18,7 @@ from misc import fileio
 from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import float_list, setup_logging, stage_timer, str2bool
 from misc.torchutils import setup_runtime
+from net.RepVGG import VARIANTS
 
 # (flag, module, tag), in pipeline order; each flag becomes --<flag>_pass.
 STAGES = [
@@ -194,6 +195,9 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, str(value))
     if args.amn_backbone is None:
         args.amn_backbone = args.backbone
+    for flag in ("backbone", "amn_backbone"):  # here, so the message names the flag that was wrong
+        if getattr(args, flag) not in VARIANTS:
+            raise UserError(f"unknown RepVGG variant {getattr(args, flag)!r} (--{flag}); valid names: {', '.join(VARIANTS)}")
     if args.amn_model_weights is None:
         args.amn_model_weights = (args.MODEL_WEIGHTS if args.amn_backbone == args.backbone
                                   else str(Path("weights") / f"{args.amn_backbone}-train.pth"))

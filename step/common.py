@@ -3,10 +3,11 @@ a rerun can keep (STYLE B2, B4). Stage modules stay thin by calling these."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,26 @@ def load_split(args: argparse.Namespace, list_flag: str = "train_list", decode: 
                                      mask_flag=mask_flag, decode=decode or mask_dir is not None,
                                      workers=max(1, args.num_workers))
     return Split(names, paths, cls_labels)
+
+
+def files_digest(named_paths: Iterable[tuple[str, str | os.PathLike]]) -> str:
+    """sha256 of each (name, file size). It changes when files are regenerated or edited (a PNG's size follows
+    its content) but not when they are copied, so a resume fingerprint survives an rsync to another machine."""
+    sha = hashlib.sha256()
+    for name, path in named_paths:
+        sha.update(f"{name}\t{Path(path).stat().st_size}\n".encode())
+    return sha.hexdigest()
+
+
+def training_data(names: Sequence[str], image_paths: dict[str, Path], cls_labels: dict[str, int] | None = None,
+                  label_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """The part of a training fingerprint that says what it learns from: the tiles, their image labels, images
+    and (with `label_dir`) masks. A regenerated dataset or new labels then retrain instead of being reused."""
+    labels = cls_labels or {}
+    out = {"images_sha256": files_digest((f"{n}:{labels.get(n, '')}", image_paths[n]) for n in names)}
+    if label_dir is not None:
+        out["masks_sha256"] = files_digest((n, Path(label_dir) / f"{n}.png") for n in names)
+    return out
 
 
 def source_fingerprint(*paths: str | os.PathLike) -> dict[str, list]:

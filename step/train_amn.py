@@ -22,7 +22,7 @@ from misc.pyutils import Timer, weights_paths
 from misc.torchutils import barrier, runtime
 from misc.trainloop import FitConfig, finished, fit, resume_path
 from net import RepVGG_amn
-from step.common import load_split
+from step.common import load_split, training_data
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
         "amn_backbone", "amn_model_weights", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr",
         "amn_new_lr", "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold",
         "mcl_pixel_gate", "seed", "voc12_root", "train_list", "amn_select_by_gt")}
+    fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir))
     if args.resume and finished(train_path, fingerprint):
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
         if rt.is_main and not deploy_path.is_file():

@@ -20,7 +20,7 @@ from misc.pyutils import Timer, weights_paths
 from misc.torchutils import PolyOptimizer, runtime, barrier
 from misc.trainloop import FitConfig, finished, fit, resume_path
 from net import RepVGG_cam
-from step.common import load_split
+from step.common import load_split, training_data
 from voc12.dataloader import ClassificationDataset
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> None:
     fingerprint = {"backbone": args.backbone, "voc12_root": args.voc12_root, "train_list": args.train_list,
                    "tiles": len(split.names), "batch": args.cam_batch_size,
                    "epochs": args.cam_num_epoches, "lr": args.cam_learning_rate, "wd": args.cam_weight_decay,
-                   "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size}
+                   "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
+                   **training_data(split.names, split.image_paths, split.cls_labels)}
     if args.resume and finished(train_path, fingerprint):
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
     else:

@@ -25,7 +25,7 @@ from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import PolyOptimizer, barrier, runtime, shard
 from misc.trainloop import FitConfig, finished, fit, resume_path
 from net import RepVGG_irn
-from step.common import load_split, loader
+from step.common import load_split, loader, training_data
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> None:
         "amn_backbone", "amn_model_weights", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
         "irn_weight_decay", "irn_radius", "cam_momentum", "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
     fingerprint["amn_weights"] = str(amn_path)
+    fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir))
     if args.resume and finished(train_path, fingerprint):
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
         return

@@ -29,6 +29,7 @@ from misc.pyutils import Timer, weights_paths
 from misc.torchutils import PolyOptimizer, barrier, runtime
 from misc.trainloop import FitConfig, finished, fit, resume_path
 from net import deeplabv3plus
+from step.common import training_data
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace) -> None:
     fingerprint = {"seg_backbone": s.backbone, "weights": s.imagenet_weights, "labels": s.label_dir,
                    "trained_on": s.trained_on, **{k: getattr(args, k) for k in (
                        "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
-                       "seg_weight_decay", "seg_crop_size", "seed")}}
+                       "seg_weight_decay", "seg_crop_size", "seed")},
+                   **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
     if args.resume and finished(s.checkpoint, fingerprint):
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, s.checkpoint)
         return

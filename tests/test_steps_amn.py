@@ -103,3 +103,14 @@ def test_s6_resume_and_skip(labelled, tmp_path, monkeypatch):
     fresh = torch.load(tmp_path / "sess" / "amn.pth", weights_only=True)["model"]
     for key in fresh:
         torch.testing.assert_close(fresh[key], resumed[key], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("flag", ["--backbone", "--amn_backbone"])
+def test_unknown_backbone_names_its_flag(flag):
+    import run_sample
+    from misc.errors import UserError
+
+    with pytest.raises(UserError, match=f"'RepVGG-Foo' \\({flag}\\)"):
+        run_sample.resolve_paths(run_sample.build_parser().parse_args([flag, "RepVGG-Foo"]))
+    args = run_sample.resolve_paths(run_sample.build_parser().parse_args(["--backbone", "RepVGG-Tiny"]))
+    assert args.amn_backbone == "RepVGG-Tiny"

@@ -94,6 +94,21 @@ def test_make_cam_resumes_only_from_same_model(tiny_root, tmp_path):
     assert not stale.exists() and out[0].stat().st_mtime_ns != first
 
 
+def test_finished_training_is_reused_only_for_the_same_data(tiny_root, tmp_path):
+    args = stage_args(tiny_root, tmp_path, "--cam_num_epoches", "1")
+    train_cam.run(args)
+    checkpoint = tmp_path / "sess" / "cam.pth"
+    first = checkpoint.stat().st_mtime_ns
+    train_cam.run(args)  # same settings, same tiles: skipped
+    assert checkpoint.stat().st_mtime_ns == first
+    # the dataset is regenerated under the same names and labels (e.g. a new demo generator): retrained
+    image = tiny_root / "JPEGImages" / f"{(tiny_root / 'train_aug.txt').read_text().split()[0]}.png"
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    fileio.save_png(image, noise)
+    train_cam.run(args)
+    assert checkpoint.stat().st_mtime_ns != first
+
+
 def test_run_sample_reports_user_errors_in_one_line(tiny_root, tmp_path):
     (tiny_root / "train_aug.txt").write_text("tile_00\nno_such_tile\n")
     proc = subprocess.run([sys.executable, "run_sample.py", "--voc12_root", str(tiny_root), "--work_space",
