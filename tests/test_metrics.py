@@ -61,3 +61,15 @@ def test_stage_table_gives_the_pseudo_to_ground_truth_ratio(tmp_path):
     assert pseudo_to_gt_ratio(tmp_path) == pytest.approx(0.8)
     table = stage_table(tmp_path)
     assert table.index("| seg |") < table.index("| seg_gt |") and table.rstrip().endswith("0.800")
+
+
+def test_stage_table_starts_with_the_all_building_baseline(tmp_path):
+    from misc import fileio
+    from misc.report import stage_table
+
+    scores = {"building_iou": 0.45, "f1": 0.62, "precision": 0.5, "recall": 0.8}
+    fileio.save_json(tmp_path / "metrics_cam.json", {"stage": "seed CAM (S2)", "tiles": 4, "threshold": 0.08,
+                                                     "scores": scores, "all_building_baseline_iou": 0.25})
+    lines = stage_table(tmp_path).splitlines()
+    assert lines[2] == '| predict "building" everywhere | 4 | | 0.2500 | 0.4000 | 0.2500 | 1.0000 |'
+    assert lines[3].startswith("| seed CAM (S2) | 4 | 0.08 | 0.4500 |")
