@@ -66,12 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RepVGG variant of the AR network (S6, and the optional IRN) [--backbone]")
     g.add_argument("--amn_model_weights", type=str, default=None,
                    help="its ImageNet checkpoint [--MODEL_WEIGHTS when --amn_backbone is --backbone, else weights/<amn_backbone>-train.pth]")
-    g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam"],
-                   help="S1/S2 classifier: the single-head BAC-AR-Net classifier")
+    g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam", "net.RepVGG_MSG_SR"],
+                   help="S1/S2 classifier: the single-head BAC-AR-Net classifier, or the MSG-SR-Net baseline "
+                        "(four two-channel heads; its own weights --msg_weights_name; BAC still needs the single-head one)")
 
     g = p.add_argument_group("outputs")
     g.add_argument("--work_space", type=str, default="result_rrdsd", help="folder of every stage output, logs and metrics")
     g.add_argument("--cam_weights_name", type=str, default="sess_rrdsd/repvgg_cam", help="classifier weights, no suffix (.pth / _deploy.pt)")
+    g.add_argument("--msg_weights_name", type=str, default="sess_rrdsd/repvgg_msg",
+                   help="MSG-SR-Net baseline weights (--cam_network net.RepVGG_MSG_SR), no suffix (.pth)")
     g.add_argument("--cam_out_dir", type=str, default=None, help="S2 seed CAMs [<work_space>/cam]")
     g.add_argument("--seed_cam_dir", type=str, default=None, help="seed CAMs read by S3 [--cam_out_dir]")
     g.add_argument("--lpcam_out_dir", type=str, default=None, help="S3 expanded (BAC) CAMs [<work_space>/lpcam_mask]")

@@ -4,6 +4,11 @@ Reads:  <cam_weights_name>_deploy.pt; the positives of --train_list under <voc12
 Writes: <cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "cam": float32[1, ceil(H/4), ceil(W/4)],
         "high_res": float32[1, H, W] in [0, 1)}. Negatives get no file.
 Per scale s: A_s = ReLU(w*F(I_s)) + flip(ReLU(w*F(flip I_s))); M = sum_s crop(up(A_s)), M /= max M + 1e-5.
+
+With --cam_network net.RepVGG_MSG_SR: the MSG-SR-Net baseline's maps (SPEC S2 variant B) from
+<msg_weights_name>.pth, {"keys", "high_res"} only. Per scale and level i the building channel of
+ReLU(W_i * g_i) (flips merged) is upsampled, cropped and divided by its maximum + 1e-5; the levels are
+weighted (1/3, 1/3, 1/3, 1) and summed, then the scales, and the sum is normalised again.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from misc import fileio
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import autocast, barrier, runtime
-from net import RepVGG_cam
+from net import RepVGG_cam, RepVGG_MSG_SR
 from step.common import inference_names, load_split, loader, reusable_outputs, same_size_groups, source_fingerprint
 from voc12.dataloader import ClassificationDatasetMSF
 
@@ -44,23 +49,49 @@ def multiscale_cam(model: RepVGG_cam.Net, packs: list[dict], device: torch.devic
     return max_normalise(high_res), max_normalise(stride4)
 
 
+@torch.no_grad()
+def multiscale_msg_cam(model: RepVGG_MSG_SR.Net, packs: list[dict], device: torch.device, amp: str = "none"
+                       ) -> torch.Tensor:
+    """MSG baseline maps of B same-size tiles: high_res [B, 1, H, W], max-normalised with eps 1e-5."""
+    size = tuple(int(v) for v in packs[0]["size"])
+    high_res = torch.zeros(len(packs), 1, *size, device=device)
+    for s in range(len(packs[0]["img"])):
+        x = stack_pyramids(packs, s).to(device)
+        with autocast(device, amp):
+            levels = model.cams(x)
+        for weight, cams in zip(RepVGG_MSG_SR.MAP_WEIGHTS, levels):
+            building = merge_flips(cams.float())[:, RepVGG_MSG_SR.BUILDING:RepVGG_MSG_SR.BUILDING + 1]
+            high_res += weight * max_normalise(upsample_crop(building, size))
+    return max_normalise(high_res)
+
+
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
-    _, deploy_path = weights_paths(args.cam_weights_name)
-    model = RepVGG_cam.load_cam_net(deploy_path, deploy=True, device=rt.device)
+    msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
+    if msg:
+        weights_path, _ = weights_paths(args.msg_weights_name)
+        model = RepVGG_MSG_SR.load_msg_net(weights_path, device=rt.device)
+    else:
+        _, weights_path = weights_paths(args.cam_weights_name)
+        model = RepVGG_cam.load_cam_net(weights_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list")
-    done = reusable_outputs(args.cam_out_dir, source_fingerprint(deploy_path), args.resume)
+    done = reusable_outputs(args.cam_out_dir, source_fingerprint(weights_path), args.resume)
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
-        high_res, stride4 = multiscale_cam(model, packs, rt.device, args.amp)
+        if msg:
+            high_res, stride4 = multiscale_msg_cam(model, packs, rt.device, args.amp), None
+        else:
+            high_res, stride4 = multiscale_cam(model, packs, rt.device, args.amp)
         for i, pack in enumerate(packs):
-            fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", {
-                "keys": torch.zeros(1, dtype=torch.int64).numpy(),
-                "cam": stride4[i].cpu().numpy(), "high_res": high_res[i].cpu().numpy()})
+            maps = {"keys": torch.zeros(1, dtype=torch.int64).numpy(), "high_res": high_res[i].cpu().numpy()}
+            if stride4 is not None:
+                maps["cam"] = stride4[i].cpu().numpy()
+            fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", maps)
         bar.update(len(packs))
     bar.close()
     barrier()
-    log.info("[%s] %d seed CAMs in %.0fs (%.2f img/s), %d reused -> %s", TAG, len(names), timer.elapsed,
-             len(names) / max(timer.elapsed, 1e-9), len(done), args.cam_out_dir)
+    log.info("[%s] %d %s in %.0fs (%.2f img/s), %d reused -> %s", TAG, len(names),
+             "MSG-SR-Net baseline maps" if msg else "seed CAMs", timer.elapsed, len(names) / max(timer.elapsed, 1e-9),
+             len(done), args.cam_out_dir)

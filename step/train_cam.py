@@ -6,6 +6,10 @@ Writes: <cam_weights_name>.pth (train-time), <cam_weights_name>_deploy.pt (re-pa
         <cam_weights_name>.resume.pth after every epoch (removed at the end).
 Loss: BCE with logits on the image label (SPEC S1 variant A). Optimiser: poly SGD, head at 10x lr,
 momentum 1e-4 by default (the reference's effective value, SPEC S1 "momentum quirk").
+
+With --cam_network net.RepVGG_MSG_SR it trains the MSG-SR-Net baseline instead (SPEC S1 variant B: four
+two-channel heads, 0.3 (L1 + L2 + L3) + L4 cross-entropy, same data and optimiser) and writes
+<msg_weights_name>.pth only (its maps come from the train-time network, S2 variant B).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 from misc.pyutils import Timer, weights_paths
 from misc.torchutils import PolyOptimizer, runtime, barrier
 from misc.trainloop import FitConfig, finished, fit, resume_path
-from net import RepVGG_cam
+from net import RepVGG_cam, RepVGG_MSG_SR
 from step.common import load_split, training_data
 from voc12.dataloader import ClassificationDataset
 
@@ -33,7 +37,12 @@ def classification_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
 
 
-def make_optimizer(model: RepVGG_cam.Net, lr: float, weight_decay: float, momentum: float, max_step: int) -> PolyOptimizer:
+def msg_classification_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The MSG baseline's multi-level cross-entropy (SPEC S1 variant B)."""
+    return RepVGG_MSG_SR.msg_loss(model(batch["img"]), batch["label"])
+
+
+def make_optimizer(model: RepVGG_cam.Net | RepVGG_MSG_SR.Net, lr: float, weight_decay: float, momentum: float, max_step: int) -> PolyOptimizer:
     backbone, head = model.param_groups()
     groups = [{"params": backbone, "lr": lr}, {"params": head, "lr": 10 * lr}]
     return PolyOptimizer(groups, lr=lr, weight_decay=weight_decay, max_step=max_step, momentum=momentum)
@@ -42,12 +51,13 @@ def make_optimizer(model: RepVGG_cam.Net, lr: float, weight_decay: float, moment
 def run(args: argparse.Namespace) -> None:
     rt = runtime()
     timer = Timer()
-    train_path, deploy_path = weights_paths(args.cam_weights_name)
+    msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
+    train_path, deploy_path = weights_paths(args.msg_weights_name if msg else args.cam_weights_name)
     split = load_split(args, "train_list")
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
                                     crop_size=args.cam_crop_size, seed=args.seed)
-    fingerprint = {"backbone": args.backbone, "voc12_root": args.voc12_root, "train_list": args.train_list,
-                   "tiles": len(split.names), "batch": args.cam_batch_size,
+    fingerprint = {"network": args.cam_network, "backbone": args.backbone, "voc12_root": args.voc12_root,
+                   "train_list": args.train_list, "tiles": len(split.names), "batch": args.cam_batch_size,
                    "epochs": args.cam_num_epoches, "lr": args.cam_learning_rate, "wd": args.cam_weight_decay,
                    "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
                    **training_data(split.names, split.image_paths, split.cls_labels)}
@@ -55,21 +65,28 @@ def run(args: argparse.Namespace) -> None:
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
     else:
         torch.manual_seed(args.seed)  # same initial head (and scratch backbone) on every rank and rerun
-        model = RepVGG_cam.build_cam_net(args.backbone, args.MODEL_WEIGHTS).to(rt.device)
+        build = RepVGG_MSG_SR.build_msg_net if msg else RepVGG_cam.build_cam_net
+        model = build(args.backbone, args.MODEL_WEIGHTS).to(rt.device)
         steps = len(dataset) // args.cam_batch_size * args.cam_num_epoches
         optimizer = make_optimizer(model, args.cam_learning_rate, args.cam_weight_decay, args.cam_momentum, steps)
         log.info("[%s] tiles=%d (%d positives) batch=%d epochs=%d device=%s ranks=%d", TAG, len(split.names),
                  len(split.positives), args.cam_batch_size, args.cam_num_epoches, rt.device, rt.world_size)
         cfg = FitConfig(epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
                         num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
-                    sync_bn=args.sync_bn)
-        losses = fit(model, dataset, optimizer, classification_loss, cfg, rt, train_path)
+                        sync_bn=args.sync_bn)
+        losses = fit(model, dataset, optimizer, msg_classification_loss if msg else classification_loss, cfg, rt,
+                     train_path)
         if rt.is_main:
             model.cpu()
-            RepVGG_cam.save_cam_net(model, train_path, deploy=False, extra={"fingerprint": fingerprint})
+            save = RepVGG_MSG_SR.save_msg_net if msg else RepVGG_cam.save_cam_net
+            save(model, train_path, deploy=False, extra={"fingerprint": fingerprint})
             resume_path(train_path).unlink(missing_ok=True)
         log.info("[%s] final loss %s", TAG, f"{losses[-1]:.4f}" if losses else "n/a (resumed after the last epoch)")
     barrier()
+    if msg:  # no deploy file: the MSG maps come from the train-time network
+        log.info("[%s] trained %d tiles for %d epochs in %.0fs -> %s (MSG-SR-Net baseline)", TAG, len(split.names),
+                 args.cam_num_epoches, timer.elapsed, train_path)
+        return
     # re-deploy only when stale: rewriting it would make later stages redo their maps
     if rt.is_main and (not deploy_path.is_file() or deploy_path.stat().st_mtime_ns < train_path.stat().st_mtime_ns):
         RepVGG_cam.deploy_cam_net(train_path, deploy_path)

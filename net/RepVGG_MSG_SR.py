@@ -1,0 +1,85 @@
+"""The MSG-SR-Net baseline classifier (SPEC S1 variant B, S2 variant B; section 4 items 1, 2 and 4).
+
+A comparison baseline, never on the default path: the same RepVGG backbone at output stride 16, a "CG unit"
+(1x1 convolution with bias, batch norm, ReLU) on each of stages 1-4 (strides 4, 8, 16, 16), and on each level
+GAP and a bias-free 1x1 classifier with TWO outputs (no building, building). The release's one-logit heads
+made its cross-entropy fail for positives and vanish for negatives; two channels are the fix SPEC recommends.
+Loss: 0.3 (L1 + L2 + L3) + L4 with cross-entropy on the image label. Its maps weight the levels
+(1/3, 1/3, 1/3, 1) after normalising each by its maximum.
+
+Checkpoints use the format of `net.checkpoints` with network "RepVGG_MSG_SR" and are train-time only (the
+MSG maps are made from the training-time network, SPEC S2 variant B), under a name of their own
+(--msg_weights_name), so they never replace the single-head classifier that BAC needs.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from net import checkpoints
+from net.RepVGG import build_repvgg, load_backbone_weights
+
+NETWORK = "RepVGG_MSG_SR"
+CAM_NETWORK = __name__  # "net.RepVGG_MSG_SR": the --cam_network value that selects this baseline
+LOSS_WEIGHTS = (0.3, 0.3, 0.3, 1.0)   # stages 1-4 (SPEC S1 variant B)
+MAP_WEIGHTS = (1 / 3, 1 / 3, 1 / 3, 1.0)  # stages 1-4 (SPEC S2 variant B)
+BUILDING = 1                          # channel of the building class in every head
+
+
+def _cg_unit(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, channels, 1, bias=True), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+
+class Net(nn.Module):
+    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16 (SPEC section 3)
+        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used
+        channels = self.repvgg.out_channels[1:]   # stages 1-4
+        self.cg = nn.ModuleList(_cg_unit(c) for c in channels)
+        self.heads = nn.ModuleList(nn.Conv2d(c, 2, 1, bias=False) for c in channels)
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """CG-unit outputs g_1..g_4 of stages 1-4 [B, C_i, H/s_i, W/s_i], s = 4, 8, 16, 16 (stage 0 runs too)."""
+        stages = self.repvgg.forward_features(x)[1:]
+        return [cg(f) for cg, f in zip(self.cg, stages)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits [B, 2] of the four levels: W_i . GAP(g_i)."""
+        return [head(g.mean(dim=(2, 3), keepdim=True)).flatten(1) for head, g in zip(self.heads, self.levels(x))]
+
+    def cams(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """ReLU(W_i * g_i): the two-channel activation maps [B, 2, h_i, w_i] of the four levels."""
+        return [F.relu(head(g)) for head, g in zip(self.heads, self.levels(x))]
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, CG units and heads); the second group trains at 10x lr."""
+        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        return backbone, [*self.cg.parameters(), *self.heads.parameters()]
+
+
+def msg_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """0.3 (L1 + L2 + L3) + L4, L_i the cross-entropy of level i against the image label {0, 1} [B] or [B, 1]."""
+    target = labels.reshape(-1).long()
+    return sum(w * F.cross_entropy(z.float(), target) for w, z in zip(LOSS_WEIGHTS, logits))
+
+
+def build_msg_net(backbone: str, weights: str | None) -> Net:
+    """A train-time MSG classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
+    model = Net(backbone)
+    load_backbone_weights(model.repvgg, weights, backbone)
+    return model
+
+
+def save_msg_net(model: Net, path: str | os.PathLike, deploy: bool = False, extra: dict | None = None) -> None:
+    checkpoints.save_net(model, NETWORK, path, deploy, extra)
+
+
+def load_msg_net(path: str | os.PathLike, device: torch.device | str = "cpu") -> Net:
+    """Load a train-time checkpoint written by `save_msg_net` (strict), in eval mode on `device`."""
+    return checkpoints.load_net(path, NETWORK, Net, False, device,
+                                fix="--train_cam_pass True --cam_network net.RepVGG_MSG_SR")
