@@ -52,3 +52,11 @@ def stage_args(root: Path, work: Path, *extra: str):
             "--device", "cpu", "--num_workers", "0", "--cam_batch_size", "4", "--cam_num_epoches", "2",
             "--cam_infer_batch", "4", *extra]
     return run_sample.resolve_paths(run_sample.build_parser().parse_args(argv))
+
+
+@pytest.fixture
+def cpu_runtime() -> None:
+    """The stages under test run in one CPU process (`pytestmark = pytest.mark.usefixtures("cpu_runtime")`)."""
+    from misc.torchutils import setup_runtime
+
+    setup_runtime("cpu")

@@ -10,7 +10,6 @@ import torch
 
 from misc import bac, fileio
 from misc.errors import UserError
-from misc.torchutils import setup_runtime
 from net import RepVGG_cam
 from step import make_cam, make_lpcam
 from tests.conftest import stage_args
@@ -18,9 +17,7 @@ from tests.conftest import stage_args
 R2 = 1 / math.sqrt(2)
 
 
-@pytest.fixture(autouse=True)
-def _cpu_runtime():
-    setup_runtime("cpu")
+pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 
 # ----------------------------------------------------------------------------- sampling (S3b.1)

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from misc import fileio
-from misc.torchutils import setup_runtime
 from net import RepVGG_MSG_SR
 from step import eval_cam, make_cam, train_cam
 from tests.conftest import stage_args
@@ -18,9 +17,7 @@ from tests.conftest import stage_args
 MSG = ("--cam_network", "net.RepVGG_MSG_SR")
 
 
-@pytest.fixture(autouse=True)
-def _cpu_runtime():
-    setup_runtime("cpu")
+pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 
 def test_four_two_channel_heads_at_strides_4_8_16_16():

@@ -11,7 +11,6 @@ import torch
 from misc import fileio, imutils
 from misc.errors import UserError
 from misc.report import stage_table
-from misc.torchutils import setup_runtime
 from net import deeplabv3plus
 from net.deeplabv3plus import DeepLabV3Plus, ResNet50Encoder
 from net.RepVGG import repvgg_model_convert
@@ -19,9 +18,7 @@ from step import eval_seg, make_seg, train_seg
 from tests.conftest import stage_args
 
 
-@pytest.fixture(autouse=True)
-def _cpu_runtime():
-    setup_runtime("cpu")
+pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 
 @pytest.fixture(autouse=True, scope="module")

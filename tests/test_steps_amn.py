@@ -6,16 +6,13 @@ import pytest
 import torch
 
 from misc import fileio, imutils
-from misc.torchutils import setup_runtime
 from net import RepVGG_amn
 from step import (amn_cam_to_ir_label, cam_to_ir_label, eval_amn_cam, make_amn_cam, make_cam, make_lpcam,
                   make_pseudo_mask, train_amn, train_cam)
 from tests.conftest import stage_args
 
 
-@pytest.fixture(autouse=True)
-def _cpu_runtime():
-    setup_runtime("cpu")
+pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 
 def test_label_conditioning_changes_the_output():

@@ -10,15 +10,12 @@ import pytest
 import torch
 
 from misc import fileio
-from misc.torchutils import setup_runtime
 from net import RepVGG_cam
 from step import eval_cam, make_cam, train_cam
 from tests.conftest import REPO, stage_args
 
 
-@pytest.fixture(autouse=True)
-def _cpu_runtime():
-    setup_runtime("cpu")
+pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 
 def test_s1_s2_s4_write_spec_files(tiny_root, tmp_path):
