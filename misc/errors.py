@@ -17,14 +17,22 @@ class UserError(Exception):
     """A mistake in the user's input (paths, lists, images, checkpoints, flags)."""
 
 
+def brief(err: BaseException, limit: int = 160) -> str:
+    """The first line of a library's exception, shortened, for the "(why)" part of a UserError (torch's and
+    PIL's messages run over several lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 def one_line(err: UserError) -> str:
-    """The message of `err`; a UserError re-raised by a DataLoader worker carries the worker's
+    """The message of `err` on one line; a UserError re-raised by a DataLoader worker carries the worker's
     traceback text, whose last line holds the original message."""
     text = str(err)
     if "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
         text = last.split("UserError: ", 1)[-1]
-    return text
+    return " ".join(text.split())
 
 
 def exit_on_user_error(main: Callable[[], T]) -> T:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from misc.errors import UserError
+from misc.errors import UserError, brief
 
 # mkstemp creates files readable by the owner only; results get the permissions of a plain open()
 _UMASK = os.umask(0)
@@ -62,7 +62,7 @@ def load_npy_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; run the stage that writes it first") from None
     except (OSError, ValueError, EOFError) as err:
-        raise UserError(f"{path} is not a readable .npy file ({err}); delete it and rerun its stage") from None
+        raise UserError(f"{path} is not a readable .npy file ({brief(err)}); delete it and rerun its stage") from None
     if obj.shape != () or not isinstance(obj.item(), dict):
         raise UserError(f"{path} does not hold a dict of arrays; delete it and rerun its stage")
     return {k: np.asarray(v) for k, v in obj.item().items()}

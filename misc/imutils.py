@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from misc.errors import UserError
+from misc.errors import UserError, brief
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -26,7 +26,7 @@ def _open(path: Path, what: str) -> Image.Image:
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"{what} {path} is unreadable or truncated ({err}); re-export or remove it from the list") from None
+        raise UserError(f"{what} {path} is unreadable or truncated ({brief(err)}); re-export or remove it from the list") from None
     return img
 
 
@@ -126,4 +126,4 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"image {path} is unreadable ({err}); re-export or remove it from the list") from None
+        raise UserError(f"image {path} is unreadable ({brief(err)}); re-export or remove it from the list") from None

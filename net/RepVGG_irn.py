@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from misc import indexing
 from misc.errors import UserError
-from net import checkpoints
+from net import RepVGG_amn, checkpoints
 from net.RepVGG import build_repvgg, load_backbone_weights
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ class Net(nn.Module):
         """Edge logits alone (the random walk needs no displacement)."""
         return self._edge(self.backbone_features(x))
 
+    def displacements(self, x: torch.Tensor) -> torch.Tensor:
+        """Displacements alone (the mean shift needs no edges)."""
+        return self._displacement(self.backbone_features(x))
+
     def _edge(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
         sides = [_upsample(side(f), k, size) for side, f, k in zip(self.edge_sides, features, (1, 2, 4, 4))]
@@ -164,24 +168,23 @@ def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def edge_displacement(model: Net, pair: torch.Tensor, crop_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge probability [h, w] and displacement [2, h, w] of one tile given as [image, flipped image].
+def edge_map(model: Net, pair: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """Edge probability [h, w] of one tile given as [image, flipped image] [2, 3, H, W]: the sigmoid of the
+    mean of the two logits, the flipped one flipped back.
 
-    The pair [2, 3, H, W] is zero-padded (the mean colour, as the training crops) on the bottom and right
-    to at least `crop_size` (--irn_crop_size; the release hard-coded 256, SPEC item 22) and to a multiple
-    of 16. Edge = sigmoid of the mean of the two logits, the flipped one flipped back; the displacement
-    comes from the unflipped image (a flip would negate its dx).
+    Inputs are zero-padded (the mean colour, as the training crops) on the bottom and right to at least
+    `crop_size` (--irn_crop_size; the release hard-coded 256, SPEC item 22) and to a multiple of 16.
     """
     padded, (h, w) = _pad_pair(pair, crop_size)
-    edge, dp = model(padded)
-    return _flip_averaged_edge(edge, h, w), dp[0, :, :h, :w].float()
+    return _flip_averaged_edge(model.edges(padded), h, w)
 
 
 @torch.no_grad()
-def edge_map(model: Net, pair: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """The edge probability [h, w] of `edge_displacement` without the displacement branch's work."""
-    padded, (h, w) = _pad_pair(pair, crop_size)
-    return _flip_averaged_edge(model.edges(padded), h, w)
+def displacement_map(model: Net, pair: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """Displacement [2, h, w] of the unflipped image of `pair` (a flip would negate its dx), padded as in
+    `edge_map`."""
+    padded, (h, w) = _pad_pair(pair[:1], crop_size)
+    return model.displacements(padded)[0, :, :h, :w].float()
 
 
 def _pad_pair(pair: torch.Tensor, crop_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -208,15 +211,11 @@ def build_irn_net(backbone: str, weights: str | None, fallback: str | os.PathLik
     model = Net(backbone)
     if load_backbone_weights(model.repvgg, weights, backbone) or fallback is None or not os.path.isfile(fallback):
         return model
-    try:
-        ckpt = torch.load(fallback, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{fallback} is not a readable checkpoint ({err}); delete it and rerun --train_amn_pass True") from None
-    if not isinstance(ckpt, dict) or ckpt.get("backbone") != backbone or ckpt.get("deploy") is not False:
-        raise UserError(f"{fallback} is not a train-time {backbone} AR checkpoint; rerun --train_amn_pass True "
-                        f"with --backbone {backbone}")
-    state = {k[len("repvgg."):]: v for k, v in ckpt["model"].items() if k.startswith("repvgg.")}
-    model.repvgg.load_state_dict(state, strict=True)
+    amn = RepVGG_amn.load_amn_net(fallback, deploy=False)  # one-line errors for a wrong or damaged file
+    if amn.backbone_name != backbone:
+        raise UserError(f"{fallback} is not a train-time {backbone} AR checkpoint but a {amn.backbone_name} one; "
+                        f"rerun --train_amn_pass True with --amn_backbone {backbone}")
+    model.repvgg.load_state_dict(amn.repvgg.state_dict(), strict=True)
     log.info("IRN backbone: no ImageNet weights, so the frozen %s backbone comes from the AR network %s",
              backbone, fallback)
     return model

@@ -21,6 +21,7 @@ from misc.torchutils import barrier, runtime
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
+STAMP = ".source.json"  # what a map folder was made from (reusable_outputs)
 
 
 @dataclass
@@ -77,6 +78,14 @@ def source_fingerprint(*paths: str | os.PathLike) -> dict[str, list]:
     return out
 
 
+def made_from(out_dir: str | os.PathLike) -> dict | str:
+    """What the outputs in `out_dir` were made from: the stamp `reusable_outputs` keeps there (its content, not
+    its mtime, which every rerun renews), or the folder's name where there is none. A later stage puts it in
+    its own fingerprint, so new inputs upstream make its outputs stale."""
+    stamp = Path(out_dir) / STAMP
+    return json.loads(stamp.read_text()) if stamp.is_file() else str(out_dir)
+
+
 def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool, suffix: str = ".npy") -> set[str]:
     """Names whose output already exists in `out_dir` and was made from the same inputs.
 
@@ -85,7 +94,7 @@ def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool
     can never mix outputs of two models. Rank 0 does the bookkeeping; every rank gets the same answer.
     """
     out_dir = Path(out_dir)
-    stamp = out_dir / ".source.json"
+    stamp = out_dir / STAMP
     previous = json.loads(stamp.read_text()) if stamp.is_file() else None
     same = resume and previous == json.loads(json.dumps(fingerprint))
     existing = {p.name[: -len(suffix)] for p in out_dir.glob(f"*{suffix}")} if out_dir.is_dir() else set()

@@ -26,7 +26,7 @@ TAG = "S10 eval_sem_seg"
 def report_sem_seg(args: argparse.Namespace) -> dict:
     """Score the masks, write metrics_sem_seg.json and log one summary line."""
     timer = Timer()
-    names = load_split(args, "infer_list", decode=False, mask_dir=args.gt_dir).positives
+    names = load_split(args, "infer_list", decode=False).positives  # mask_confusion checks the ground truth
     if not names:
         raise UserError(f"--infer_list {args.infer_list} has no positive tile to evaluate")
     conf, _ = mask_confusion(names, Path(args.sem_seg_out_dir), Path(args.gt_dir), "--infer_list",

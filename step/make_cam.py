@@ -68,30 +68,28 @@ def multiscale_msg_cam(model: RepVGG_MSG_SR.Net, packs: list[dict], device: torc
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
-    if msg:
+    if msg:  # the MSG maps come from the train-time network (SPEC S2 variant B)
         weights_path, _ = weights_paths(args.msg_weights_name)
         model = RepVGG_MSG_SR.load_msg_net(weights_path, device=rt.device)
     else:
         _, weights_path = weights_paths(args.cam_weights_name)
         model = RepVGG_cam.load_cam_net(weights_path, deploy=True, device=rt.device)
+    kind = "MSG-SR-Net baseline maps" if msg else "seed CAMs"
     split = load_split(args, "train_list")
     done = reusable_outputs(args.cam_out_dir, source_fingerprint(weights_path), args.resume)
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
-        if msg:
-            high_res, stride4 = multiscale_msg_cam(model, packs, rt.device, args.amp), None
+        if msg:  # SPEC S2 variant B has no stride-4 'cam'
+            maps = {"high_res": multiscale_msg_cam(model, packs, rt.device, args.amp)}
         else:
-            high_res, stride4 = multiscale_cam(model, packs, rt.device, args.amp)
+            maps = dict(zip(("high_res", "cam"), multiscale_cam(model, packs, rt.device, args.amp)))
         for i, pack in enumerate(packs):
-            maps = {"keys": torch.zeros(1, dtype=torch.int64).numpy(), "high_res": high_res[i].cpu().numpy()}
-            if stride4 is not None:
-                maps["cam"] = stride4[i].cpu().numpy()
-            fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", maps)
+            fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", {
+                "keys": torch.zeros(1, dtype=torch.int64).numpy(), **{k: v[i].cpu().numpy() for k, v in maps.items()}})
         bar.update(len(packs))
     bar.close()
     barrier()
-    log.info("[%s] %d %s in %.0fs (%.2f img/s), %d reused -> %s", TAG, len(names),
-             "MSG-SR-Net baseline maps" if msg else "seed CAMs", timer.elapsed, len(names) / max(timer.elapsed, 1e-9),
-             len(done), args.cam_out_dir)
+    log.info("[%s] %d %s in %.0fs (%.2f img/s), %d reused -> %s", TAG, len(names), kind, timer.elapsed,
+             len(names) / max(timer.elapsed, 1e-9), len(done), args.cam_out_dir)

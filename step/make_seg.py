@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc import fileio, imutils, visutils
-from misc.errors import UserError
+from misc.errors import UserError, brief
 from misc.pyutils import Timer, progress
 from misc.torchutils import autocast, barrier, iter_batches, runtime
 from net import deeplabv3plus
@@ -73,7 +73,7 @@ def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any] | None]:
                 geo = {"crs": src.crs, "transform": src.transform}
                 georeferenced = src.crs is not None or not src.transform.is_identity
     except RasterioIOError as err:
-        raise UserError(f"{path} is not a readable image ({err}); remove it from --seg_infer_dir") from None
+        raise UserError(f"{path} is not a readable image ({brief(err)}); remove it from --seg_infer_dir") from None
     if bands.dtype != np.uint8:
         bands = bands.astype(np.float32)
         bands = (bands / max(float(bands.max()), 1.0) * 255.0).astype(np.uint8)

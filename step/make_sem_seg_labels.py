@@ -25,7 +25,7 @@ from misc.errors import UserError
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import RepVGG_irn
-from step.common import inference_names, load_split, loader, reusable_outputs, source_fingerprint
+from step.common import inference_names, load_split, loader, made_from, reusable_outputs, source_fingerprint
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     model = RepVGG_irn.load_irn_net(weights, device=rt.device)
     split = load_split(args, "train_list", decode=False)
     out_dir, map_dir = Path(args.sem_seg_out_dir), Path(args.amn_cam_out_dir)
-    fingerprint = {"weights": source_fingerprint(weights), "maps": _maps_stamp(map_dir), "beta": args.beta,
+    fingerprint = {"weights": source_fingerprint(weights), "maps": made_from(map_dir), "beta": args.beta,
                    "exp_times": args.exp_times, "bg_thres": args.sem_seg_bg_thres, "radius": args.irn_radius,
                    "crop": args.irn_crop_size, "train_list": args.train_list}
     done = reusable_outputs(out_dir, fingerprint, args.resume, suffix=".png")
@@ -78,12 +78,6 @@ def run(args: argparse.Namespace) -> None:
     barrier()
     log.info("[%s] %d masks (%d positives, %.1f%% of their pixels building, this rank), %d reused, in %.0fs -> %s", TAG,
              len(names), len(positives), 100 * building_px / max(total_px, 1), len(done), timer.elapsed, out_dir)
-
-
-def _maps_stamp(map_dir: Path) -> dict | str:
-    """What the AR maps were made from (S7's stamp), so new maps make the masks stale."""
-    stamp = map_dir / ".source.json"
-    return source_fingerprint(stamp) if stamp.is_file() else str(map_dir)
 
 
 def _building_cam(path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -42,7 +42,15 @@ def msg_classification_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return RepVGG_MSG_SR.msg_loss(model(batch["img"]), batch["label"])
 
 
-def make_optimizer(model: RepVGG_cam.Net | RepVGG_MSG_SR.Net, lr: float, weight_decay: float, momentum: float, max_step: int) -> PolyOptimizer:
+# --cam_network -> (constructor, batch loss, checkpoint writer)
+CLASSIFIERS = {
+    RepVGG_cam.__name__: (RepVGG_cam.build_cam_net, classification_loss, RepVGG_cam.save_cam_net),
+    RepVGG_MSG_SR.CAM_NETWORK: (RepVGG_MSG_SR.build_msg_net, msg_classification_loss, RepVGG_MSG_SR.save_msg_net),
+}
+
+
+def make_optimizer(model: RepVGG_cam.Net | RepVGG_MSG_SR.Net, lr: float, weight_decay: float, momentum: float,
+                   max_step: int) -> PolyOptimizer:
     backbone, head = model.param_groups()
     groups = [{"params": backbone, "lr": lr}, {"params": head, "lr": 10 * lr}]
     return PolyOptimizer(groups, lr=lr, weight_decay=weight_decay, max_step=max_step, momentum=momentum)
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> None:
     rt = runtime()
     timer = Timer()
     msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
+    build, loss, save = CLASSIFIERS[args.cam_network]
     train_path, deploy_path = weights_paths(args.msg_weights_name if msg else args.cam_weights_name)
     split = load_split(args, "train_list")
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
@@ -65,7 +74,6 @@ def run(args: argparse.Namespace) -> None:
         log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
     else:
         torch.manual_seed(args.seed)  # same initial head (and scratch backbone) on every rank and rerun
-        build = RepVGG_MSG_SR.build_msg_net if msg else RepVGG_cam.build_cam_net
         model = build(args.backbone, args.MODEL_WEIGHTS).to(rt.device)
         steps = len(dataset) // args.cam_batch_size * args.cam_num_epoches
         optimizer = make_optimizer(model, args.cam_learning_rate, args.cam_weight_decay, args.cam_momentum, steps)
@@ -74,11 +82,9 @@ def run(args: argparse.Namespace) -> None:
         cfg = FitConfig(epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
                         num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                         sync_bn=args.sync_bn)
-        losses = fit(model, dataset, optimizer, msg_classification_loss if msg else classification_loss, cfg, rt,
-                     train_path)
+        losses = fit(model, dataset, optimizer, loss, cfg, rt, train_path)
         if rt.is_main:
             model.cpu()
-            save = RepVGG_MSG_SR.save_msg_net if msg else RepVGG_cam.save_cam_net
             save(model, train_path, deploy=False, extra={"fingerprint": fingerprint})
             resume_path(train_path).unlink(missing_ok=True)
         log.info("[%s] final loss %s", TAG, f"{losses[-1]:.4f}" if losses else "n/a (resumed after the last epoch)")

@@ -99,7 +99,7 @@ def mean_displacement(model: RepVGG_irn.Net, args: argparse.Namespace) -> torch.
     total = torch.zeros(3, device=rt.device)  # (sum dy, sum dx, tiles)
     packs = loader(dataset, args.num_workers, batch_size=1)
     for (pack,) in progress(packs, total=len(names), desc=f"{TAG} mean shift", disable=not rt.is_main):
-        _, dp = RepVGG_irn.edge_displacement(model, pack["img"][0].to(rt.device), args.irn_crop_size)
+        dp = RepVGG_irn.displacement_map(model, pack["img"][0].to(rt.device), args.irn_crop_size)
         total += torch.cat([dp.mean(dim=(1, 2)), torch.ones(1, device=rt.device)])
     if rt.distributed:
         torch.distributed.all_reduce(total)

@@ -189,9 +189,14 @@ def test_net_strides_frozen_backbone_and_padded_inference():
     image = torch.randn(1, 3, 40, 52)
     pair = torch.cat([image, image.flip(-1)])
     for crop in (64, 96):  # SPEC item 22: the padded size is a parameter
-        edge, dp = RepVGG_irn.edge_displacement(model, pair, crop)
+        edge, dp = RepVGG_irn.edge_map(model, pair, crop), RepVGG_irn.displacement_map(model, pair, crop)
         assert edge.shape == (10, 13) and dp.shape == (2, 10, 13) and 0 <= edge.min() <= edge.max() <= 1
-        torch.testing.assert_close(RepVGG_irn.edge_map(model, pair, crop), edge)
+        # both equal the one forward pass of the padded pair (edges flip-averaged, displacement unflipped)
+        with torch.no_grad():
+            logits, displacement = model(torch.nn.functional.pad(pair, (0, crop - 52, 0, crop - 40)))
+        flip_mean = logits[0, 0, :10, :13] / 2 + logits[1, 0, :10, :13].flip(-1) / 2
+        torch.testing.assert_close(edge, torch.sigmoid(flip_mean))
+        torch.testing.assert_close(dp, displacement[0, :, :10, :13])
 
 
 def test_irn_checkpoint_round_trip(tmp_path):

@@ -557,8 +557,7 @@ class _Scene:
         pools, patios (red brick, concrete, white, brown, dark), small ponds and sandpits: flat, roof-coloured,
         but without shadow, eaves or ridge."""
         rng = self.rng
-        for r, c in np.argwhere((self.kinds == DENSE) | (self.kinds == PARK) | (self.kinds == LOT)
-                                | (self.kinds == MEADOW) | (self.kinds == SPORT)):
+        for r, c in np.argwhere(np.isin(self.kinds, (DENSE, PARK, LOT, MEADOW, SPORT))):
             cell = (slice(r * TILE_SIZE, (r + 1) * TILE_SIZE), slice(c * TILE_SIZE, (c + 1) * TILE_SIZE))
             town = self.kinds[r, c] in (DENSE, PARK)
             wanted = int(rng.integers(2, 6) if self.kinds[r, c] == DENSE else rng.integers(3, 8) if town
@@ -749,7 +748,8 @@ class _Scene:
 
     def draw_buildings(self) -> None:
         """Rows of buildings along the town streets, side gaps of 15-24 px, infill where a plot stayed empty, a
-        few sheds in the gardens; 1-3 houses in sparse cells. Footprints stay 8 px inside their district and off roads and confusers."""
+        few sheds in the gardens; 1-3 houses in sparse cells. Footprints stay 8 px inside their district and off
+        roads and confusers."""
         rng = self.rng
         free = self.occupied == 0
         dense = cv2.erode((self.kind_map == DENSE).astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
