@@ -14,10 +14,10 @@ import logging
 import os
 from pathlib import Path
 
-from misc import fileio
+from misc import fileio, hardware
 from misc.errors import UserError, exit_on_user_error
-from misc.pyutils import float_list, setup_logging, stage_timer, str2bool
-from misc.torchutils import setup_runtime
+from misc.pyutils import float_list, setup_logging, stage_timer, str2bool, workers_count
+from misc.torchutils import pick_device, setup_runtime
 from net.RepVGG import VARIANTS
 
 # (flag, module, tag), in pipeline order; each flag becomes --<flag>_pass.
@@ -45,10 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     g = p.add_argument_group("environment")
-    g.add_argument("--num_workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 2)),
-                   help="data-loader / CRF worker processes (reference: cpu_count // 2)")
+    g.add_argument("--num_workers", type=workers_count, default=None,
+                   help="data-loader and CRF worker processes of each rank, or auto: the rank's share of the cores "
+                        "for the CRF, one loader worker per rank (docs/ARCHITECTURE.md, Speed) [auto]")
+    g.add_argument("--num_threads", type=workers_count, default=None,
+                   help="torch intra-op threads of each rank (0 = auto), or auto: OMP_NUM_THREADS where set, else the cores "
+                        "split between the ranks of this machine [auto]")
     g.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available, else cpu")
-    g.add_argument("--amp", type=str, default="none", choices=["none", "bf16"], help="bf16 autocast for the networks")
+    g.add_argument("--amp", type=str, default="auto", choices=hardware.AMP_CHOICES,
+                   help="bf16 autocast for the networks; auto: bf16 where the device has bf16 hardware (CUDA with "
+                        "bf16, AVX512-BF16 or AMX CPUs), fp32 elsewhere, where bf16 runs 10-60x slower [auto]")
     g.add_argument("--seed", type=int, default=0, help="seed of the training order and augmentation")
     g.add_argument("--sync_bn", type=str2bool, default=False, help="under torchrun on GPUs: batch-norm statistics over all ranks")
 
@@ -176,8 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_workers(args: argparse.Namespace) -> hardware.ThreadPlan:
+    """Turn --num_threads / --num_workers (auto = None) into counts for this rank: args.num_threads,
+    args.num_workers (DataLoader workers) and args.pool_workers (CRF and image-check pools)."""
+    plan = hardware.plan_threads(hardware.usable_cores(), local_ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                                 num_threads=args.num_threads or 0,
+                                 num_workers=-1 if args.num_workers is None else args.num_workers,
+                                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+                                 device_type=pick_device(args.device).type)
+    args.num_threads, args.num_workers, args.pool_workers = plan.intra_op, plan.loader_workers, plan.pool_workers
+    return plan
+
+
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill path flags left at None from --voc12_root, --work_space and --backbone."""
+    """Fill path flags left at None from --voc12_root, --work_space and --backbone (and the worker counts
+    left at auto, see resolve_workers)."""
+    if not hasattr(args, "pool_workers"):
+        resolve_workers(args)
     root, ws = Path(args.voc12_root), Path(args.work_space)
     defaults = {
         "train_list": root / "train_aug.txt",
@@ -210,13 +231,19 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = resolve_paths(build_parser().parse_args(argv))
-    runtime = setup_runtime(args.device)
+    args = build_parser().parse_args(argv)
+    plan = resolve_workers(args)
+    args = resolve_paths(args)
+    runtime = setup_runtime(args.device, args.amp, args.num_threads)
+    args.amp = runtime.amp  # the stages (and their output stamps) see the precision actually used
     Path(args.work_space).mkdir(parents=True, exist_ok=True)
     setup_logging(Path(args.work_space) / "run.log", rank=runtime.rank)
     log = logging.getLogger("run_sample")
     if runtime.is_main:
         fileio.save_json(Path(args.work_space) / "args.json", vars(args))
+    log.info("%s; %s", runtime.precision.reason, plan.reason)
+    if runtime.precision.warning:
+        log.warning("%s", runtime.precision.warning)
     chosen = [(flag, module, tag) for flag, module, tag in STAGES if getattr(args, f"{flag}_pass")]
     if not chosen:
         raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")

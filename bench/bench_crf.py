@@ -111,6 +111,9 @@ def main() -> None:
     print(f"\nS5 confident labels, {len(names)} positive {SIZE}x{SIZE} tiles ({source}); {os.cpu_count()} CPUs "
           f"({platform.machine()}, load average {os.getloadavg()[0]:.1f}); one CRF call {one_crf * 1000:.0f} ms; "
           f"first pool start-up {startup:.1f} s (not in the table)\n")
+    from misc.hardware import machine_line
+
+    print(machine_line("cpu") + "\n")
     print("| workers | wall (s) | positive tiles/s | speed-up | coverage |")
     print("|---:|---:|---:|---:|---:|")
     for workers, seconds, summary in rows:

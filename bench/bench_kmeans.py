@@ -91,7 +91,10 @@ def table(args: argparse.Namespace) -> str:
         rows.append({**bcast, "n": args.n, "s_per_iter": bcast["s_per_iter"] * scale, "peak_gb": grow(bcast["peak_gb"]),
                      "data_gb": grow(bcast["data_gb"]), "extrapolated": small})
     base = {r["n"]: r for r in rows if r["method"] == "chunked" and r["dtype"] == "float32"}
-    lines = [f"k-means, N x D = N x {args.dim}, k = {args.k}, {args.iters} iterations (best of {args.repeats} runs), "
+    sys.path.insert(0, str(REPO))
+    from misc.hardware import machine_line
+
+    lines = [machine_line("cpu"), "", f"k-means, N x D = N x {args.dim}, k = {args.k}, {args.iters} iterations (best of {args.repeats} runs), "
              f"CPU, load average "
              f"{os.getloadavg()[0]:.1f} at the end, "
              f"{rows[0]['threads']} threads; RSS includes the interpreter and torch ({rows[0]['base_gb']:.2f} GB); "

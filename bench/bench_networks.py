@@ -96,7 +96,10 @@ def make_work(task: str, backbone: str, batch: int, device: torch.device, amp: s
 def child(task: str, backbone: str, amp: str, batch: int, steps: int, device_name: str) -> dict:
     from misc.torchutils import pick_device
 
+    from misc.torchutils import resolve_amp
+
     device = pick_device(device_name)
+    amp = resolve_amp(amp, device)  # "auto" -> what run_sample would use here
     work, images = make_work(task, backbone, batch, device, amp)
     with FlopCounterMode(display=False) as counter:
         work()  # also the warm-up
@@ -124,7 +127,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", default="RepVGG-A0,RepVGG-B1g2")
     p.add_argument("--tasks", default="s1,s2,s6,s7")
-    p.add_argument("--amps", default="none,bf16")
+    p.add_argument("--amps", default="none,bf16", help="comma-separated: none (fp32), bf16, auto (the default's choice)")
     p.add_argument("--batch", type=int, default=16, help="training batch (inference uses batch // 4 tiles)")
     p.add_argument("--steps", type=int, default=2, help="timed repetitions after one warm-up")
     p.add_argument("--device", default="auto")
@@ -146,9 +149,15 @@ def main() -> None:
                     print(f"{task} {backbone} {amp} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
                     continue
                 r = json.loads(out.stdout.strip().splitlines()[-1])
+                r["amp"] = f"auto -> {r['amp']}" if amp == "auto" else r["amp"]
                 rows.append(r)
                 print(f"| {r['device']} | {TASK_NAMES[task]} | {backbone} | {amp} | {r['batch']} | {r['img_s']:.2f} | "
                       f"{r['gflops']:.0f} | {r['matmul']:.0f} | {r['peak_gb']:.2f} |", flush=True)
+    from misc.hardware import machine_line
+    from misc.torchutils import pick_device
+
+    print()
+    print(machine_line(pick_device(a.device).type))
     print()
     print("| device | work | backbone | amp | batch | images/s | achieved GFLOP/s | matmul peak GFLOP/s | peak memory GB |")
     print("|---|---|---|---|---|---|---|---|---|")

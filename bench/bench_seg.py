@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from misc.torchutils import autocast  # noqa: E402
+from misc.torchutils import autocast, resolve_amp  # noqa: E402
 from net.deeplabv3plus import DeepLabV3Plus  # noqa: E402
 from net.RepVGG import repvgg_model_convert  # noqa: E402
 from step.make_seg import predict  # noqa: E402
@@ -72,7 +72,7 @@ def predict_rate(encoder: str, amp: str, size: int, batch: int, steps: int, devi
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoders", type=str, default="RepVGG-A0,resnet50", help="comma-separated encoder names")
-    p.add_argument("--amps", type=str, default="none,bf16", help="comma-separated: none (fp32), bf16")
+    p.add_argument("--amps", type=str, default="none,bf16", help="comma-separated: none (fp32), bf16, auto")
     p.add_argument("--devices", type=str, default=None, help="comma-separated [cpu, plus cuda when available]")
     p.add_argument("--batch", type=int, default=8, help="training batch (--seg_batch_size)")
     p.add_argument("--infer_batch", type=int, default=8, help="windows per forward (--seg_infer_batch)")
@@ -90,10 +90,15 @@ def main() -> None:
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
         for encoder in a.encoders.split(","):
             for amp in a.amps.split(","):
+                amp = resolve_amp(amp, device)
                 train = train_rate(encoder, amp, a.batch, a.steps, device)
                 infer = predict_rate(encoder, amp, a.image, a.infer_batch, a.steps, device)
                 rows.append(f"| {label} | {encoder} | {'bf16' if amp == 'bf16' else 'fp32'} | {train:.2f} | {infer:.3f} |")
                 print(rows[-1], flush=True)
+    from misc.hardware import machine_line
+
+    print()
+    print(machine_line(devices[-1]))
     print()
     print("\n".join(rows))
 

@@ -37,6 +37,19 @@ def float_list(value: str) -> tuple[float, ...]:
     return out
 
 
+def workers_count(value: str) -> int | None:
+    """A count of threads or processes: a whole number >= 0, or 'auto' (None: chosen from the cores)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or auto, got {value!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or auto, got {value!r}")
+    return count
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, rank: int = 0) -> None:
     """Log to the console and append to `log_file`; ranks other than 0 log warnings only."""
     root = logging.getLogger()

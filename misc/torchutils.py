@@ -1,6 +1,7 @@
 """The one device / distributed helper, plus small torch utilities shared by the stages.
 
-`--device auto` picks cuda when available, else cpu. Under torchrun the rank, local rank and
+`--device auto` picks cuda when available, else cpu; `--amp auto` picks bf16 where that device has
+fast bf16 and fp32 elsewhere (misc.hardware says why). Under torchrun the rank, local rank and
 world size come from the environment (RANK, LOCAL_RANK, WORLD_SIZE); a plain run is rank 0 of 1.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TypeVar
 
 import torch
 
+from misc import hardware
 from misc.errors import UserError
 
 T = TypeVar("T")
@@ -24,6 +26,8 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    amp: str = "none"               # resolved: "bf16" or "none"
+    precision: hardware.PrecisionChoice | None = None
 
     @property
     def is_main(self) -> bool:
@@ -49,20 +53,42 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
 
 
-def setup_runtime(device: str = "auto") -> Runtime:
-    """Resolve the device and, under torchrun, join the process group (gloo on CPU, NCCL on GPU)."""
+def setup_runtime(device: str = "auto", amp: str = "auto", num_threads: int | None = None) -> Runtime:
+    """Resolve the device and the precision, set torch's intra-op threads (when `num_threads` is given) and,
+    under torchrun, join the process group (gloo on CPU, NCCL on GPU)."""
     global _RUNTIME
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
+    hardware.tune_allocator()
+    if num_threads is not None and num_threads > 0 and torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    choice = hardware.choose_amp(amp, dev.type, _hardware())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend)
-    _RUNTIME = Runtime(dev, rank, local_rank, world_size)
+    _RUNTIME = Runtime(dev, rank, local_rank, world_size, choice.amp, choice)
     return _RUNTIME
+
+
+_HARDWARE: hardware.Hardware | None = None
+
+
+def _hardware() -> hardware.Hardware:
+    global _HARDWARE
+    if _HARDWARE is None:
+        _HARDWARE = hardware.probe()
+    return _HARDWARE
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """"auto" -> "bf16" or "none" for `device` (the rule of misc.hardware.choose_amp); others unchanged."""
+    if amp not in hardware.AMP_CHOICES and amp not in ("fp32", ""):
+        raise UserError(f"--amp {amp!r} is not one of {', '.join(hardware.AMP_CHOICES)}")
+    return hardware.choose_amp(amp, device.type, _hardware()).amp if amp == "auto" else amp
 
 
 def runtime() -> Runtime:
@@ -81,12 +107,10 @@ def barrier() -> None:
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when `--amp bf16`, a no-op context for `--amp none`."""
-    if amp == "bf16":
+    """bf16 autocast for `--amp bf16` (and for auto where the device has fast bf16), else a no-op context."""
+    if resolve_amp(amp, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if amp in ("none", "fp32", ""):
-        return contextlib.nullcontext()
-    raise UserError(f"--amp {amp!r} is not one of none, bf16")
+    return contextlib.nullcontext()
 
 
 class PolyOptimizer(torch.optim.SGD):

@@ -6,8 +6,8 @@
 WORK_SPACE=${WORK_SPACE:-result_rrdsd}
 SESS=${SESS:-sess_rrdsd}
 DEVICE=${DEVICE:-auto}
-AMP=${AMP:-bf16}            # bf16 autocast: 2.3x faster S1 on CPU (AMX); S2 building IoU unchanged (BENCHMARKS.md)
-NUM_WORKERS=${NUM_WORKERS:-$(( $(nproc) > 1 ? $(nproc) / 2 : 1 ))}
+AMP=${AMP:-auto}            # bf16 where the CPU or GPU has bf16 hardware, else fp32 (misc/hardware.py)
+NUM_WORKERS=${NUM_WORKERS:-auto}  # loader and CRF workers of each rank from the cores (docs/ARCHITECTURE.md, Speed)
 RESUME=${RESUME:-True}
 
 if [ -z "${DATASET_ROOT:-}" ]; then

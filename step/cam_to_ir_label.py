@@ -12,7 +12,7 @@ Label: fg = CRF(1[m > --conf_fg_thres]), bg = CRF(1[m > --conf_bg_thres]); 1 whe
 
 `make_ir_labels` is the whole stage without `args`; `amn_cam_to_ir_label` (SPEC S9) calls it with the AR
 maps, channel 1 and thresholds 0.45 / 0.15, and also writes zeros for negatives (SPEC item 18).
-The CRF runs in --num_workers processes per rank (forkserver); under torchrun each rank takes its share of the list.
+The CRF runs in args.pool_workers processes per rank (--num_workers, or the rank's cores) (forkserver); under torchrun each rank takes its share of the list.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list", decode=False)
     summary = make_ir_labels(split.names, split.cls_labels, split.image_paths, args.lpcam_out_dir,
                              args.ir_label_out_dir, channel=0, fg_thres=args.conf_fg_thres,
-                             bg_thres=args.conf_bg_thres, num_workers=args.num_workers, gt_dir=args.gt_dir,
+                             bg_thres=args.conf_bg_thres, num_workers=args.pool_workers, gt_dir=args.gt_dir,
                              resume=args.resume, map_stage="S3 (--make_lpcam_pass True)", tag=TAG)
     if runtime().is_main:
         fileio.save_json(Path(args.work_space) / "metrics_ir_label.json", summary)

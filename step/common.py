@@ -45,7 +45,7 @@ def load_split(args: argparse.Namespace, list_flag: str = "train_list", decode: 
     paths = dataloader.check_dataset(names, Path(args.voc12_root) / "JPEGImages", list_flag=f"--{list_flag}",
                                      list_path=list_path, cls_labels=cls_labels, mask_dir=mask_dir,
                                      mask_flag=mask_flag, decode=decode or mask_dir is not None,
-                                     workers=max(1, args.num_workers))
+                                     workers=args.pool_workers)
     return Split(names, paths, cls_labels)
 
 

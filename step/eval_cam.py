@@ -74,7 +74,7 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], 
         raise UserError(f"--infer_list {args.infer_list} has no positive tile to evaluate")
     paths = dataloader.check_dataset(names, Path(args.voc12_root) / "JPEGImages", list_flag="--infer_list",
                                      list_path=args.infer_list, cls_labels=cls_labels, mask_dir=args.gt_dir,
-                                     decode=False, workers=max(1, args.num_workers))
+                                     decode=False, workers=args.pool_workers)
     stage = Path(map_dir).name
     all_t = tuple(thresholds) + tuple(t for t in (SWEEP if sweep else ()) if t not in thresholds)
     confusions = evaluate_maps(names, map_dir, args.gt_dir, all_t, channel,

@@ -110,7 +110,7 @@ def infer_sources(args: argparse.Namespace, infer_list: str) -> dict[str, Source
         return sources
     names = dataloader.read_list(infer_list, "--seg_infer_list")
     paths = dataloader.check_dataset(names, Path(args.voc12_root) / "JPEGImages", list_flag="--seg_infer_list",
-                                     list_path=infer_list, decode=False, workers=max(1, args.num_workers))
+                                     list_path=infer_list, decode=False, workers=args.pool_workers)
     gt_dir = Path(args.gt_dir)
     return {n: Source(paths[n], gt_dir / f"{n}.png" if (gt_dir / f"{n}.png").is_file() else None) for n in names}
 

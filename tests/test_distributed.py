@@ -40,6 +40,9 @@ def test_torchrun_two_ranks_s1_s2_s3(tiny_root, tmp_path):
               *bac), ranks=2)
     assert (ddp / "sess" / "cam.pth").is_file() and (ddp / "sess" / "cam_deploy.pt").is_file()
     assert not (ddp / "sess" / "cam.resume.pth").exists()
+    # the ranks split the cores (torchrun's own OMP_NUM_THREADS=1 is not taken as the user's)
+    cores = len(os.sched_getaffinity(0))
+    assert f"threads={max(1, cores // 2)} ({cores} cores / 2 local ranks)" in (ddp / "result" / "run.log").read_text()
     positives = (tiny_root / "train_aug_building.txt").read_text().split()
     cams = sorted(p.stem for p in (ddp / "result" / "cam").glob("*.npy"))
     assert cams == sorted(positives)  # exactly one CAM per positive, none for negatives
