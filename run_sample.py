@@ -19,27 +19,8 @@ from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import float_list, setup_logging, stage_timer, str2bool, workers_count
 from misc.torchutils import pick_device, setup_runtime
 from net.RepVGG import VARIANTS
-
-# (flag, module, tag), in pipeline order; each flag becomes --<flag>_pass.
-STAGES = [
-    ("train_cam", "step.train_cam", "S1 train_cam"),
-    ("make_cam", "step.make_cam", "S2 make_cam"),
-    ("make_lpcam", "step.make_lpcam", "S3 make_lpcam"),
-    ("eval_cam", "step.eval_cam", "S4 eval_cam"),
-    ("cam_to_ir_label", "step.cam_to_ir_label", "S5 cam_to_ir_label"),
-    ("train_amn", "step.train_amn", "S6 train_amn"),
-    ("make_amn_cam", "step.make_amn_cam", "S7 make_amn_cam"),
-    ("eval_amn_cam", "step.eval_amn_cam", "S8 eval_amn_cam"),
-    ("make_pseudo_mask", "step.make_pseudo_mask", "S9 make_pseudo_mask"),
-    ("amn_cam_to_ir_label", "step.amn_cam_to_ir_label", "S9b amn_cam_to_ir_label"),
-    ("train_irn", "step.train_irn", "S10 train_irn"),
-    ("make_sem_seg", "step.make_sem_seg_labels", "S10 make_sem_seg"),
-    ("eval_sem_seg", "step.eval_sem_seg", "S10 eval_sem_seg"),
-    ("train_seg", "step.train_seg", "S11 train_seg"),
-    ("make_seg", "step.make_seg", "S11 make_seg"),
-    ("eval_seg", "step.eval_seg", "S11 eval_seg"),
-]
-
+from step.stages import STAGES
+from voc12.layout import default_paths
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this (SPEC item 22)")
     g.add_argument("--irn_batch_size", type=int, default=32, help="crops per batch (global under torchrun)")
     g.add_argument("--irn_num_epoches", type=int, default=3, help="epochs")
-    g.add_argument("--irn_learning_rate", type=float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x; momentum --cam_momentum")
+    g.add_argument("--irn_learning_rate", type=float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x")
+    g.add_argument("--irn_momentum", type=float, default=1e-4, help="SGD momentum (1e-4: the reference's effective value, as S1)")
     g.add_argument("--irn_weight_decay", type=float, default=1e-4, help="SGD weight decay")
     g.add_argument("--irn_radius", type=int, default=5, help="PathIndex radius of the affinity pairs (reference: 5; IRN: 10)")
     g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent (typed, SPEC item 29)")
@@ -177,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_scales", type=float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
     g.add_argument("--seg_infer_batch", type=int, default=8, help="windows per forward pass at prediction")
 
-    for flag, _, _ in STAGES:
-        p.add_argument(f"--{flag}_pass", type=str2bool, default=False, help=f"run {flag}")
+    for stage in STAGES:
+        p.add_argument(f"--{stage.flag}_pass", type=str2bool, default=False, help=f"run {stage.tag}")
     return p
 
 
@@ -199,12 +181,10 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     left at auto, see resolve_workers)."""
     if not hasattr(args, "pool_workers"):
         resolve_workers(args)
-    root, ws = Path(args.voc12_root), Path(args.work_space)
+    ws, layout = Path(args.work_space), default_paths(args.voc12_root)
+    args.image_dir, args.test_list = str(layout["image_dir"]), str(layout["test_list"])
     defaults = {
-        "train_list": root / "train_aug.txt",
-        "infer_list": root / "train_aug_building.txt",
-        "cls_labels": root / "cls_labels.npy",
-        "gt_dir": root / "SegmentationClassAug",
+        **{key: layout[key] for key in ("train_list", "infer_list", "cls_labels", "gt_dir")},
         "MODEL_WEIGHTS": Path("weights") / f"{args.backbone}-train.pth",
         "cam_out_dir": ws / "cam",
         "lpcam_out_dir": ws / "lpcam_mask",
@@ -244,13 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s; %s", runtime.precision.reason, plan.reason)
     if runtime.precision.warning:
         log.warning("%s", runtime.precision.warning)
-    chosen = [(flag, module, tag) for flag, module, tag in STAGES if getattr(args, f"{flag}_pass")]
+    chosen = [stage for stage in STAGES if getattr(args, f"{stage.flag}_pass")]
     if not chosen:
         raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")
-    log.info("device=%s ranks=%d stages=%s", runtime.device, runtime.world_size, ",".join(f for f, _, _ in chosen))
-    for _, module, tag in chosen:
-        with stage_timer(tag):
-            importlib.import_module(module).run(args)
+    log.info("device=%s ranks=%d stages=%s", runtime.device, runtime.world_size, ",".join(stage.flag for stage in chosen))
+    for stage in chosen:
+        with stage_timer(stage.tag):
+            importlib.import_module(stage.module).run(args)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from misc import fileio, imutils  # noqa: E402
-from misc.crf import crf_inference_label  # noqa: E402
-from misc.torchutils import setup_runtime  # noqa: E402
-from step.cam_to_ir_label import make_ir_labels  # noqa: E402
+from misc.crf import LabelJob, Tile, crf_inference_label, label_tiles, quality_scores  # noqa: E402
 
 SIZE = 256
 
@@ -88,20 +86,19 @@ def main() -> None:
     demo = Path(__file__).resolve().parents[1] / "Dataset" / "demo"
     data_root = Path(args.root) if args.root else (demo if (demo / "train_aug_building.txt").is_file() else None)
     data_root = None if args.synthetic else data_root
-    setup_runtime("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         names, paths, gt_dir = build(Path(tmp), data_root, args.tiles)
-        labels = {n: 1 for n in names}
         img = imutils.read_image(paths[names[0]])
         start = time.perf_counter()
         for _ in range(5):
             crf_inference_label(img, np.zeros(img.shape[:2], np.uint8))
         one_crf = (time.perf_counter() - start) / 5
         def timed(tile_names: list[str], workers: int, out: str) -> tuple[float, dict]:
+            job = LabelJob(Path(tmp) / out, channel=0, fg_thres=0.25, bg_thres=0.15, map_stage="bench")
+            tiles = [Tile(n, paths[n], Path(tmp) / "maps" / f"{n}.npy", gt_dir / f"{n}.png") for n in tile_names]
             start = time.perf_counter()
-            summary = make_ir_labels(tile_names, labels, paths, Path(tmp) / "maps", Path(tmp) / out, channel=0,
-                                     fg_thres=0.25, bg_thres=0.15, num_workers=workers, gt_dir=gt_dir, resume=False)
-            return time.perf_counter() - start, summary
+            counts = label_tiles(job, tiles, workers, "S5 CRF", show=True)
+            return time.perf_counter() - start, quality_scores(dict(counts))
 
         worker_counts = [int(w) for w in args.workers.split(",")]
         # the first pool starts the forkserver, which imports __main__ (and so torch) once per run

@@ -51,13 +51,12 @@ def make_work(task: str, backbone: str, batch: int, device: torch.device, amp: s
     """A closure doing one unit of work, and the number of images it covers."""
     from functools import partial
 
+    from misc.losses import classification_loss, refinement_loss
     from misc.torchutils import autocast
     from net import RepVGG_amn, RepVGG_cam
     from net.RepVGG import repvgg_model_convert
-    from step.make_amn_cam import multiscale_probs
-    from step.make_cam import multiscale_cam
-    from step.train_amn import refinement_loss
-    from step.train_cam import classification_loss
+    from net.RepVGG_amn import multiscale_probs
+    from net.RepVGG_cam import multiscale_cam
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 256, 256, device=device)

@@ -4,7 +4,7 @@
     python bench/bench_seg.py                                    # RepVGG-A0 and resnet50, fp32 and bf16, CPU (+ GPU)
     python bench/bench_seg.py --encoders resnet50 --amps bf16 --steps 3 --devices cuda
 
-Runs the same functions the stages run (step.train_seg.segmentation_loss with poly SGD,
+Runs the same functions the stages run (misc.losses.segmentation_loss with poly SGD,
 step.make_seg.predict). Prints a markdown table.
 """
 from __future__ import annotations
@@ -20,11 +20,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from misc.torchutils import autocast, resolve_amp  # noqa: E402
-from net.deeplabv3plus import DeepLabV3Plus  # noqa: E402
+from misc.losses import segmentation_loss  # noqa: E402
+from misc.torchutils import autocast, poly_sgd, resolve_amp  # noqa: E402
+from net.deeplabv3plus import DeepLabV3Plus, predict  # noqa: E402
 from net.RepVGG import repvgg_model_convert  # noqa: E402
-from step.make_seg import predict  # noqa: E402
-from step.train_seg import make_optimizer, segmentation_loss  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -47,7 +46,7 @@ def train_rate(encoder: str, amp: str, batch: int, steps: int, device: torch.dev
     """Training images/s at 256x256 (forward, cross-entropy, backward, poly SGD step)."""
     torch.manual_seed(0)
     model = DeepLabV3Plus(encoder).to(device).train()
-    optimizer = make_optimizer(model, 0.01, 1e-4, max_step=1000)
+    optimizer = poly_sgd(model, 0.01, 1e-4, momentum=0.9, max_step=1000)
     data = {"img": torch.randn(batch, 3, 256, 256, device=device),
             "label": torch.randint(0, 2, (batch, 256, 256), device=device)}
 

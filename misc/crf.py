@@ -1,4 +1,4 @@
-"""Dense CRF and confident labels (SPEC S5): the pure maths of `step.cam_to_ir_label`.
+"""Dense CRF and confident labels: the maths of S5 (and S9b), and the process pool that labels tiles.
 
 `confident_label` turns a building map into a {0, 1, 255} label: building where the CRF of the
 strict mask says building, background where even the CRF of the loose mask says background, and
@@ -7,13 +7,23 @@ agrees with the ground truth, as integers that add up over tiles.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import multiprocessing as mp
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels
 
-IGNORE = 255
+from misc import fileio, imutils
+from misc.errors import UserError
+from misc.pyutils import progress
+
+from misc.imutils import IGNORE
 
 # The reference's CRF (SPEC section 6, CRF row); BAC-AR-Net's bilateral term differs from IRN's 50/10.
 CRF_PARAMS = {"t": 10, "gt_prob": 0.7, "gauss_sxy": 3, "gauss_compat": 3,
@@ -91,3 +101,94 @@ def quality_scores(counts: Mapping[str, int]) -> dict[str, float | None]:
         out["building_precision"] = ratio(counts["building_correct"], counts["building"])
         out["background_precision"] = ratio(counts["background_correct"], counts["background"])
     return out
+
+
+# --- confident labels of many tiles in a process pool (S5, S9b) ---------------------------------------
+
+@dataclass(frozen=True)
+class LabelJob:
+    """What every tile of one run shares (sent to the worker processes)."""
+    out_dir: Path
+    channel: int
+    fg_thres: float
+    bg_thres: float
+    map_stage: str
+
+
+@dataclass(frozen=True)
+class Tile:
+    name: str
+    image: Path
+    map_path: Path | None   # None for a negative: all-zero label
+    gt_path: Path | None    # counted in the summary when given (positives only)
+    reuse: bool = False     # the label exists from an earlier run with the same inputs: only count it
+
+
+def label_tiles(job: LabelJob, tiles: Sequence[Tile], num_workers: int, tag: str, show: bool) -> Counter:
+    """Run `_label_tile` over `tiles` in a process pool (in this process for one worker); sum the counts."""
+    total: Counter = Counter()
+    work = functools.partial(label_tile, job)
+    bar = progress(None, total=len(tiles), desc=tag, disable=not show)
+    try:
+        if num_workers <= 1 or len(tiles) <= 1:
+            for counts in map(work, tiles):
+                total.update(counts)
+                bar.update(1)
+            return total
+        # forkserver/spawn: the parent holds torch (and maybe CUDA or gloo threads), so never plain fork.
+        # An executor rather than mp.Pool: a worker that dies (OOM kill) raises BrokenProcessPool instead
+        # of hanging; `map` yields in order and re-raises a worker's exception (a UserError stays one).
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(min(num_workers, len(tiles)), mp_context=mp.get_context(method))
+        try:
+            for counts in pool.map(work, tiles, chunksize=2):
+                total.update(counts)
+                bar.update(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on error, do not finish the queued tiles first
+    finally:
+        bar.close()  # before an error message, so that stays the last line
+    return total
+
+
+def label_tile(job: LabelJob, tile: Tile) -> dict[str, int]:
+    """Write (or, when reused, read back) one tile's label; return its quality counts (positives only)."""
+    out = job.out_dir / f"{tile.name}.png"
+    if tile.reuse:
+        label = imutils.read_mask(out)
+    elif tile.map_path is None:
+        label = np.zeros(_image_size(tile.image), dtype=np.uint8)
+    else:
+        img = imutils.read_image(tile.image)
+        label = confident_label(img, _building_map(job, tile, img.shape[:2]), job.fg_thres, job.bg_thres)
+    if not tile.reuse:
+        # the palette first: the label file marks the tile as done for a resumed run
+        fileio.save_png(job.out_dir / f"{tile.name}_palette.png", label, palette=True)
+        fileio.save_png(out, label)
+    if tile.map_path is None:
+        return {}
+    gt = imutils.gt_to_binary(imutils.read_mask(tile.gt_path)) if tile.gt_path is not None else None
+    if gt is not None and gt.shape != label.shape:
+        raise UserError(f"ground truth {tile.gt_path} is {gt.shape[1]}x{gt.shape[0]} but {out} is "
+                        f"{label.shape[1]}x{label.shape[0]}; check --gt_dir")
+    return label_quality(label, gt)
+
+
+def _building_map(job: LabelJob, tile: Tile, size: tuple[int, int]) -> np.ndarray:
+    maps = fileio.load_npy_dict(tile.map_path)
+    high_res = maps.get("high_res")
+    if high_res is None or high_res.ndim != 3 or high_res.shape[0] <= job.channel:
+        shape = None if high_res is None else high_res.shape
+        raise UserError(f"{tile.map_path} has high_res of shape {shape}; expected [C, H, W] with channel "
+                        f"{job.channel}; rerun {job.map_stage}")
+    if high_res.shape[1:] != tuple(size):
+        raise UserError(f"{tile.map_path} is {high_res.shape[2]}x{high_res.shape[1]} but image {tile.image} is "
+                        f"{size[1]}x{size[0]}; the maps were made from other images, rerun {job.map_stage}")
+    return high_res[job.channel].astype(np.float32)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.height, img.width

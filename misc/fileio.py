@@ -131,3 +131,17 @@ def save_text(path: str | os.PathLike, text: str) -> None:
 
 def save_lines(path: str | os.PathLike, lines: list[str]) -> None:
     save_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray], only_if_changed: bool = False) -> None:
+    """Atomic np.savez. `only_if_changed` keeps an identical file untouched, so its fingerprint (mtime)
+    still matches and --resume reuses the outputs made from it."""
+    if only_if_changed and path.is_file():
+        try:
+            with np.load(path) as old:
+                if set(old.files) == set(arrays) and all(np.array_equal(old[k], v) for k, v in arrays.items()):
+                    return
+        except (OSError, ValueError):
+            pass
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)

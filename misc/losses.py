@@ -1,11 +1,14 @@
-"""The AR network's losses (SPEC S6): PCL (label-smoothed, class-balanced cross-entropy) and MCL
-(multi-scale Jensen-Shannon consistency)."""
+"""The training losses: the classifier's image-label BCE (S1), the AR network's PCL (label-smoothed,
+class-balanced cross-entropy) and MCL (multi-scale Jensen-Shannon consistency) and their sum (S6), and
+DeepLabV3+'s pixel cross-entropy (S11). The `*_loss(model, batch)` functions are what misc.trainloop
+calls for one batch."""
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-IGNORE = 255
+from misc.imutils import IGNORE
 
 
 def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, eps: float = 0.15) -> torch.Tensor:
@@ -48,3 +51,39 @@ def multiscale_jsd(probs: list[torch.Tensor], labels: torch.Tensor, threshold: f
     log_m = mixture.log()
     kl = sum((p * (p.clamp_min(1e-12).log() - log_m)).sum(dim=1, keepdim=True) for p in probs)
     return (kl * gate).sum() / (labels.shape[0] * labels.shape[1] * labels.shape[2])
+
+
+def classification_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """ICL: mean BCE-with-logits of the building logit against the image label."""
+    logits = model(batch["img"])
+    return F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
+
+
+
+
+
+def segmentation_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy over the labelled pixels (255 ignored); 0 for a batch without any."""
+    logits = model(batch["img"]).float()                                   # [B, 2, H, W]
+    label = batch["label"]                                                 # [B, H, W] int64 in {0, 1, 255}
+    total = F.cross_entropy(logits, label, ignore_index=IGNORE, reduction="sum")
+    return total / (label != IGNORE).sum().clamp(min=1)
+
+
+def refinement_loss(model: nn.Module, batch: dict, eps: float, lambda1: float, scale_small: float,
+                    scale_large: float, threshold: float, pixel_gate: bool) -> torch.Tensor:
+    """PCL on the labels resized to the logit grid, plus lambda1 * multi-scale JSD (when > 0)."""
+    img, label_cls = batch["img"], batch["label_cls"]
+    logits = model(img, label_cls)
+    size = logits.shape[-2:]
+    # PIL NEAREST samples pixel centres, which is torch's 'nearest-exact'
+    labels = F.interpolate(batch["label"][:, None].float(), size, mode="nearest-exact")[:, 0].long()
+    loss = balanced_cross_entropy(logits, labels, eps)
+    if lambda1 > 0:
+        probs = [torch.softmax(logits.float(), dim=1)]
+        for factor in (scale_small, scale_large):
+            scaled = F.interpolate(img, scale_factor=factor, mode="bilinear", align_corners=True)
+            other = F.interpolate(model(scaled, label_cls).float(), size, mode="bilinear", align_corners=True)
+            probs.append(torch.softmax(other, dim=1))
+        loss = loss + lambda1 * multiscale_jsd(probs, labels, threshold, pixel_gate)
+    return loss

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE = 255
+from misc.imutils import IGNORE
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = 2) -> np.ndarray:

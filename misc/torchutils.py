@@ -148,6 +148,34 @@ class PolyOptimizer(torch.optim.SGD):
             self.global_step, self.max_step, self._initial_lr = poly["global_step"], poly["max_step"], poly["initial_lr"]
 
 
+def poly_sgd(model: torch.nn.Module, lr: float, weight_decay: float, momentum: float, max_step: int,
+             new_layers_factor: float = 10.0) -> PolyOptimizer:
+    """Poly SGD over `model.param_groups()` = (pretrained part, new layers); the new layers at 10x lr."""
+    base, new = model.param_groups()
+    groups = [{"params": base, "lr": lr}, {"params": new, "lr": new_layers_factor * lr}]
+    return PolyOptimizer(groups, lr=lr, weight_decay=weight_decay, max_step=max_step, momentum=momentum)
+
+
 def iter_batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def gather_to_main(local: dict) -> dict | None:
+    """Merge every rank's dict on rank 0 (None on the other ranks); the dict itself without torchrun."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
+        return local
+    parts = [None] * torch.distributed.get_world_size() if torch.distributed.get_rank() == 0 else None
+    torch.distributed.gather_object(local, parts, dst=0)
+    if torch.distributed.get_rank() != 0:
+        return None
+    return {name: value for part in parts for name, value in part.items()}
+
+
+def broadcast_from_main(obj: dict | None) -> dict:
+    """Rank 0's `obj` on every rank (`obj` itself without torchrun)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        obj = box[0]
+    return obj

@@ -1,8 +1,13 @@
 """Overlay pictures for a person to look at: image | map as heat | prediction and ground truth."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+import torch
+
+from misc import imutils
 
 
 def overlay_panel(image: np.ndarray, building_map: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> np.ndarray:
@@ -19,3 +24,21 @@ def overlay_panel(image: np.ndarray, building_map: np.ndarray, pred: np.ndarray,
         cv2.drawContours(tinted, contours, -1, (0, 255, 0), 1)
     gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
     return np.concatenate([image, gap, heat_blend, gap, tinted], axis=1)
+
+
+VIS_MAX_SIDE = 1024
+
+
+def seg_overlay(image: np.ndarray, logits: torch.Tensor, mask: np.ndarray, gt_path: Path | None) -> np.ndarray:
+    """visutils.overlay_panel (image | building probability | mask with the GT outline), each panel
+    shrunk so its long side is at most VIS_MAX_SIDE."""
+    prob = torch.softmax(logits, dim=0)[1].numpy()
+    gt = imutils.gt_to_binary(imutils.read_mask(gt_path)) if gt_path is not None else None
+    scale = VIS_MAX_SIDE / max(image.shape[:2])
+    if scale < 1:
+        dsize = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, dsize, interpolation=cv2.INTER_AREA)
+        prob = cv2.resize(prob, dsize, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST)
+        gt = cv2.resize(gt, dsize, interpolation=cv2.INTER_NEAREST) if gt is not None else None
+    return overlay_panel(image, prob, mask, gt)

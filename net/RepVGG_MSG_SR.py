@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.camutils import max_normalise, merge_flips, stack_pyramids, upsample_crop
+from misc.torchutils import autocast
 from net import checkpoints
 from net.RepVGG import build_repvgg, load_backbone_weights
 
@@ -68,6 +70,11 @@ def msg_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     return sum(w * F.cross_entropy(z.float(), target) for w, z in zip(LOSS_WEIGHTS, logits))
 
 
+def msg_batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The MSG baseline's multi-level cross-entropy (SPEC S1 variant B)."""
+    return msg_loss(model(batch["img"]), batch["label"])
+
+
 def build_msg_net(backbone: str, weights: str | None) -> Net:
     """A train-time MSG classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
     model = Net(backbone)
@@ -83,3 +90,19 @@ def load_msg_net(path: str | os.PathLike, device: torch.device | str = "cpu") ->
     """Load a train-time checkpoint written by `save_msg_net` (strict), in eval mode on `device`."""
     return checkpoints.load_net(path, NETWORK, Net, False, device,
                                 fix="--train_cam_pass True --cam_network net.RepVGG_MSG_SR")
+
+
+@torch.no_grad()
+def multiscale_msg_cam(model: Net, packs: list[dict], device: torch.device, amp: str = "none"
+                       ) -> torch.Tensor:
+    """MSG baseline maps of B same-size tiles: high_res [B, 1, H, W], max-normalised with eps 1e-5."""
+    size = tuple(int(v) for v in packs[0]["size"])
+    high_res = torch.zeros(len(packs), 1, *size, device=device)
+    for s in range(len(packs[0]["img"])):
+        x = stack_pyramids(packs, s).to(device)
+        with autocast(device, amp):
+            levels = model.cams(x)
+        for weight, cams in zip(MAP_WEIGHTS, levels):
+            building = merge_flips(cams.float())[:, BUILDING:BUILDING + 1]
+            high_res += weight * max_normalise(upsample_crop(building, size))
+    return max_normalise(high_res)

@@ -11,7 +11,10 @@ import os
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from misc.camutils import max_normalise, stack_pyramids
+from misc.torchutils import autocast
 from net import checkpoints
 from net.RepVGG import build_repvgg, load_backbone_weights
 
@@ -74,3 +77,24 @@ def load_amn_net(path: str | os.PathLike, deploy: bool, device: torch.device | s
 def deploy_amn_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
     """Fold every RepVGG block of the trained AR network and save it as the deploy file (SPEC S1d / S6d)."""
     checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_amn_pass True")
+
+
+@torch.no_grad()
+def multiscale_probs(model: Net, packs: list[dict], size: tuple[int, int], device: torch.device,
+                     amp: str = "none") -> torch.Tensor:
+    """softmax of the scale-averaged, flip-averaged logits, resized to `size`: [B, 2, *size]."""
+    total = torch.zeros(len(packs), 2, *size, device=device)
+    num_scales = len(packs[0]["img"])
+    for s in range(num_scales):
+        x = stack_pyramids(packs, s).to(device)
+        labels = torch.ones(x.shape[0], 1, device=device)  # positives only
+        with autocast(device, amp):
+            logits = model(x, labels).float()
+        logits = (logits[0::2] + logits[1::2].flip(-1)) / 2
+        total += F.interpolate(logits, size, mode="bilinear", align_corners=False)
+    return torch.softmax(total / num_scales, dim=1)
+
+
+def gate_by_labels(probs: torch.Tensor, ir_label: torch.Tensor) -> torch.Tensor:
+    """Keep P on confident background (label 0), use the max-normalised P~ elsewhere. probs [2,H,W], label [H,W]."""
+    return torch.where(ir_label[None] == 0, probs, max_normalise(probs))

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
+from misc.torchutils import autocast
 from net import checkpoints
 from net.RepVGG import build_repvgg, load_backbone_weights
 
@@ -70,3 +72,22 @@ def load_cam_net(path: str | os.PathLike, deploy: bool, device: torch.device | s
 def deploy_cam_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
     """Fold every RepVGG block of the trained classifier and save it as the deploy file (SPEC S1d / S6d)."""
     checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_cam_pass True")
+
+
+@torch.no_grad()
+def multiscale_cam(model: Net, packs: list[dict], device: torch.device, amp: str = "none"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed CAMs of B same-size tiles: (high_res [B, 1, H, W], cam [B, 1, ceil(H/4), ceil(W/4)]), both
+    max-normalised with eps 1e-5."""
+    size = tuple(int(v) for v in packs[0]["size"])
+    size4 = strided_size(size, 4)
+    high_res = torch.zeros(len(packs), 1, *size, device=device)
+    stride4 = torch.zeros(len(packs), 1, *size4, device=device)
+    for s in range(len(packs[0]["img"])):
+        x = stack_pyramids(packs, s).to(device)
+        with autocast(device, amp):
+            cams = model.cam(model.features(x))
+        cams = merge_flips(cams.float())
+        high_res += upsample_crop(cams, size)
+        stride4 += F.interpolate(cams, size4, mode="bilinear", align_corners=False)
+    return max_normalise(high_res), max_normalise(stride4)

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc import fileio
+from misc import fileio, imutils
 from misc.errors import UserError
+from misc.torchutils import autocast, iter_batches
 from net import checkpoints
 from net.RepVGG import VARIANTS, build_repvgg, load_backbone_weights, repvgg_model_convert
 
@@ -286,3 +289,64 @@ def load_seg_net(path: str | os.PathLike, device: torch.device | str = "cpu", co
     if convert:
         repvgg_model_convert(model)  # no-op for ResNet-50
     return model.to(device).eval()
+
+
+# --- prediction: sliding windows + flip, averaged over scales ------------------------------------
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window offsets along one axis covering [0, size); the last window is shifted inward to end at size."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+@torch.no_grad()
+def flip_logits(model: nn.Module, x: torch.Tensor, amp: str = "none") -> torch.Tensor:
+    """Mean of the logits of x [B, 3, h, w] and of its horizontal flip, flipped back: [B, C, h, w] float32."""
+    with autocast(x.device, amp):
+        logits = model(torch.cat([x, x.flip(-1)])).float()
+    return (logits[: len(x)] + logits[len(x):].flip(-1)) / 2
+
+
+@torch.no_grad()
+def sliding_window_logits(model: nn.Module, x: torch.Tensor, window: int, overlap: float, batch: int = 8,
+                          device: torch.device | str = "cpu", amp: str = "none") -> torch.Tensor:
+    """Logits [C, H, W] (on the CPU) of one normalised image x [3, H, W], averaged over overlapping windows."""
+    height, width = x.shape[-2:]
+    wh, ww = min(window, height), min(window, width)
+    stride = max(1, int(round(window * (1 - overlap))))
+    boxes = [(t, l) for t in window_starts(height, window, stride) for l in window_starts(width, window, stride)]
+    total = count = None
+    for chunk in iter_batches(boxes, max(1, batch)):
+        crops = torch.stack([x[:, t:t + wh, l:l + ww] for t, l in chunk]).to(device)
+        logits = flip_logits(model, crops, amp).cpu()                                  # [b, C, wh, ww]
+        if total is None:
+            total, count = torch.zeros(logits.shape[1], height, width), torch.zeros(1, height, width)
+        for (t, l), lg in zip(chunk, logits):
+            total[:, t:t + wh, l:l + ww] += lg
+            count[:, t:t + wh, l:l + ww] += 1
+    return total / count
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image: np.ndarray, window: int = 256, overlap: float = 0.25,
+            scales: Sequence[float] = (1.0,), batch: int = 8, device: torch.device | str = "cpu",
+            amp: str = "none") -> torch.Tensor:
+    """Logits [C, H, W] (CPU, float32) of an HxWx3 uint8 image: sliding window + flip, averaged over scales."""
+    x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(image)))
+    size = x.shape[-2:]
+    total = None
+    for scale in scales:
+        scaled = x
+        if scale != 1.0:
+            scaled_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+            scaled = F.interpolate(x[None], size=scaled_size, mode="bilinear", align_corners=False)[0]
+        logits = sliding_window_logits(model, scaled, window, overlap, batch, device, amp)
+        if scale != 1.0:
+            logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        total = logits if total is None else total + logits
+    return total / len(scales)

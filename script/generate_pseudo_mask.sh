@@ -54,4 +54,4 @@ fi
 echo
 echo "Next: bash script/train_segmentation.sh (DeepLabV3+ on these pseudo masks)"
 echo "Stage metrics ($WORK_SPACE/metrics_*.json):"
-"$PY" -m misc.report --work_space "$WORK_SPACE"
+"$PY" -m step.report --work_space "$WORK_SPACE"

@@ -29,4 +29,4 @@ fi
 
 echo
 echo "Stage metrics ($WORK_SPACE/metrics_*.json):"
-"$PY" -m misc.report --work_space "$WORK_SPACE"
+"$PY" -m step.report --work_space "$WORK_SPACE"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from misc import fileio
 from misc.torchutils import runtime
-from step.cam_to_ir_label import make_ir_labels
 from step.common import load_split
+from step.labels import make_ir_labels
+from step.stages import stage_tag
 
-TAG = "S9b amn_cam_to_ir_label"
+TAG = stage_tag(__name__)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -23,6 +24,8 @@ def run(args: argparse.Namespace) -> None:
     summary = make_ir_labels(split.names, split.cls_labels, split.image_paths, args.amn_cam_out_dir,
                              args.amn_ir_label_out_dir, channel=1, fg_thres=args.amn_conf_fg_thres,
                              bg_thres=args.amn_conf_bg_thres, num_workers=args.pool_workers, gt_dir=args.gt_dir,
-                             resume=args.resume, map_stage="S7 (--make_amn_cam_pass True)", tag=TAG)
+                             resume=args.resume, map_stage="S7 (--make_amn_cam_pass True)", tag=TAG,
+                             stage="amn_cam_to_ir_label")
     if runtime().is_main:
-        fileio.save_json(Path(args.work_space) / "metrics_amn_ir_label.json", summary)
+        fileio.save_json(Path(args.work_space) / "metrics_amn_ir_label.json",
+                         {"stage_flag": "amn_cam_to_ir_label", **summary})

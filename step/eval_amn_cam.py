@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 
 from misc.torchutils import barrier, runtime
-from step.eval_cam import report
+from step.evaluation import report
+from step.stages import stage_tag
 
-TAG = "S8 eval_amn_cam"
+TAG = stage_tag(__name__)
 REFERENCE_RANGE = (0.65, 0.66, 0.67, 0.68, 0.69)
 
 

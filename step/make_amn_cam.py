@@ -16,37 +16,18 @@ import torch
 import torch.nn.functional as F
 
 from misc import fileio, imutils
-from misc.camutils import max_normalise, stack_pyramids, strided_size
+from misc.camutils import strided_size
 from misc.errors import UserError
 from misc.pyutils import Timer, progress, weights_paths
-from misc.torchutils import autocast, barrier, runtime
+from misc.torchutils import barrier, runtime
 from net import RepVGG_amn
-from step.common import inference_names, load_split, loader, reusable_outputs, same_size_groups, source_fingerprint
+from step.common import inference_names, load_split, loader, same_size_groups
+from step.stages import stage_tag
+from step.stamps import reusable_outputs, source_fingerprint
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
-TAG = "S7 make_amn_cam"
-
-
-@torch.no_grad()
-def multiscale_probs(model: RepVGG_amn.Net, packs: list[dict], size: tuple[int, int], device: torch.device,
-                     amp: str = "none") -> torch.Tensor:
-    """softmax of the scale-averaged, flip-averaged logits, resized to `size`: [B, 2, *size]."""
-    total = torch.zeros(len(packs), 2, *size, device=device)
-    num_scales = len(packs[0]["img"])
-    for s in range(num_scales):
-        x = stack_pyramids(packs, s).to(device)
-        labels = torch.ones(x.shape[0], 1, device=device)  # positives only
-        with autocast(device, amp):
-            logits = model(x, labels).float()
-        logits = (logits[0::2] + logits[1::2].flip(-1)) / 2
-        total += F.interpolate(logits, size, mode="bilinear", align_corners=False)
-    return torch.softmax(total / num_scales, dim=1)
-
-
-def gate_by_labels(probs: torch.Tensor, ir_label: torch.Tensor) -> torch.Tensor:
-    """Keep P on confident background (label 0), use the max-normalised P~ elsewhere. probs [2,H,W], label [H,W]."""
-    return torch.where(ir_label[None] == 0, probs, max_normalise(probs))
+TAG = stage_tag(__name__)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -54,21 +35,21 @@ def run(args: argparse.Namespace) -> None:
     _, deploy_path = weights_paths(args.amn_weights_name)
     model = RepVGG_amn.load_amn_net(deploy_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list", decode=False)
-    done = reusable_outputs(args.amn_cam_out_dir, source_fingerprint(deploy_path), args.resume)
+    done = reusable_outputs(args.amn_cam_out_dir, source_fingerprint(deploy_path), args.resume, stage="make_amn_cam")
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(None, total=len(names), desc=TAG, disable=not rt.is_main)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
         size = tuple(int(v) for v in packs[0]["size"])
-        high = multiscale_probs(model, packs, size, rt.device, args.amp).cpu()
+        high = RepVGG_amn.multiscale_probs(model, packs, size, rt.device, args.amp).cpu()
         low = F.interpolate(high, strided_size(size, 4), mode="bilinear", align_corners=False)
         for i, pack in enumerate(packs):
             label = torch.from_numpy(_ir_label(args.ir_label_out_dir, pack["name"], size))
             label4 = F.interpolate(label[None, None].float(), low.shape[-2:], mode="nearest")[0, 0]
             fileio.save_npy_dict(f"{args.amn_cam_out_dir}/{pack['name']}.npy", {
                 "keys": np.zeros(1, dtype=np.int64),
-                "high_res": gate_by_labels(high[i], label).numpy().astype(np.float32),
-                "cam": gate_by_labels(low[i], label4).numpy().astype(np.float32)})
+                "high_res": RepVGG_amn.gate_by_labels(high[i], label).numpy().astype(np.float32),
+                "cam": RepVGG_amn.gate_by_labels(low[i], label4).numpy().astype(np.float32)})
         bar.update(len(packs))
     bar.close()
     barrier()

@@ -16,53 +16,18 @@ import argparse
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from misc import fileio
-from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
 from misc.pyutils import Timer, progress, weights_paths
-from misc.torchutils import autocast, barrier, runtime
+from misc.torchutils import barrier, runtime
 from net import RepVGG_cam, RepVGG_MSG_SR
-from step.common import inference_names, load_split, loader, reusable_outputs, same_size_groups, source_fingerprint
+from step.common import inference_names, load_split, loader, same_size_groups
+from step.stages import stage_tag
+from step.stamps import reusable_outputs, source_fingerprint
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
-TAG = "S2 make_cam"
-
-
-@torch.no_grad()
-def multiscale_cam(model: RepVGG_cam.Net, packs: list[dict], device: torch.device, amp: str = "none"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed CAMs of B same-size tiles: (high_res [B, 1, H, W], cam [B, 1, ceil(H/4), ceil(W/4)]), both
-    max-normalised with eps 1e-5."""
-    size = tuple(int(v) for v in packs[0]["size"])
-    size4 = strided_size(size, 4)
-    high_res = torch.zeros(len(packs), 1, *size, device=device)
-    stride4 = torch.zeros(len(packs), 1, *size4, device=device)
-    for s in range(len(packs[0]["img"])):
-        x = stack_pyramids(packs, s).to(device)
-        with autocast(device, amp):
-            cams = model.cam(model.features(x))
-        cams = merge_flips(cams.float())
-        high_res += upsample_crop(cams, size)
-        stride4 += F.interpolate(cams, size4, mode="bilinear", align_corners=False)
-    return max_normalise(high_res), max_normalise(stride4)
-
-
-@torch.no_grad()
-def multiscale_msg_cam(model: RepVGG_MSG_SR.Net, packs: list[dict], device: torch.device, amp: str = "none"
-                       ) -> torch.Tensor:
-    """MSG baseline maps of B same-size tiles: high_res [B, 1, H, W], max-normalised with eps 1e-5."""
-    size = tuple(int(v) for v in packs[0]["size"])
-    high_res = torch.zeros(len(packs), 1, *size, device=device)
-    for s in range(len(packs[0]["img"])):
-        x = stack_pyramids(packs, s).to(device)
-        with autocast(device, amp):
-            levels = model.cams(x)
-        for weight, cams in zip(RepVGG_MSG_SR.MAP_WEIGHTS, levels):
-            building = merge_flips(cams.float())[:, RepVGG_MSG_SR.BUILDING:RepVGG_MSG_SR.BUILDING + 1]
-            high_res += weight * max_normalise(upsample_crop(building, size))
-    return max_normalise(high_res)
+TAG = stage_tag(__name__)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -76,15 +41,16 @@ def run(args: argparse.Namespace) -> None:
         model = RepVGG_cam.load_cam_net(weights_path, deploy=True, device=rt.device)
     kind = "MSG-SR-Net baseline maps" if msg else "seed CAMs"
     split = load_split(args, "train_list")
-    done = reusable_outputs(args.cam_out_dir, source_fingerprint(weights_path), args.resume)
+    done = reusable_outputs(args.cam_out_dir, source_fingerprint(weights_path), args.resume, stage="make_cam",
+                            variant="msg" if msg else "")
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
         if msg:  # SPEC S2 variant B has no stride-4 'cam'
-            maps = {"high_res": multiscale_msg_cam(model, packs, rt.device, args.amp)}
+            maps = {"high_res": RepVGG_MSG_SR.multiscale_msg_cam(model, packs, rt.device, args.amp)}
         else:
-            maps = dict(zip(("high_res", "cam"), multiscale_cam(model, packs, rt.device, args.amp)))
+            maps = dict(zip(("high_res", "cam"), RepVGG_cam.multiscale_cam(model, packs, rt.device, args.amp)))
         for i, pack in enumerate(packs):
             fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", {
                 "keys": torch.zeros(1, dtype=torch.int64).numpy(), **{k: v[i].cpu().numpy() for k, v in maps.items()}})

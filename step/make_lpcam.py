@@ -25,20 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from misc import bac, fileio
 from misc.camutils import merge_flips, stack_pyramids
 from misc.errors import UserError
 from misc.pyutils import Timer, format_duration, progress, weights_paths
-from misc.torchutils import Runtime, autocast, barrier, runtime
+from misc.torchutils import Runtime, autocast, barrier, broadcast_from_main, gather_to_main, runtime
 from net import RepVGG_cam
-from step.common import (Split, inference_names, load_split, loader, reusable_outputs, same_size_groups,
-                         source_fingerprint)
+from step.common import Split, inference_names, load_split, loader, same_size_groups
+from step.stages import stage_tag
+from step.stamps import reusable_outputs, source_fingerprint
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
-TAG = "S3 make_lpcam"
+TAG = stage_tag(__name__)
 SAMPLE_SEED = 3  # the reference's np.random.seed(3) (SPEC S3b.1)
 
 
@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> None:
         if clusters is None:
             clusters, summary.loaded = load_clusters(cluster_dir / "clusters.npz", args.num_cluster), True
         else:
-            save_npz(cluster_dir / "clusters.npz", clusters)
+            fileio.save_npz(cluster_dir / "clusters.npz", clusters)
         prototypes = select(clusters, model.classifier_weight.cpu(), args.bac_class_thres, args.bac_context_thres,
                             args.bac_context_thres_low, summary)
-        save_npz(proto_path, prototypes, only_if_changed=True)
-    prototypes = _broadcast_from_main(prototypes)
+        fileio.save_npz(proto_path, prototypes, only_if_changed=True)
+    prototypes = broadcast_from_main(prototypes)
     fingerprint = source_fingerprint(deploy_path, proto_path)
     written, reused = write_expanded_cams(model, split, prototypes, fingerprint, args, rt)
     log.info("[%s] %s; %d maps written, %d reused -> %s; wall %s", TAG, _describe(summary, prototypes), written,
@@ -95,7 +95,7 @@ def sample_and_cluster(model: RepVGG_cam.Net, split: Split, args: argparse.Names
     seed_paths = check_seed_cams(unique, args.seed_cam_dir)
     share = unique[rt.rank::rt.world_size]
     local = tile_features(model, share, split, seed_paths, args.bac_select_thres, rt.device, args.amp, args.num_workers)
-    features = _gather_to_main(local)
+    features = gather_to_main(local)
     if features is None:
         return None
     summary.sampled, summary.unique = len(draws), len(unique)
@@ -211,46 +211,13 @@ def select(clusters: dict[str, np.ndarray], w: torch.Tensor, class_thres: float,
             "Q_scores": info["ctx_scores"][info["ctx_index"]].numpy()}
 
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray], only_if_changed: bool = False) -> None:
-    """Atomic np.savez. `only_if_changed` keeps an identical file untouched, so its fingerprint (mtime)
-    still matches and --resume reuses the maps made from it."""
-    if only_if_changed and path.is_file():
-        try:
-            with np.load(path) as old:
-                if set(old.files) == set(arrays) and all(np.array_equal(old[k], v) for k, v in arrays.items()):
-                    return
-        except (OSError, ValueError):
-            pass
-    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _gather_to_main(local: dict) -> dict | None:
-    """Merge every rank's dict on rank 0 (None on the other ranks); the dict itself without torchrun."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(local, parts, dst=0)
-    if dist.get_rank() != 0:
-        return None
-    return {name: value for part in parts for name, value in part.items()}
-
-
-def _broadcast_from_main(obj: dict | None) -> dict:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        obj = box[0]
-    return obj
-
-
 # ------------------------------------------------------------------------------------------ S3c
 
 @torch.no_grad()
 def write_expanded_cams(model: RepVGG_cam.Net, split: Split, prototypes: dict[str, np.ndarray], fingerprint: dict,
                         args: argparse.Namespace, rt: Runtime) -> tuple[int, int]:
     """S3c for every positive of the split (this rank's share); returns (maps to write in all, reused)."""
-    done = reusable_outputs(args.lpcam_out_dir, fingerprint, args.resume)
+    done = reusable_outputs(args.lpcam_out_dir, fingerprint, args.resume, stage="make_lpcam")
     names = inference_names(split.positives, done)
     todo = sum(1 for n in split.positives if n not in done)
     p = torch.from_numpy(prototypes["P"]).to(rt.device)

@@ -17,9 +17,10 @@ from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
 from step.common import inference_names, load_split
+from step.stages import stage_tag
 
 log = logging.getLogger(__name__)
-TAG = "S9 make_pseudo_mask"
+TAG = stage_tag(__name__)
 
 
 def pseudo_mask(amn_map: np.ndarray, threshold: float) -> np.ndarray:

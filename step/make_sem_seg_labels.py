@@ -25,11 +25,13 @@ from misc.errors import UserError
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import RepVGG_irn
-from step.common import inference_names, load_split, loader, made_from, reusable_outputs, source_fingerprint
+from step.common import inference_names, load_split, loader
+from step.stages import stage_tag
+from step.stamps import made_from, reusable_outputs, source_fingerprint
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
-TAG = "S10 make_sem_seg"
+TAG = stage_tag(__name__)
 CAM_POWER = 1.3  # AMN's value (IRN: 1.5)
 # Above this many stride-4 pixels the dense T (N^2 floats, N^3 per squaring) costs more on a CPU than
 # 2^exp_times sparse products; a GPU squares densely at any tile size used here.
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     fingerprint = {"weights": source_fingerprint(weights), "maps": made_from(map_dir), "beta": args.beta,
                    "exp_times": args.exp_times, "bg_thres": args.sem_seg_bg_thres, "radius": args.irn_radius,
                    "crop": args.irn_crop_size, "train_list": args.train_list}
-    done = reusable_outputs(out_dir, fingerprint, args.resume, suffix=".png")
+    done = reusable_outputs(out_dir, fingerprint, args.resume, suffix=".png", stage="make_sem_seg")
     names = inference_names(split.names, done)
     positives = [n for n in names if split.cls_labels[n] == 1]
     for name in names:

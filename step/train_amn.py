@@ -14,42 +14,24 @@ import logging
 from functools import partial
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from misc import losses, metrics
-from misc.pyutils import Timer, weights_paths
+from misc.pyutils import weights_paths
 from misc.torchutils import barrier, runtime
-from misc.trainloop import FitConfig, finished, fit, resume_path
+from misc.trainloop import TrainJob, train
 from net import RepVGG_amn
-from step.common import load_split, training_data
+from step.common import load_split
+from step.stages import stage_tag
+from step.stamps import training_data
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
-TAG = "S6 train_amn"
-
-
-def refinement_loss(model: nn.Module, batch: dict, eps: float, lambda1: float, scale_small: float,
-                    scale_large: float, threshold: float, pixel_gate: bool) -> torch.Tensor:
-    """PCL on the labels resized to the logit grid, plus lambda1 * multi-scale JSD (when > 0)."""
-    img, label_cls = batch["img"], batch["label_cls"]
-    logits = model(img, label_cls)
-    size = logits.shape[-2:]
-    # PIL NEAREST samples pixel centres, which is torch's 'nearest-exact'
-    labels = F.interpolate(batch["label"][:, None].float(), size, mode="nearest-exact")[:, 0].long()
-    loss = losses.balanced_cross_entropy(logits, labels, eps)
-    if lambda1 > 0:
-        probs = [torch.softmax(logits.float(), dim=1)]
-        for factor in (scale_small, scale_large):
-            scaled = F.interpolate(img, scale_factor=factor, mode="bilinear", align_corners=True)
-            other = F.interpolate(model(scaled, label_cls).float(), size, mode="bilinear", align_corners=True)
-            probs.append(torch.softmax(other, dim=1))
-        loss = loss + lambda1 * losses.multiscale_jsd(probs, labels, threshold, pixel_gate)
-    return loss
+TAG = stage_tag(__name__)
 
 
 def run(args: argparse.Namespace) -> None:
-    rt, timer = runtime(), Timer()
+    rt = runtime()
     train_path, deploy_path = weights_paths(args.amn_weights_name)
     split = load_split(args, "train_list", mask_dir=args.ir_label_out_dir,
                        mask_flag="--ir_label_out_dir (run --cam_to_ir_label_pass True)")
@@ -60,45 +42,40 @@ def run(args: argparse.Namespace) -> None:
         "amn_new_lr", "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold",
         "mcl_pixel_gate", "seed", "voc12_root", "train_list", "amn_select_by_gt")}
     fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir))
-    if args.resume and finished(train_path, fingerprint):
-        log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
-        if rt.is_main and not deploy_path.is_file():
-            RepVGG_amn.deploy_amn_net(train_path, deploy_path)
-        barrier()
-        return
-    torch.manual_seed(args.seed)
-    model = RepVGG_amn.build_amn_net(args.amn_backbone, args.amn_model_weights).to(rt.device)
-    backbone, new = model.param_groups()
-    optimizer = torch.optim.Adam([{"params": backbone, "lr": args.amn_backbone_lr},
-                                  {"params": new, "lr": args.amn_new_lr}], weight_decay=args.amn_weight_decay)
-    loss_fn = partial(refinement_loss, eps=args.eps, lambda1=args.Lambda1, scale_small=args.scale_factor,
-                      scale_large=args.scale_factor2, threshold=args.threshold, pixel_gate=args.mcl_pixel_gate)
     best = {"miou": -1.0, "state": None, "epoch": 0}
     on_epoch_end = None
     if args.amn_select_by_gt:
         log.warning("[%s] --amn_select_by_gt True picks the epoch with pixel ground truth: this leaks labels "
                     "into a weakly supervised method (reproduces the released code only)", TAG)
-        on_epoch_end = partial(_keep_best_by_gt, model=model, args=args, split=split, best=best)
-    log.info("[%s] tiles=%d batch=%d epochs=%d Lambda1=%.2f device=%s ranks=%d", TAG, len(split.names),
-             args.amn_batch_size, args.amn_num_epoches, args.Lambda1, rt.device, rt.world_size)
-    cfg = FitConfig(epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
-                    num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
-                    sync_bn=args.sync_bn)
-    epoch_losses = fit(model, dataset, optimizer, loss_fn, cfg, rt, train_path, on_epoch_end=on_epoch_end)
-    if rt.is_main:
-        if best["state"] is not None:
+        on_epoch_end = partial(_keep_best_by_gt, args=args, split=split, best=best)
+
+    def keep_best(model: RepVGG_amn.Net) -> None:
+        if rt.is_main and best["state"] is not None:
             model.load_state_dict(best["state"])
             log.info("[%s] kept epoch %d (ground-truth mIoU %.4f)", TAG, best["epoch"], best["miou"])
-        RepVGG_amn.save_amn_net(model.cpu(), train_path, deploy=False, extra={"fingerprint": fingerprint})
-        resume_path(train_path).unlink(missing_ok=True)
+
+    def adam(model: RepVGG_amn.Net, steps: int) -> torch.optim.Adam:  # no schedule: `steps` unused
+        backbone, new = model.param_groups()
+        return torch.optim.Adam([{"params": backbone, "lr": args.amn_backbone_lr},
+                                 {"params": new, "lr": args.amn_new_lr}], weight_decay=args.amn_weight_decay)
+
+    result = train(TrainJob(
+        tag=TAG, checkpoint=train_path, fingerprint=fingerprint, dataset=dataset,
+        build=partial(RepVGG_amn.build_amn_net, args.amn_backbone, args.amn_model_weights), optimizer=adam,
+        loss=partial(losses.refinement_loss, eps=args.eps, lambda1=args.Lambda1, scale_small=args.scale_factor,
+                     scale_large=args.scale_factor2, threshold=args.threshold, pixel_gate=args.mcl_pixel_gate),
+        save=lambda model, path, extra: RepVGG_amn.save_amn_net(model, path, deploy=False, extra=extra),
+        epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
+        num_workers=args.num_workers, resume=args.resume, sync_bn=args.sync_bn, describe=f"Lambda1={args.Lambda1:.2f}",
+        on_epoch_end=on_epoch_end, after_fit=keep_best))
+    if rt.is_main and (result.trained or not deploy_path.is_file()):
         RepVGG_amn.deploy_amn_net(train_path, deploy_path)
+        log.info("[%s] deploy network -> %s", TAG, deploy_path)
     barrier()
-    log.info("[%s] trained %d tiles for %d epochs in %.0fs, final loss %s -> %s", TAG, len(split.names),
-             args.amn_num_epoches, timer.elapsed, f"{epoch_losses[-1]:.4f}" if epoch_losses else "n/a", deploy_path)
 
 
 @torch.no_grad()
-def _keep_best_by_gt(epoch: int, model: RepVGG_amn.Net, args: argparse.Namespace, split, best: dict) -> None:
+def _keep_best_by_gt(model: RepVGG_amn.Net, epoch: int, args: argparse.Namespace, split, best: dict) -> None:
     """The reference's per-epoch validation: full tile, one scale, argmax, mIoU against pixel GT."""
     from misc import imutils
 

@@ -8,7 +8,7 @@ Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean di
         positives of --infer_list; <irn_weights_name>.resume.pth after every epoch (removed at the end).
 Loss: AffinityDisplacementLoss with PathIndex radius --irn_radius (5) on the labels at stride 4.
 Optimiser: poly SGD, boundary branch at --irn_learning_rate, displacement branch at 10x, weight decay
---irn_weight_decay, momentum --cam_momentum (the reference's PolyOptimizer quirk, shared with S1).
+--irn_weight_decay, momentum --irn_momentum (default 1e-4, the reference's effective value, as S1's).
 Crops --irn_crop_size (256, SPEC item 22), random rescale (0.5, 1.5) and horizontal flip.
 """
 from __future__ import annotations
@@ -21,15 +21,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc.pyutils import Timer, progress, weights_paths
-from misc.torchutils import PolyOptimizer, barrier, runtime, shard
-from misc.trainloop import FitConfig, finished, fit, resume_path
+from misc.pyutils import progress, weights_paths
+from misc.torchutils import poly_sgd, runtime, shard
+from misc.trainloop import TrainJob, train
 from net import RepVGG_irn
-from step.common import load_split, loader, training_data
+from step.common import load_split, loader
+from step.stages import stage_tag
+from step.stamps import training_data
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
-TAG = "S10 train_irn"
+TAG = stage_tag(__name__)
 
 
 def irn_loss(model: nn.Module, batch: dict, criterion: RepVGG_irn.AffinityDisplacementLoss) -> torch.Tensor:
@@ -40,50 +42,38 @@ def irn_loss(model: nn.Module, batch: dict, criterion: RepVGG_irn.AffinityDispla
     return RepVGG_irn.total_loss(criterion(edge, dp, labels))
 
 
-def make_optimizer(model: RepVGG_irn.Net, lr: float, weight_decay: float, momentum: float,
-                   max_step: int) -> PolyOptimizer:
-    edge, dp = model.param_groups()
-    groups = [{"params": edge, "lr": lr}, {"params": dp, "lr": 10 * lr}]
-    return PolyOptimizer(groups, lr=lr, weight_decay=weight_decay, max_step=max_step, momentum=momentum)
-
-
 def run(args: argparse.Namespace) -> None:
-    rt, timer = runtime(), Timer()
+    rt = runtime()
     train_path, _ = weights_paths(args.irn_weights_name)
     split = load_split(args, "train_list", mask_dir=args.amn_ir_label_out_dir,
                        mask_flag="--amn_ir_label_out_dir (run --amn_cam_to_ir_label_pass True first)")
     amn_path = weights_paths(args.amn_weights_name)[0]  # the frozen backbone without ImageNet weights
     fingerprint = {k: getattr(args, k) for k in (
         "amn_backbone", "amn_model_weights", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
-        "irn_weight_decay", "irn_radius", "cam_momentum", "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
+        "irn_weight_decay", "irn_radius", "irn_momentum", "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
     fingerprint["amn_weights"] = str(amn_path)
     fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir))
-    if args.resume and finished(train_path, fingerprint):
-        log.info("[%s] %s already trained with these settings; pass --resume False to retrain", TAG, train_path)
-        return
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.amn_ir_label_out_dir,
                                              split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
                                              seed=args.seed)
-    torch.manual_seed(args.seed)  # the same new layers on every rank and rerun
-    model = RepVGG_irn.build_irn_net(args.amn_backbone, args.amn_model_weights, fallback=amn_path).to(rt.device)
-    steps = len(dataset) // args.irn_batch_size * args.irn_num_epoches
-    optimizer = make_optimizer(model, args.irn_learning_rate, args.irn_weight_decay, args.cam_momentum, steps)
     criterion = RepVGG_irn.AffinityDisplacementLoss(args.irn_radius)
-    log.info("[%s] tiles=%d batch=%d epochs=%d crop=%d radius=%d device=%s ranks=%d", TAG, len(split.names),
-             args.irn_batch_size, args.irn_num_epoches, args.irn_crop_size, args.irn_radius, rt.device, rt.world_size)
-    cfg = FitConfig(epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
-                    num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
-                    sync_bn=False)  # GroupNorm heads and a frozen backbone: nothing to synchronise
-    losses = fit(model, dataset, optimizer, partial(irn_loss, criterion=criterion), cfg, rt, train_path)
-    model.eval()
-    model.mean_shift.running_mean.copy_(mean_displacement(model, args))
-    if rt.is_main:
-        RepVGG_irn.save_irn_net(model.cpu(), train_path, extra={"fingerprint": fingerprint})
-        resume_path(train_path).unlink(missing_ok=True)
-    barrier()
-    log.info("[%s] trained %d tiles for %d epochs in %.0fs, final loss %s, mean displacement (%.3f, %.3f) -> %s",
-             TAG, len(split.names), args.irn_num_epoches, timer.elapsed, f"{losses[-1]:.4f}" if losses else "n/a",
-             *model.mean_shift.running_mean.tolist(), train_path)
+
+    def set_mean_shift(model: RepVGG_irn.Net) -> None:
+        model.eval()
+        model.mean_shift.running_mean.copy_(mean_displacement(model, args))
+        log.info("[%s] mean displacement (%.3f, %.3f)", TAG, *model.mean_shift.running_mean.tolist())
+
+    train(TrainJob(
+        tag=TAG, checkpoint=train_path, fingerprint=fingerprint, dataset=dataset,
+        build=partial(RepVGG_irn.build_irn_net, args.amn_backbone, args.amn_model_weights, fallback=amn_path),
+        optimizer=lambda model, steps: poly_sgd(model, args.irn_learning_rate, args.irn_weight_decay,
+                                                args.irn_momentum, steps),
+        loss=partial(irn_loss, criterion=criterion),
+        save=lambda model, path, extra: RepVGG_irn.save_irn_net(model, path, extra=extra),
+        epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
+        num_workers=args.num_workers, resume=args.resume,
+        sync_bn=False,  # GroupNorm heads and a frozen backbone: nothing to synchronise
+        describe=f"crop={args.irn_crop_size} radius={args.irn_radius}", after_fit=set_mean_shift))
 
 
 @torch.no_grad()

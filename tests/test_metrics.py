@@ -48,28 +48,36 @@ def test_size_mismatch_is_an_error():
 
 def test_stage_table_gives_the_pseudo_to_ground_truth_ratio(tmp_path):
     from misc import fileio
-    from misc.report import pseudo_to_gt_ratio, stage_table
+    from step.report import pseudo_to_gt_ratio, stage_table
 
-    def write(name: str, iou: float) -> None:
+    def write(name: str, variant: str, iou: float) -> None:
         scores = {"building_iou": iou, "f1": 0.5, "precision": 0.5, "recall": 0.5}
-        fileio.save_json(tmp_path / f"metrics_{name}.json", {"stage": name, "tiles": 3, "threshold": "argmax",
+        fileio.save_json(tmp_path / f"metrics_{name}.json", {"stage": name, "stage_flag": "make_seg",
+                                                             "variant": variant, "tiles": 3, "threshold": "argmax",
                                                              "scores": scores})
 
-    write("seg", 0.6)
+    write("zz_weak", "pseudo masks", 0.6)  # file names do not matter: the stage and variant do
     assert pseudo_to_gt_ratio(tmp_path) is None
-    write("seg_gt", 0.75)
+    write("aa_full", "ground truth", 0.75)
     assert pseudo_to_gt_ratio(tmp_path) == pytest.approx(0.8)
     table = stage_table(tmp_path)
-    assert table.index("| seg |") < table.index("| seg_gt |") and table.rstrip().endswith("0.800")
+    assert table.index("| DeepLabV3+ on pseudo masks (S11) |") < table.index("| DeepLabV3+ on ground truth (S11")
+    assert table.rstrip().endswith("0.800")
 
 
-def test_stage_table_starts_with_the_all_building_baseline(tmp_path):
+def test_stage_table_starts_with_the_all_building_baseline_and_follows_the_stage_order(tmp_path):
     from misc import fileio
-    from misc.report import stage_table
+    from step.report import stage_table
 
     scores = {"building_iou": 0.45, "f1": 0.62, "precision": 0.5, "recall": 0.8}
-    fileio.save_json(tmp_path / "metrics_cam.json", {"stage": "seed CAM (S2)", "tiles": 4, "threshold": 0.08,
-                                                     "scores": scores, "all_building_baseline_iou": 0.25})
+    fileio.save_json(tmp_path / "metrics_ar.json", {"stage": "AR map (S7)", "stage_flag": "make_amn_cam",
+                                                    "tiles": 4, "threshold": 0.67, "scores": scores})
+    fileio.save_json(tmp_path / "metrics_my_bac.json", {"stage": "my_bac", "stage_flag": "make_lpcam", "tiles": 4,
+                                                        "threshold": 0.08, "scores": scores})
+    fileio.save_json(tmp_path / "metrics_zz.json", {"stage": "seed CAM (S2)", "stage_flag": "make_cam", "tiles": 4,
+                                                    "threshold": 0.08, "scores": scores,
+                                                    "all_building_baseline_iou": 0.25})
     lines = stage_table(tmp_path).splitlines()
     assert lines[2] == '| predict "building" everywhere | 4 | | 0.2500 | 0.4000 | 0.2500 | 1.0000 |'
     assert lines[3].startswith("| seed CAM (S2) | 4 | 0.08 | 0.4500 |")
+    assert lines[4].startswith("| BAC expanded CAM (S3) |") and lines[5].startswith("| AR map (S7) |")

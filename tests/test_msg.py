@@ -53,7 +53,7 @@ def test_maps_weight_the_normalised_levels():
             return level_maps
 
     pack = {"name": "t", "size": (h, w), "img": [torch.zeros(2, 3, h, w)]}
-    got = make_cam.multiscale_msg_cam(Known(), [pack], torch.device("cpu"))
+    got = RepVGG_MSG_SR.multiscale_msg_cam(Known(), [pack], torch.device("cpu"))
     from misc.camutils import max_normalise, merge_flips, upsample_crop
     total = sum(wt * max_normalise(upsample_crop(merge_flips(m)[:, 1:2], (h, w)))
                 for wt, m in zip((1 / 3, 1 / 3, 1 / 3, 1.0), level_maps))

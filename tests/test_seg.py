@@ -10,11 +10,11 @@ import torch
 
 from misc import fileio, imutils
 from misc.errors import UserError
-from misc.report import stage_table
+from step.report import stage_table
 from net import deeplabv3plus
 from net.deeplabv3plus import DeepLabV3Plus, ResNet50Encoder
 from net.RepVGG import repvgg_model_convert
-from step import eval_seg, make_seg, train_seg
+from step import eval_seg, make_seg, segmentation, stages, train_seg
 from tests.conftest import stage_args
 
 
@@ -93,17 +93,17 @@ def test_resnet50_loads_torchvision_state_dict(tmp_path):
 
 
 def test_window_starts_cover_the_image_with_the_border_window_shifted_inward():
-    assert make_seg.window_starts(100, 32, 24) == [0, 24, 48, 68]
-    assert make_seg.window_starts(96, 32, 32) == [0, 32, 64]
-    assert make_seg.window_starts(20, 32, 24) == [0]
+    assert deeplabv3plus.window_starts(100, 32, 24) == [0, 24, 48, 68]
+    assert deeplabv3plus.window_starts(96, 32, 32) == [0, 32, 64]
+    assert deeplabv3plus.window_starts(20, 32, 24) == [0]
 
 
 def test_sliding_window_equals_whole_image_when_one_window_covers_it():
     model = DeepLabV3Plus("RepVGG-Tiny").eval()
     image = np.random.default_rng(0).integers(0, 255, (41, 53, 3), dtype=np.uint8)
-    whole = make_seg.flip_logits(model, torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(image)))[None])[0]
-    torch.testing.assert_close(make_seg.predict(model, image, window=64), whole, atol=1e-5, rtol=1e-5)
-    tiled = make_seg.predict(model, image, window=32, overlap=0.5, scales=(1.0, 0.75), batch=3)
+    whole = deeplabv3plus.flip_logits(model, torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(image)))[None])[0]
+    torch.testing.assert_close(deeplabv3plus.predict(model, image, window=64), whole, atol=1e-5, rtol=1e-5)
+    tiled = deeplabv3plus.predict(model, image, window=32, overlap=0.5, scales=(1.0, 0.75), batch=3)
     assert tiled.shape == (2, 41, 53) and torch.isfinite(tiled).all()
 
 
@@ -163,8 +163,10 @@ def test_s11_train_make_eval_and_resume(tiny_root, tmp_path, monkeypatch):
 
     # resume: a finished training and finished masks are skipped
     stamps = {p: p.stat().st_mtime_ns for p in [ckpt_path, *(tmp_path / "result" / "seg").glob("*.png")]}
-    monkeypatch.setattr(train_seg, "fit", lambda *a, **k: pytest.fail("a finished training was rerun"))
-    monkeypatch.setattr(make_seg, "predict", lambda *a, **k: pytest.fail("a finished mask was redone"))
+    from misc import trainloop
+
+    monkeypatch.setattr(trainloop, "fit", lambda *a, **k: pytest.fail("a finished training was rerun"))
+    monkeypatch.setattr(deeplabv3plus, "predict", lambda *a, **k: pytest.fail("a finished mask was redone"))
     train_seg.run(args)
     make_seg.run(args)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -173,19 +175,19 @@ def test_s11_train_make_eval_and_resume(tiny_root, tmp_path, monkeypatch):
 def test_ground_truth_training_labels_and_stage_name(tiny_root, tmp_path):
     args = seg_args(tiny_root, tmp_path, "--seg_label_dir", str(tiny_root / "SegmentationClassAug"),
                     "--seg_num_epoches", "1")
-    s = train_seg.seg_settings(args)
+    s = segmentation.seg_settings(args)
     dataset = train_seg.training_set(args, s)
     assert set(torch.unique(dataset[0]["label"]).tolist()) <= {0, 1, 255}
     train_seg.run(args)
-    assert eval_seg.trained_on(s.checkpoint, "?") == "ground truth"
-    assert eval_seg.stage_label("ground truth").startswith("DeepLabV3+ on ground truth (S11")
+    assert segmentation.trained_on(s.checkpoint, "?") == "ground truth"
+    assert stages.label("make_seg", "ground truth").startswith("DeepLabV3+ on ground truth (S11")
 
 
 def test_user_errors(tiny_root, tmp_path):
     with pytest.raises(UserError, match="pseudo_mask_out_dir"):
         train_seg.run(seg_args(tiny_root, tmp_path))
     with pytest.raises(UserError, match="valid names: .*resnet50"):
-        train_seg.seg_settings(seg_args(tiny_root, tmp_path, "--seg_backbone", "resnet18"))
+        segmentation.seg_settings(seg_args(tiny_root, tmp_path, "--seg_backbone", "resnet18"))
     with pytest.raises(UserError, match="--seg_batch_size 1"):
         train_seg.check_batch(1, 1)
     with pytest.raises(UserError, match="--seg_overlap 1.0"):

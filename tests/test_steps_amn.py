@@ -84,11 +84,11 @@ def test_s6_resume_and_skip(labelled, tmp_path, monkeypatch):
         raise Interrupt
 
     original = trainloop.fit
-    monkeypatch.setattr(train_amn, "fit", lambda *a, **k: original(*a, **{**k, "on_epoch_end": stop}))
+    monkeypatch.setattr(trainloop, "fit", lambda *a, **k: original(*a, **{**k, "on_epoch_end": stop}))
     with pytest.raises(Interrupt):
         train_amn.run(labelled)
     assert (tmp_path / "sess" / "amn.resume.pth").is_file()
-    monkeypatch.setattr(train_amn, "fit", original)
+    monkeypatch.setattr(trainloop, "fit", original)
     train_amn.run(labelled)
     resumed = torch.load(tmp_path / "sess" / "amn.pth", weights_only=True)["model"]
     mtime = (tmp_path / "sess" / "amn.pth").stat().st_mtime_ns

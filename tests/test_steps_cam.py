@@ -61,12 +61,12 @@ def test_resumed_training_ends_where_uninterrupted_does(tiny_root, tmp_path, mon
 
     from misc import trainloop
     original_fit = trainloop.fit
-    monkeypatch.setattr(train_cam, "fit", lambda *a, **k: original_fit(*a, **k, on_epoch_end=stop_after_first_epoch))
+    monkeypatch.setattr(trainloop, "fit", lambda *a, **k: original_fit(*a, **{**k, "on_epoch_end": stop_after_first_epoch}))
     part = stage_args(tiny_root, tmp_path / "part", "--cam_num_epoches", "3")
     with pytest.raises(Interrupt):
         train_cam.run(part)
     assert (tmp_path / "part" / "sess" / "cam.resume.pth").is_file()
-    monkeypatch.setattr(train_cam, "fit", original_fit)
+    monkeypatch.setattr(trainloop, "fit", original_fit)
     train_cam.run(part)
     a = torch.load(tmp_path / "full" / "sess" / "cam.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "part" / "sess" / "cam.pth", weights_only=True)["model"]

@@ -1,31 +1,47 @@
-"""The stage table: `python -m misc.report --work_space result_rrdsd` prints every metrics_*.json
-written by the evaluation stages as one markdown table, in pipeline order."""
+"""The stage table: `python -m step.report --work_space result_rrdsd` prints every metrics_*.json
+written by the evaluation stages as one markdown table, in pipeline order.
+
+Each metrics file names the stage that made what it scores ("stage_flag"); rows are labelled and ordered
+by that stage's place in step.stages.STAGES, whatever the output folder was called.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-ORDER = ["cam", "lpcam_mask", "ir_label", "amn_cam", "amn_ir_label", "sem_seg", "seg", "seg_gt"]
-LABEL_STAGES = {"ir_label": "confident labels (S5)", "amn_ir_label": "AMN confident labels (S9b)"}
+from step import stages
+
+
+def _row_key(path: Path, metrics: dict) -> tuple[int, int, str]:
+    flag = metrics.get("stage_flag")
+    ground_truth = int(metrics.get("variant") == "ground truth")  # after the same stage on pseudo masks
+    return stages.order(flag), ground_truth, path.stem
+
+
+def _label(path: Path, metrics: dict) -> str:
+    return stages.label(metrics.get("stage_flag"), metrics.get("variant", ""),
+                        fallback=metrics.get("stage", path.stem[len("metrics_"):]))
 
 
 def stage_table(work_space: str | Path) -> str:
     rows = []
-    files = sorted(Path(work_space).glob("metrics_*.json"),
-                   key=lambda p: (ORDER.index(p.stem[8:]) if p.stem[8:] in ORDER else len(ORDER), p.stem))
-    for path in files:
-        m = json.loads(path.read_text())
+    loaded = [(path, json.loads(path.read_text())) for path in Path(work_space).glob("metrics_*.json")]
+    loaded.sort(key=lambda item: _row_key(*item))
+    baseline_done = False
+    for path, m in loaded:
         s = m.get("scores", {})
-        if path.stem == "metrics_cam" and "all_building_baseline_iou" in m:  # the bar the seed CAM must clear
+        # the bar the seed CAM must clear: from the first map evaluation of the positives
+        if not baseline_done and m.get("stage_flag") in ("make_cam", "make_lpcam") and "all_building_baseline_iou" in m:
             rows.append(all_building_row(m))
+            baseline_done = True
         if "building_iou" in s:
-            rows.append(f"| {m.get('stage', path.stem)} | {m.get('tiles', '')} | {m.get('threshold', '')} | "
+            rows.append(f"| {_label(path, m)} | {m.get('tiles', '')} | {m.get('threshold', '')} | "
                         f"{s['building_iou']:.4f} | {s['f1']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} |")
         elif "coverage" in m:  # confident-label stages: coverage and per-class precision, no IoU
             bp, gp = m.get("building_precision"), m.get("background_precision")
             prec = "n/a" if bp is None else f"bld {bp:.4f} / bg {gp:.4f}"
-            rows.append(f"| {LABEL_STAGES.get(path.stem[8:], path.stem)} | {m.get('positives', '')} | "
+            rows.append(f"| {_label(path, m)} | {m.get('positives', '')} | "
                         f"coverage {m['coverage']:.3f} | | | {prec} | |")
     head = ("| stage | tiles | threshold | building IoU | F1 | precision | recall |\n"
             "|---|---|---|---|---|---|---|")
@@ -38,7 +54,7 @@ def stage_table(work_space: str | Path) -> str:
 
 def all_building_row(m: dict) -> str:
     """The row of the trivial map that calls every pixel of the positives building, from the seed-CAM
-    evaluation's metrics (metrics_cam.json)."""
+    evaluation's metrics."""
     iou = m["all_building_baseline_iou"]
     f1 = 2 * iou / (1 + iou)  # precision = IoU = the building fraction, recall = 1
     return f"| predict \"building\" everywhere | {m.get('tiles', '')} | | {iou:.4f} | {f1:.4f} | {iou:.4f} | 1.0000 |"
@@ -46,11 +62,15 @@ def all_building_row(m: dict) -> str:
 
 def pseudo_to_gt_ratio(work_space: str | Path) -> float | None:
     """Building IoU of DeepLabV3+ trained on pseudo masks over the same network trained on ground truth
-    (metrics_seg.json / metrics_seg_gt.json, as script/train_segmentation.sh writes them), or None."""
-    paths = [Path(work_space) / f"metrics_{name}.json" for name in ("seg", "seg_gt")]
-    if not all(p.is_file() for p in paths):
+    (the two S11 evaluations that script/train_segmentation.sh writes), or None."""
+    iou = {}
+    for path in Path(work_space).glob("metrics_*.json"):
+        m = json.loads(path.read_text())
+        if m.get("stage_flag") == "make_seg" and "building_iou" in m.get("scores", {}):
+            iou[m.get("variant")] = m["scores"]["building_iou"]
+    weak, full = iou.get("pseudo masks"), iou.get("ground truth")
+    if weak is None or full is None:
         return None
-    weak, full = (json.loads(p.read_text())["scores"]["building_iou"] for p in paths)
     return weak / full if full > 0 else None
 
 

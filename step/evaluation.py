@@ -1,0 +1,124 @@
+"""Scoring against the ground truth, shared by the evaluation stages (S4, S8, S10, S11).
+
+Every evaluation writes <work_space>/metrics_<output folder>.json with the same keys: "stage" (the label
+from step.stages), "stage_flag" (the flag of the stage that made what was scored, read from the folder's
+stamp), "tiles", "threshold", "scores" (misc.metrics.scores) and "all_building_baseline_iou"; step.report
+turns those files into the stage table.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from misc import fileio, imutils, metrics, visutils
+from misc.errors import UserError
+from misc.pyutils import Timer, progress
+from step import stages, stamps
+from voc12 import dataloader
+
+log = logging.getLogger(__name__)
+SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.605, 0.01))
+
+
+def evaluate_maps(names: Sequence[str], map_dir: str | Path, gt_dir: str | Path, thresholds: Sequence[float],
+                  channel: int = 0, vis: tuple[Path, dict[str, Path], int] | None = None,
+                  desc: str = "evaluate") -> dict[float, np.ndarray]:
+    """Dataset-level confusion per threshold of `high_res[channel]` against the ground truth."""
+    meters = {t: metrics.ConfusionMeter() for t in thresholds}
+    map_dir, gt_dir = Path(map_dir), Path(gt_dir)
+    for i, name in enumerate(progress(names, desc=desc)):
+        map_path = map_dir / f"{name}.npy"
+        if not map_path.is_file():
+            raise UserError(f"{map_path} is missing for the listed positive {name!r}; run the stage that makes "
+                            f"{map_dir} (or check --infer_list)")
+        building = fileio.load_npy_dict(map_path)["high_res"][channel]
+        gt = imutils.gt_to_binary(imutils.read_mask(gt_dir / f"{name}.png")) if (gt_dir / f"{name}.png").is_file() else None
+        if gt is None:
+            raise UserError(f"ground truth {gt_dir / (name + '.png')} is missing; set --gt_dir")
+        if gt.shape != building.shape:
+            raise UserError(f"{map_path} is {building.shape[1]}x{building.shape[0]} but its ground truth is "
+                            f"{gt.shape[1]}x{gt.shape[0]}; the maps were made from other images")
+        for t, meter in meters.items():
+            meter.add(gt, metrics.threshold_building(building, t))
+        if vis is not None and i < vis[2]:
+            image = imutils.read_image(vis[1][name])
+            panel = visutils.overlay_panel(image, building, metrics.threshold_building(building, thresholds[0]), gt)
+            fileio.save_png(vis[0] / f"{name}.png", panel)
+    return {t: m.matrix for t, m in meters.items()}
+
+
+def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], channel: int, tag: str,
+           sweep: bool) -> dict:
+    """Evaluate, log a table, write metrics_<dir>.json and overlays; shared by S4 and S8.
+
+    thresholds[0] is the fixed operating point; further thresholds (and the 0.05..0.60 sweep when
+    `sweep`) are reported too, with the best of them marked as chosen with ground truth."""
+    timer = Timer()
+    names = [n for n in dataloader.read_list(args.infer_list, "--infer_list")]
+    cls_labels = dataloader.load_cls_labels(args.cls_labels)
+    names = [n for n in names if cls_labels.get(n) == 1]
+    if not names:
+        raise UserError(f"--infer_list {args.infer_list} has no positive tile to evaluate")
+    paths = dataloader.check_dataset(names, Path(args.image_dir), list_flag="--infer_list",
+                                     list_path=args.infer_list, cls_labels=cls_labels, mask_dir=args.gt_dir,
+                                     decode=False, workers=args.pool_workers)
+    stage = Path(map_dir).name
+    made_by_flag, variant = stamps.made_by(map_dir)
+    all_t = tuple(thresholds) + tuple(t for t in (SWEEP if sweep else ()) if t not in thresholds)
+    confusions = evaluate_maps(names, map_dir, args.gt_dir, all_t, channel,
+                               vis=(Path(args.work_space) / "vis" / stage, paths, args.num_vis), desc=tag)
+    table = {t: metrics.scores(c) for t, c in confusions.items()}
+    fixed = thresholds[0]
+    result = {"stage": stages.label(made_by_flag, variant, fallback=stage), "stage_flag": made_by_flag,
+              "variant": variant, "map_dir": str(map_dir), "tiles": len(names),
+              "threshold": fixed, "scores": table[fixed],
+              "all_building_baseline_iou": all_building_iou(confusions[fixed])}
+    for t in all_t:
+        log.info("[%s] %s t=%.2f  %s", tag, stage, t, metrics.format_scores(table[t]))
+    if len(all_t) > 1:
+        best = max(all_t, key=lambda t: table[t]["building_iou"])
+        result["sweep"] = {f"{t:.2f}": table[t] for t in all_t}
+        result["best_threshold"], result["best_scores"] = best, table[best]
+        log.info("[%s] best t=%.2f (chosen with ground truth)  %s", tag, best, metrics.format_scores(table[best]))
+    fileio.save_json(Path(args.work_space) / f"metrics_{stage}.json", result)
+    log.info("[%s] %s: %d tiles at t=%.2f: building IoU %.4f F1 %.4f (all-building baseline IoU %.4f) in %.0fs",
+             tag, stage, len(names), fixed, table[fixed]["building_iou"], table[fixed]["f1"],
+             result["all_building_baseline_iou"], timer.elapsed)
+    return result
+
+
+def _all_building_iou(conf: np.ndarray) -> float:
+    """IoU of predicting building everywhere: the building pixel fraction of the evaluated tiles."""
+    return float(conf[1].sum() / max(conf.sum(), 1))
+
+
+def all_building_iou(conf: np.ndarray) -> float:
+    """IoU of predicting building everywhere: the building pixel fraction of the evaluated tiles."""
+    return float(conf[1].sum() / max(conf.sum(), 1))
+
+
+def mask_confusion(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag: str, make_flag: str,
+                   desc: str) -> tuple[np.ndarray, int]:
+    """Dataset-level confusion [2, 2] of the {0, 1} PNG masks in `pred_dir` against the ground truth, and the
+    number of tiles whose ground truth has no building. `list_flag` names the list the tiles come from,
+    `make_flag` the stage that writes the masks (both for the one-line errors)."""
+    meter, empty = metrics.ConfusionMeter(), 0
+    for name in progress(names, desc=desc):
+        pred_path, gt_path = pred_dir / f"{name}.png", gt_dir / f"{name}.png"
+        if not pred_path.is_file():
+            raise UserError(f"{pred_path} is missing for {name!r} of {list_flag}; run {make_flag} with the same list")
+        if not gt_path.is_file():
+            raise UserError(f"ground truth {gt_path} is missing for {name!r} of {list_flag}; set --gt_dir")
+        pred, gt = imutils.read_mask(pred_path), imutils.gt_to_binary(imutils.read_mask(gt_path))
+        if pred.shape != gt.shape:
+            raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth is "
+                            f"{gt.shape[1]}x{gt.shape[0]}; the masks were made from other images")
+        if pred.max(initial=0) > 1:
+            raise UserError(f"{pred_path} holds values other than 0/1; rerun {make_flag}")
+        meter.add(gt, pred)
+        empty += int(not gt.any())
+    return meter.matrix, empty
