@@ -28,15 +28,13 @@ source script/settings.sh   # dataset (the demo without DATASET_ROOT), backbone,
 
 if [ "$TRAIN_CAM" = True ] || [ "$MAKE_CAM" = True ]; then
   run "${COMMON[@]}" \
-    --train_cam_pass "$TRAIN_CAM" --make_cam_pass "$MAKE_CAM" \
-    --cam_num_epoches "$CAM_EPOCHS" --cam_batch_size "$CAM_BATCH" \
-    --cam_learning_rate "$CAM_LR" --cam_momentum "$CAM_MOMENTUM"
+    --train_cam_pass "$TRAIN_CAM" --make_cam_pass "$MAKE_CAM" "${S1_FLAGS[@]}"
 fi
 if [ "$EVAL_SEED_CAM" = True ]; then
   run "${COMMON[@]}" --eval_cam_pass True --eval_cam_dir "$WORK_SPACE/cam" --cam_eval_sweep True
 fi
 if [ "$MAKE_LPCAM" = True ]; then
-  run "${COMMON[@]}" --make_lpcam_pass True --bac_num_samples "$BAC_SAMPLES"
+  run "${COMMON[@]}" --make_lpcam_pass True "${S3_FLAGS[@]}"
 fi
 if [ "$EVAL_CAM" = True ]; then
   run "${COMMON[@]}" --eval_cam_pass True --eval_cam_dir "$WORK_SPACE/lpcam_mask" --cam_eval_sweep True
@@ -47,8 +45,7 @@ fi
 if [ "$TRAIN_AMN" = True ] || [ "$MAKE_AMN_CAM" = True ] || [ "$EVAL_AMN_CAM" = True ] || [ "$MAKE_PSEUDO_MASK" = True ]; then
   run "${COMMON[@]}" \
     --train_amn_pass "$TRAIN_AMN" --make_amn_cam_pass "$MAKE_AMN_CAM" \
-    --eval_amn_cam_pass "$EVAL_AMN_CAM" --make_pseudo_mask_pass "$MAKE_PSEUDO_MASK" \
-    --amn_num_epoches "$AMN_EPOCHS" --Lambda1 "$LAMBDA1"
+    --eval_amn_cam_pass "$EVAL_AMN_CAM" --make_pseudo_mask_pass "$MAKE_PSEUDO_MASK" "${S6_FLAGS[@]}"
 fi
 
 echo

@@ -2,7 +2,7 @@
 # settings both scripts share. Every value can be overridden from the environment.
 # Without DATASET_ROOT the synthetic demo dataset is made (deterministic, a no-op when it already exists)
 # and a small backbone trained from scratch keeps the whole chain to minutes on a laptop CPU; with
-# DATASET_ROOT the reference script's settings apply (SPEC section 6).
+# DATASET_ROOT the reference script's settings apply (run_sample.py's defaults).
 WORK_SPACE=${WORK_SPACE:-result_rrdsd}
 SESS=${SESS:-sess_rrdsd}
 DEVICE=${DEVICE:-auto}
@@ -14,30 +14,35 @@ if [ -z "${DATASET_ROOT:-}" ]; then
   echo "+ $PY -m voc12.demo --out Dataset/demo"
   "$PY" -m voc12.demo --out Dataset/demo
   DATASET_ROOT=Dataset/demo
+  # the demo's own settings: a small backbone from scratch, trained long enough to find roofs
   BACKBONE=${BACKBONE:-RepVGG-Tiny}
   CAM_EPOCHS=${CAM_EPOCHS:-30}
   CAM_LR=${CAM_LR:-0.02}
   CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
   BAC_SAMPLES=${BAC_SAMPLES:-0}
-else
-  BACKBONE=${BACKBONE:-RepVGG-B1g2}
-  CAM_EPOCHS=${CAM_EPOCHS:-20}
-  CAM_LR=${CAM_LR:-0.01}
-  CAM_MOMENTUM=${CAM_MOMENTUM:-0.0001}
-  BAC_SAMPLES=${BAC_SAMPLES:-3000}
 fi
-CAM_BATCH=${CAM_BATCH:-16}
-AMN_EPOCHS=${AMN_EPOCHS:-10}
-SEG_EPOCHS=${SEG_EPOCHS:-20}
-LAMBDA1=${LAMBDA1:-0.4}     # weight of the multi-scale consistency loss (MCL) in S6
-SEG_BATCH=${SEG_BATCH:-8}
-SEG_LR=${SEG_LR:-0.01}
-
-AMN_BACKBONE=${AMN_BACKBONE:-$BACKBONE}   # the AR network's (S6) backbone
-
-COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE" --backbone "$BACKBONE" --amn_backbone "$AMN_BACKBONE"
+# Everything else defaults to run_sample.py's values (the paper's, `python run_sample.py --help`): a flag
+# is passed only where its variable is set, so the defaults live in one place.
+optional() {  # optional ARRAY FLAG VALUE: append "FLAG VALUE" to ARRAY when VALUE is not empty
+  local -n into=$1
+  if [ -n "${3:-}" ]; then into+=("$2" "$3"); fi
+}
+COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE"
         --cam_weights_name "$SESS/repvgg_cam" --amn_weights_name "$SESS/repvgg_amn" --device "$DEVICE" --amp "$AMP"
         --num_workers "$NUM_WORKERS" --resume "$RESUME")
+optional COMMON --backbone "${BACKBONE:-}"
+optional COMMON --amn_backbone "${AMN_BACKBONE:-}"   # the AR network's (S6) backbone [--backbone]
+S1_FLAGS=(); S3_FLAGS=(); S6_FLAGS=(); S11_FLAGS=()
+optional S1_FLAGS --cam_num_epoches "${CAM_EPOCHS:-}"
+optional S1_FLAGS --cam_batch_size "${CAM_BATCH:-}"
+optional S1_FLAGS --cam_learning_rate "${CAM_LR:-}"
+optional S1_FLAGS --cam_momentum "${CAM_MOMENTUM:-}"
+optional S3_FLAGS --bac_num_samples "${BAC_SAMPLES:-}"
+optional S6_FLAGS --amn_num_epoches "${AMN_EPOCHS:-}"
+optional S6_FLAGS --Lambda1 "${LAMBDA1:-}"            # weight of the multi-scale consistency loss (MCL)
+optional S11_FLAGS --seg_num_epoches "${SEG_EPOCHS:-}"
+optional S11_FLAGS --seg_batch_size "${SEG_BATCH:-}"
+optional S11_FLAGS --seg_learning_rate "${SEG_LR:-}"
 
 run() {
   echo "+ $PY run_sample.py $*"

@@ -16,14 +16,14 @@ source script/settings.sh
 TRAIN_SEG=${TRAIN_SEG:-True}        # S11 DeepLabV3+ on the pseudo masks, then its test masks and scores
 UPPER_BOUND=${UPPER_BOUND:-True}    # S11 the same on ground truth (fully supervised upper bound)
 
-SEG=(--seg_num_epoches "$SEG_EPOCHS" --seg_batch_size "$SEG_BATCH" --seg_learning_rate "$SEG_LR")
+GT_DIR=$("$PY" -c 'import sys; from voc12.layout import default_paths; print(default_paths(sys.argv[1])["gt_dir"])' "$DATASET_ROOT")
 if [ "$TRAIN_SEG" = True ]; then
-  run "${COMMON[@]}" "${SEG[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
+  run "${COMMON[@]}" "${S11_FLAGS[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
     --seg_weights_name "$SESS/deeplabv3plus" --seg_out_dir "$WORK_SPACE/seg"
 fi
 if [ "$UPPER_BOUND" = True ]; then
-  run "${COMMON[@]}" "${SEG[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
-    --seg_label_dir "$DATASET_ROOT/SegmentationClassAug" \
+  run "${COMMON[@]}" "${S11_FLAGS[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
+    --seg_label_dir "$GT_DIR" \
     --seg_weights_name "$SESS/deeplabv3plus_gt" --seg_out_dir "$WORK_SPACE/seg_gt"
 fi
 

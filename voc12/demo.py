@@ -54,7 +54,7 @@ import numpy as np
 
 from misc import fileio
 from misc.errors import UserError, exit_on_user_error
-from voc12.layout import LayoutSummary, LayoutWriter
+from voc12.layout import LayoutSummary, LayoutWriter, default_paths
 
 GENERATOR_VERSION = 3  # bump when the drawing changes, so an old dataset is regenerated
 SCENE_SIZE = 768
@@ -1176,8 +1176,9 @@ def _clear(out: Path) -> None:
     """Remove what an earlier generation wrote, so a regenerated dataset holds no stale tiles."""
     for name in ("demo.json", "tiles.csv"):
         (out / name).unlink(missing_ok=True)
-    for folder in ("JPEGImages", "SegmentationClassAug"):
-        for path in sorted((out / folder).glob("demo_s*.png")):
+    layout = default_paths(out)
+    for folder in (layout["image_dir"], layout["gt_dir"]):
+        for path in sorted(folder.glob("demo_s*.png")):
             path.unlink()
 
 

@@ -65,16 +65,17 @@ class LayoutWriter:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        (self.root / "JPEGImages").mkdir(parents=True, exist_ok=True)
-        (self.root / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
+        self.paths = default_paths(self.root)
+        self.paths["image_dir"].mkdir(parents=True, exist_ok=True)
+        self.paths["gt_dir"].mkdir(parents=True, exist_ok=True)
 
     def add(self, name: str, group: str, image: np.ndarray, mask: np.ndarray) -> int | None:
         """Write one tile (`mask` in {0,1}, same HxW as `image`) and return its image label."""
         if image.shape[:2] != mask.shape:
             raise ValueError(f"tile {name}: image {image.shape[:2]} and mask {mask.shape} differ in size")
         mask = (mask > 0).astype(np.uint8)
-        fileio.save_png(self.root / "JPEGImages" / f"{name}.png", np.ascontiguousarray(image[..., :3]))
-        fileio.save_png(self.root / "SegmentationClassAug" / f"{name}.png", mask * 255)
+        fileio.save_png(self.paths["image_dir"] / f"{name}.png", np.ascontiguousarray(image[..., :3]))
+        fileio.save_png(self.paths["gt_dir"] / f"{name}.png", mask * 255)
         label = tile_label(mask)
         self._rows.append((name, group, float(mask.mean()), label))
         return label
@@ -88,15 +89,15 @@ class LayoutWriter:
         labels = {r[0]: r[3] for r in rows}
         kept = [n for n in names if labels[n] is not None]
         cls_labels = {n: [int(labels[n])] for n in kept}
-        with fileio.atomic_path(self.root / "cls_labels.npy") as tmp:
+        with fileio.atomic_path(self.paths["cls_labels"]) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, cls_labels, allow_pickle=True)
         train_kept = [n for n in kept if not is_test[n]]
         lists = {
             "all_tiles.txt": names,
-            "train_aug.txt": train_kept,
-            "train_aug_building.txt": [n for n in train_kept if labels[n] == 1],
-            "test.txt": [n for n in names if is_test[n]],
+            self.paths["train_list"].name: train_kept,
+            self.paths["infer_list"].name: [n for n in train_kept if labels[n] == 1],
+            self.paths["test_list"].name: [n for n in names if is_test[n]],
             "test_aug.txt": [n for n in kept if is_test[n]],
         }
         for filename, entries in lists.items():
@@ -110,12 +111,13 @@ class LayoutWriter:
             negatives=sum(1 for n in kept if labels[n] == 0),
             dropped=len(names) - len(kept),
             train_kept=len(train_kept),
-            train_positives=len(lists["train_aug_building.txt"]),
-            test_tiles=len(lists["test.txt"]),
+            train_positives=len(lists[self.paths["infer_list"].name]),
+            test_tiles=len(lists[self.paths["test_list"].name]),
         )
 
 
 def default_paths(root: str | os.PathLike) -> dict[str, Path]:
+    """The one spelling of the layout: where each part of a dataset root lives."""
     root = Path(root)
     return {
         "image_dir": root / "JPEGImages",
