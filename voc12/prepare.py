@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -39,42 +38,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from misc.errors import UserError, exit_on_user_error
+from misc.footprints import match_xyz_name, rasterize_footprints, xyz_tile_bounds, xyz_transform
 from misc.imutils import read_image, read_mask
 from voc12.layout import LayoutSummary, LayoutWriter
 
 log = logging.getLogger(__name__)
 
-EARTH_RADIUS = 6378137.0  # WGS84 semi-major axis, the sphere of EPSG:3857
-MERCATOR_HALF = math.pi * EARTH_RADIUS  # 20037508.342789244 m
 LONLAT = "OGC:CRS84"  # lon/lat axis order, the GeoJSON default
-XYZ_TILE = re.compile(r"^(?P<prefix>.+)-(?P<x>\d+)-(?P<y>\d+)-(?P<z>\d+)\.png$")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-def xyz_tile_bounds(x: int, y: int, z: int) -> tuple[float, float, float, float]:
-    """(minx, miny, maxx, maxy) of XYZ tile (x, y, z) in EPSG:3857 metres; row y counts down from the north."""
-    size = 2.0 * MERCATOR_HALF / (1 << z)
-    minx = -MERCATOR_HALF + x * size
-    maxy = MERCATOR_HALF - y * size
-    return minx, maxy - size, minx + size, maxy
-
-
-def rasterize_footprints(geoms: Iterable[Any], transform: Any, shape: tuple[int, int]) -> np.ndarray:
-    """uint8 HxW mask, 1 where a pixel centre lies inside one of `geoms` (all_touched=False).
-
-    `geoms` are shapely geometries or GeoJSON-like dicts in the CRS of `transform` (an Affine).
-    """
-    from rasterio import features
-
-    shapes = [(g, 1) for g in geoms if not _is_empty(g)]
-    if not shapes:
-        return np.zeros(shape, dtype=np.uint8)
-    return features.rasterize(shapes, out_shape=shape, transform=transform, fill=0,
-                              all_touched=False, dtype=np.uint8)
-
+# (xyz_tile_bounds, xyz_transform and rasterize_footprints live in misc.footprints, shared with the
+# polygon export; they are imported above and stay reachable as voc12.prepare.<name>)
 
 def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int]]:
     """Top-left corners (row0, col0) of the tiles covering a height x width scene, row-major.
@@ -143,10 +120,6 @@ def _offsets(length: int, tile: int) -> list[int]:
     if offsets[-1] + tile < length:
         offsets.append(length - tile)
     return offsets
-
-
-def _is_empty(geom: Any) -> bool:
-    return bool(getattr(geom, "is_empty", False))
 
 
 # ----------------------------------------------------------------------------- footprints
@@ -233,7 +206,6 @@ class _XyzTile:
 def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
                 test_groups: Iterable[str] = (), tile_size: int = 256, progress: bool = False) -> LayoutSummary:
     """Write the XYZ tiles of `zoom` in each folder with footprint masks; group = folder name."""
-    from affine import Affine
     from shapely import STRtree, box
 
     folders = [Path(d) for d in src_dirs]
@@ -253,9 +225,8 @@ def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
                     raise UserError(f"{t.path} is {width}x{height}, not --tile_size {tile_size}; XYZ tiles are "
                                     f"written as they are, so pass --tile_size {width} or use tiles of that size")
                 bounds = xyz_tile_bounds(t.x, t.y, t.z)
-                size = bounds[2] - bounds[0]
                 near = [footprints[folder][i] for i in tree.query(box(*bounds))]  # bounding-box prefilter
-                transform = Affine(size / width, 0.0, bounds[0], 0.0, -size / height, bounds[3])
+                transform, _ = xyz_transform(t.x, t.y, t.z, tile_size)  # square: checked just above
                 mask = rasterize_footprints(near, transform, (height, width))
                 writer.add(t.name, t.group, image, mask)
                 bar.update()
@@ -313,12 +284,11 @@ def prepare_folder(images: str | Path, masks: str | Path, out: str | Path, test_
 def _find_xyz_tiles(folder: Path, zoom: int) -> list[_XyzTile]:
     if not folder.is_dir():
         raise UserError(f"--src folder {folder} does not exist; point --src at a folder of OAM-x-y-z.png tiles")
-    found = [(p, XYZ_TILE.match(p.name)) for p in sorted(folder.iterdir()) if p.is_file()]
+    found = [(p, match_xyz_name(p.name)) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix == ".png"]
     found = [(p, m) for p, m in found if m]
-    tiles = [_XyzTile(p, p.stem, folder.resolve().name, int(m["x"]), int(m["y"]), int(m["z"]))
-             for p, m in found if int(m["z"]) == zoom]
+    tiles = [_XyzTile(p, p.stem, folder.resolve().name, x, y, z) for p, (_, x, y, z) in found if z == zoom]
     if not tiles:
-        zooms = sorted({int(m["z"]) for _, m in found})
+        zooms = sorted({z for _, (_, _, _, z) in found})
         present = f"zooms present: {', '.join(map(str, zooms))}" if zooms else "no OAM-x-y-z.png tiles at all"
         raise UserError(f"{folder} has no tiles at zoom {zoom} ({present}); pass one of those to --zoom "
                         "or point --src at the right folder")
