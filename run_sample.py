@@ -1,9 +1,9 @@
-"""Run BAC-AR-Net stages in pipeline order (SPEC section 2).
+"""Run BAC-AR-Net stages in pipeline order (the table in step/stages.py).
 
     python run_sample.py --voc12_root Dataset/RRDSD --train_cam_pass True --make_cam_pass True ...
 
 Each `--<stage>_pass True` runs that stage; stages exchange files under --work_space. Flag names and
-defaults follow the reference script (SPEC section 6, right column); every flag is typed.
+defaults are the values the reference's script actually used; every flag is typed.
 Works as a plain process or under torchrun (rank and world size from the environment).
 """
 from __future__ import annotations
@@ -125,14 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("S10 optional IRN (step.train_irn, make_sem_seg_labels, eval_sem_seg)")
     g.add_argument("--irn_weights_name", type=str, default="sess_rrdsd/repvgg_irn", help="IRN weights, no suffix (.pth)")
-    g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this (SPEC item 22)")
+    g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this")
     g.add_argument("--irn_batch_size", type=int, default=32, help="crops per batch (global under torchrun)")
     g.add_argument("--irn_num_epoches", type=int, default=3, help="epochs")
     g.add_argument("--irn_learning_rate", type=float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x")
     g.add_argument("--irn_momentum", type=float, default=1e-4, help="SGD momentum (1e-4: the reference's effective value, as S1)")
     g.add_argument("--irn_weight_decay", type=float, default=1e-4, help="SGD weight decay")
     g.add_argument("--irn_radius", type=int, default=5, help="PathIndex radius of the affinity pairs (reference: 5; IRN: 10)")
-    g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent (typed, SPEC item 29)")
+    g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent")
     g.add_argument("--exp_times", type=int, default=8, help="random walk: the transition matrix is applied 2^exp_times times")
     g.add_argument("--sem_seg_bg_thres", type=float, default=0.25, help="building iff the max-normalised walk > t")
     g.add_argument("--sem_seg_out_dir", type=str, default=None, help="S10 random-walk masks {0,1} PNG [<work_space>/sem_seg]")

@@ -1,13 +1,13 @@
 """RepVGG family (Ding et al., "RepVGG: Making VGG-style ConvNets Great Again", CVPR 2021).
 
-Follows SPEC.md section 3 (the RepVGG-B1g2 backbone) and section 4 item 5 (deploy conversion as
-an explicit, tested function instead of commented-out code).
+Blocks, key names and group maps as in DingXiaoH/RepVGG; the deploy conversion is an explicit, tested
+function (the release only had it as commented-out code).
 
 Parameter names match the official DingXiaoH/RepVGG checkpoints (rbr_dense / rbr_1x1 / rbr_identity
 at training time, rbr_reparam once deployed), so weights/RepVGG-B1g2-train.pth loads with strict=True.
 
 There is one constructor path, `build_repvgg(name, deploy, last_stride)`. The stage-4 stride edit
-(SPEC section 3, "Stage-4 modification", OS 16) lives there, so a model built with deploy=True and a
+(stride 1 in stage4, no dilation: OS 16) lives there, so a model built with deploy=True and a
 training-time model converted with `switch_to_deploy` have identical geometry (STYLE B3: the timm
 trap, where a deploy-time constructor silently used different padding and still loaded strictly).
 """
@@ -49,7 +49,7 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int, 
 
 
 def _fuse_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """K' = K * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps) (SPEC section 3)."""
+    """K' = K * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)."""
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
     return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
@@ -141,7 +141,7 @@ class RepVGG(nn.Module):
     """RepVGG trunk: stage0 (one block) and stage1..stage4, then global pooling and a linear classifier.
 
     Blocks are numbered 1.. from the first block of stage1 (stage0 is not counted); `override_groups_map`
-    maps those numbers to a group count (SPEC section 3, "Groups").
+    maps those numbers to a group count (B1g2: groups=2 on blocks 2, 4, ..., 26).
     """
 
     out_channels: tuple[int, ...]  # stage0..stage4 widths, e.g. (64, 128, 256, 512, 2048) for B1g2
@@ -223,7 +223,7 @@ VARIANTS: dict[str, RepVGGConfig] = {
 
 
 def _drop_last_stride(stage4: nn.Sequential) -> None:
-    """SPEC section 3 "Stage-4 modification": stride 1 in stage4, no dilation, so OS 16 instead of 32."""
+    """The reference's stage-4 edit: stride 1 in stage4, no dilation, so OS 16 instead of 32."""
     for name, module in stage4.named_modules():
         if not isinstance(module, nn.Conv2d):
             continue

@@ -1,4 +1,4 @@
-"""The activation-refinement (AR) network of BAC-AR-Net (SPEC S6, S6d, S7): AMN with a RepVGG backbone.
+"""The activation-refinement (AR) network of BAC-AR-Net (S6, S6d, S7): AMN with a RepVGG backbone.
 
 Stage-4 features (OS 16) are scaled channel-wise by a linear encoding of the image label, then
 Dropout(0.1) and a four-rate ASPP (3x3, dilations 6/12/18/24, N(0, 0.01) weights, zero biases)
@@ -41,7 +41,7 @@ class Net(nn.Module):
         super().__init__()
         self.backbone_name = backbone
         self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used (SPEC S1)
+        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used
         channels = self.repvgg.out_channels[-1]
         self.label_enc = nn.Linear(1, channels)
         self.classifier = nn.Sequential(nn.Dropout(0.1), ASPPSum(channels, 2))
@@ -59,7 +59,7 @@ class Net(nn.Module):
 
 
 def build_amn_net(backbone: str, weights: str | None) -> Net:
-    """A train-time AR network; its backbone starts from ImageNet weights when present (SPEC S6)."""
+    """A train-time AR network; its backbone starts from ImageNet weights when present, not from S1."""
     model = Net(backbone)
     load_backbone_weights(model.repvgg, weights, backbone)
     return model
@@ -75,7 +75,7 @@ def load_amn_net(path: str | os.PathLike, deploy: bool, device: torch.device | s
 
 
 def deploy_amn_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """Fold every RepVGG block of the trained AR network and save it as the deploy file (SPEC S1d / S6d)."""
+    """Fold every RepVGG block of the trained AR network and save it as the deploy file (S6d)."""
     checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_amn_pass True")
 
 

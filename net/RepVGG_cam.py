@@ -1,9 +1,9 @@
-"""The BAC-AR-Net classifier (SPEC S1 variant A, S1d, S2 variant A): RepVGG at output stride 16,
+"""The BAC-AR-Net single-head classifier (S1, S1d, S2 variant A): RepVGG at output stride 16,
 GAP and a bias-free 1x1 convolution to one building logit.
 
 Checkpoints are dicts {"network", "backbone", "deploy", "model": state_dict}, so later stages build
 the right backbone from the file itself. The model keys are `repvgg.*` (the official RepVGG names,
-SPEC section 3) and `classifier.weight`.
+as in DingXiaoH/RepVGG) and `classifier.weight`.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16 (SPEC section 3)
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used (SPEC S1)
+        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16: stride 1 in stage4, no dilation
+        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used
         self.classifier = nn.Conv2d(self.repvgg.out_channels[-1], 1, 1, bias=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ class Net(nn.Module):
 
     @property
     def classifier_weight(self) -> torch.Tensor:
-        """w as a vector [C] (the prototype scorer of SPEC S3b)."""
+        """w as a vector [C]: S3b scores a prototype c by sigmoid(w.c)."""
         return self.classifier.weight.detach().flatten()
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -70,7 +70,7 @@ def load_cam_net(path: str | os.PathLike, deploy: bool, device: torch.device | s
 
 
 def deploy_cam_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """Fold every RepVGG block of the trained classifier and save it as the deploy file (SPEC S1d / S6d)."""
+    """Fold every RepVGG block of the trained classifier and save it as the deploy file (S1d)."""
     checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_cam_pass True")
 
 

@@ -1,10 +1,10 @@
-"""The optional IRN network (SPEC S10): a frozen RepVGG backbone, a boundary branch and IRN's
+"""The optional IRN network (S10): a frozen RepVGG backbone, a boundary branch and IRN's
 displacement branch, plus AffinityDisplacementLoss.
 
 Backbone features (`--backbone`, ImageNet weights from --MODEL_WEIGHTS when present) are taken with
 no gradient and the backbone always runs in eval mode, so its batch-norm statistics stay put.
 The stride drop is on the LAST stage (repvgg.stage4), so x1..x4 sit at /4, /8, /16, /16 as in IRN;
-the release put it on stage3, which left x3 at /8 and cropped the wrong quadrant (SPEC item 21).
+the release put it on stage3, which left x3 at /8 and cropped the wrong (top-left) quadrant.
 
 - Boundary branch (IRN's simple form; the GSCNN gating of the release is left out): a 1x1 conv +
   GroupNorm + ReLU to 32 channels on each of x1..x4, upsampled to /4, concatenated, a 1x1 conv to
@@ -66,7 +66,7 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        # last_stride=1 drops the stride of repvgg.stage4: x3 and x4 both at /16 (SPEC item 21)
+        # last_stride=1 drops the stride of repvgg.stage4: x3 and x4 both at /16, as in IRN
         self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
         self.repvgg.requires_grad_(False)
         c1, c2, c3, c4 = self.repvgg.out_channels[1:]
@@ -125,7 +125,7 @@ class Net(nn.Module):
 
 
 class AffinityDisplacementLoss(nn.Module):
-    """IRN's losses on pairs of radius `radius` (SPEC S10: 5) from stride-4 labels {0, 1, 255}.
+    """IRN's losses on pairs of radius `radius` (the reference: 5; IRN: 10) from stride-4 labels {0, 1, 255}.
 
     a = 1 - max_path sigmoid(edge); pos = 1/2 mean_bg+(-log(a + 1e-5)) + 1/2 mean_fg+(-log(a + 1e-5));
     neg = mean_neg(-log(1 + 1e-5 - a)); dp_fg = sum_fg+ |d_i - d_j - (p_j - p_i)|_1 / (2 sum fg+);
@@ -163,7 +163,7 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
-    """L = (pos + neg) / 2 + (dp_fg + dp_bg) / 2 (SPEC S10)."""
+    """L = (pos + neg) / 2 + (dp_fg + dp_bg) / 2, as in IRN."""
     return (terms["pos"] + terms["neg"]) / 2 + (terms["dp_fg"] + terms["dp_bg"]) / 2
 
 
@@ -173,7 +173,7 @@ def edge_map(model: Net, pair: torch.Tensor, crop_size: int) -> torch.Tensor:
     mean of the two logits, the flipped one flipped back.
 
     Inputs are zero-padded (the mean colour, as the training crops) on the bottom and right to at least
-    `crop_size` (--irn_crop_size; the release hard-coded 256, SPEC item 22) and to a multiple of 16.
+    `crop_size` (--irn_crop_size; the release hard-coded 256) and to a multiple of 16.
     """
     padded, (h, w) = _pad_pair(pair, crop_size)
     return _flip_averaged_edge(model.edges(padded), h, w)

@@ -1,6 +1,6 @@
-"""DeepLabV3+ (Chen et al., ECCV 2018) in plain torch: the S11 segmentation network (SPEC S11).
+"""DeepLabV3+ (Chen et al., ECCV 2018) in plain torch: the S11 segmentation network.
 
-SPEC S11 only says "DeepLabV3+ in PaddleSeg 2.9" with no configuration; this is the common form:
+The reference's README only names "DeepLabV3+ in PaddleSeg 2.9", with no configuration; this is the common form:
 - encoder (SMP contract, STYLE B3): `encoder(x)` returns the stage features [stride 2, 4, 8, 16, 16]
   and has `out_channels`; the decoder reads features[-1] (OS 16) and features[1] (stride 4).
   - RepVGG (any `net.RepVGG.VARIANTS` name): `build_repvgg(last_stride=1)`, OS 16 as in the classifier.

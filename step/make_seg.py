@@ -1,4 +1,4 @@
-"""S11 prediction: building masks from the trained DeepLabV3+ (SPEC S11), for a list or any image folder.
+"""S11 prediction: building masks from the trained DeepLabV3+, for a list or any image folder.
 
 Reads:  <seg_weights_name>.pth; the tiles of --seg_infer_list under <voc12_root>/JPEGImages (default
         <voc12_root>/test.txt), or every image in --seg_infer_dir (png/jpg/tif, any size; GeoTIFFs are

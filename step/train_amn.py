@@ -4,7 +4,7 @@ Reads:  --train_list tiles (negatives too), their S5 labels <ir_label_out_dir>/<
         --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present (not the S1 classifier).
 Writes: <amn_weights_name>.pth (the last epoch; --amn_select_by_gt keeps the best epoch by pixel
         ground truth, as the released code did), <amn_weights_name>_deploy.pt, .resume.pth per epoch.
-Loss: PCL + Lambda1 * MCL (SPEC S6); Adam, backbone 5e-5, new layers 1e-3, no schedule.
+Loss: PCL + Lambda1 * MCL; Adam, backbone 5e-5, new layers 1e-3, no schedule.
 """
 from __future__ import annotations
 

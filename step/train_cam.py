@@ -4,10 +4,10 @@ Reads:  --train_list tiles (positives and negatives) under <voc12_root>/JPEGImag
         the ImageNet backbone --MODEL_WEIGHTS when present.
 Writes: <cam_weights_name>.pth (train-time), <cam_weights_name>_deploy.pt (re-parameterised),
         <cam_weights_name>.resume.pth after every epoch (removed at the end).
-Loss: BCE with logits on the image label (SPEC S1 variant A). Optimiser: poly SGD, head at 10x lr,
-momentum 1e-4 by default (the reference's effective value, SPEC S1 "momentum quirk").
+Loss: BCE with logits on the image label (the single head, variant A). Optimiser: poly SGD, head at 10x lr,
+momentum 1e-4 by default (the reference's effective value: its weight decay landed in the momentum slot).
 
-With --cam_network net.RepVGG_MSG_SR it trains the MSG-SR-Net baseline instead (SPEC S1 variant B: four
+With --cam_network net.RepVGG_MSG_SR it trains the MSG-SR-Net baseline instead (S1 variant B: four
 two-channel heads, 0.3 (L1 + L2 + L3) + L4 cross-entropy, same data and optimiser) and writes
 <msg_weights_name>.pth only (its maps come from the train-time network, S2 variant B).
 """

@@ -1,7 +1,7 @@
 """S10 (optional): train the IRN boundary and displacement branches on AMN's confident labels.
 
 Reads:  --train_list tiles (negatives too) and their labels <amn_ir_label_out_dir>/<name>.png
-        {0, 1, 255} (from --amn_cam_to_ir_label_pass; all zeros for negatives, SPEC item 18);
+        {0, 1, 255} (from --amn_cam_to_ir_label_pass; all zeros for negatives);
         --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present, else the backbone of the
         trained AR network <amn_weights_name>.pth when present (kept frozen either way).
 Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean displacement over the
@@ -9,7 +9,7 @@ Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean di
 Loss: AffinityDisplacementLoss with PathIndex radius --irn_radius (5) on the labels at stride 4.
 Optimiser: poly SGD, boundary branch at --irn_learning_rate, displacement branch at 10x, weight decay
 --irn_weight_decay, momentum --irn_momentum (default 1e-4, the reference's effective value, as S1's).
-Crops --irn_crop_size (256, SPEC item 22), random rescale (0.5, 1.5) and horizontal flip.
+Crops --irn_crop_size (256, the tile size; the reference's default was 512), random rescale (0.5, 1.5) and horizontal flip.
 """
 from __future__ import annotations
 

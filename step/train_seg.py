@@ -1,4 +1,4 @@
-"""S11: train DeepLabV3+ (net.deeplabv3plus) on the S9 pseudo masks, or on ground truth (SPEC S11).
+"""S11: train DeepLabV3+ (net.deeplabv3plus) on the S9 pseudo masks, or on ground truth.
 
 Reads:  --train_list tiles under <voc12_root>/JPEGImages (no image labels needed); their masks
         <pseudo_mask_out_dir>/<name>.png {0,1}, or with --seg_label_dir <dir>/<name>.png ground truth
@@ -10,7 +10,7 @@ Loss: pixel cross-entropy, 255 ignored (crop padding). Optimiser: poly SGD, mome
 --seg_weight_decay, decoder and head at 10x --seg_learning_rate. Augmentation: SegmentationDataset
 (random scale 0.5-1.5, flip, crop --seg_crop_size).
 """
-# deviation: SPEC S11 trains DeepLabV3+ in PaddleSeg 2.9 with no configuration in the release; this is a
+# deviation: the reference trains DeepLabV3+ in PaddleSeg 2.9 with no configuration in the release; this is a
 # plain-torch DeepLabV3+ with the usual recipe (poly SGD 0.01, momentum 0.9, 10x decoder lr), not PaddleSeg's.
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""net/RepVGG.py: deploy equivalence, output stride, official key format, checkpoint loading (SPEC section 3)."""
+"""net/RepVGG.py: deploy equivalence, output stride, official key format, checkpoint loading."""
 from __future__ import annotations
 
 import copy
@@ -42,7 +42,7 @@ def randomise_bn(module: nn.Module, seed: int = 0) -> None:
 
 
 def n_params(model: nn.Module) -> int:
-    """Parameter count excluding the ImageNet classifier (SPEC section 3 counts)."""
+    """Parameter count excluding the ImageNet classifier."""
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("linear."))
 
 
