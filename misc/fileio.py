@@ -1,15 +1,22 @@
 """The one way results are written and read back.
 
 Every writer goes through `atomic_path`: the data goes to a temporary file in the target
-folder, which is renamed over the target only when complete. An interrupted run therefore
-leaves either the old file or the new one, never a truncated file, and a rerun can trust
-every file it finds.
+folder, flushed to disk (fsync) and renamed over the target only when complete, and the folder
+is synced after the rename. An interrupted run, or a power loss, therefore leaves either the old
+file or the new one, never a truncated file, and a rerun can trust every file it finds.
+
+Dict-in-.npy files (stage maps, the reference's cls_labels.npy) are pickles; `load_npy_object`
+reads them with an unpickler that builds numpy arrays and plain values only, so a crafted file
+cannot run code.
 """
 from __future__ import annotations
 
+import builtins
+import codecs
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +47,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, _FILE_MODE)
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk; folders cannot be opened on Windows."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_npy_dict(path: str | os.PathLike, data: dict[str, np.ndarray]) -> None:
@@ -55,17 +78,83 @@ def save_npy_dict(path: str | os.PathLike, data: dict[str, np.ndarray]) -> None:
 
 
 def load_npy_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a stage file written by `save_npy_dict` (or by the reference release)."""
+    """Read a stage file written by `save_npy_dict` (or by the reference release), safely."""
+    path = Path(path)
+    obj = load_npy_object(path, "delete it and rerun its stage")
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} does not hold a dict of arrays; delete it and rerun its stage")
+    return {k: np.asarray(v) for k, v in obj.items()}
+
+
+def load_npy_object(path: str | os.PathLike, remedy: str) -> Any:
+    """The content of a .npy file: a plain array, or the object an `np.save(obj)` pickled (a 0-d object
+    array is unwrapped). The pickle is read with `SafeUnpickler`; any failure is one UserError line that
+    ends with `remedy` (the fix for this kind of file)."""
     path = Path(path)
     try:
-        obj = np.load(path, allow_pickle=True)
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            if not dtype.hasobject:
+                f.seek(0)
+                return np.load(f, allow_pickle=False)
+            obj = SafeUnpickler(f).load()
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; run the stage that writes it first") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise UserError(f"{path} is not a readable .npy file ({brief(err)}); delete it and rerun its stage") from None
-    if obj.shape != () or not isinstance(obj.item(), dict):
-        raise UserError(f"{path} does not hold a dict of arrays; delete it and rerun its stage")
-    return {k: np.asarray(v) for k, v in obj.item().items()}
+    except UnsafePickle as err:
+        raise UserError(f"{path} holds a pickled {err} (only numpy arrays and plain values are read); "
+                        f"refusing to load it: {remedy}") from None
+    except Exception as err:  # truncated or malformed pickles raise any of a dozen types
+        reason = f"{type(err).__name__}: {brief(err)}"
+        raise UnreadableNpy(f"{path} is not a readable .npy file ({reason}); {remedy}", reason) from None
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.shape == ():
+        return obj.item()
+    return obj
+
+
+class UnreadableNpy(UserError):
+    """A .npy file that is truncated or not a .npy file; `reason` is the library's one-line why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnsafePickle(Exception):
+    """A pickle names a global outside `SafeUnpickler.ALLOWED`."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    try:  # numpy 2 (older files name numpy.core, which numpy 2 still reads)
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
+    found = {}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        found[(module, "_reconstruct")] = multiarray._reconstruct
+        found[(module, "scalar")] = multiarray.scalar
+    found[("numpy", "ndarray")], found[("numpy", "dtype")] = np.ndarray, np.dtype
+    return found
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Builds what `np.save` pickles for dicts of arrays: arrays, dtypes, numpy scalars, dict, list, tuple,
+    str, bytes and numbers. Any other global (os.system, eval, a class) raises `UnsafePickle`."""
+
+    ALLOWED: dict[tuple[str, str], Any] = {
+        **_numpy_globals(),
+        **{("builtins", name): getattr(builtins, name)
+           for name in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool", "complex")},
+        ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles (older numpy) spell an array's bytes
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[(module, name)]
+        if module == "numpy.dtypes" and name.endswith("DType") and hasattr(np.dtypes, name):  # numpy 2's dtype classes
+            return getattr(np.dtypes, name)
+        raise UnsafePickle(f"{module}.{name}")
 
 
 def save_png(path: str | os.PathLike, array: np.ndarray, palette: bool = False) -> None:

@@ -144,3 +144,15 @@ def test_user_error_from_a_loader_worker_stays_one_line(tiny_root, tmp_path):
     with pytest.raises(UserError) as info:
         list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=1))
     assert one_line(info.value) == f"image {paths['tile_01']} does not exist"
+
+
+@pytest.mark.parametrize("labels, match", [
+    ({"tile_00": np.array([2])}, r"give 'tile_00' the label \[2\.0\]; only 0 \(no building\) and 1"),
+    ({"tile_00": np.array([-1])}, r"the label \[-1\.0\]"),
+    ({"tile_00": np.zeros(20)}, r"a 20-element vector; this project is binary .*store \[1\] if any building"),
+    ({"tile_00": "yes"}, r"not a number"),
+])
+def test_image_labels_are_binary(tmp_path, labels, match):
+    np.save(tmp_path / "cls.npy", labels, allow_pickle=True)
+    with pytest.raises(UserError, match=match):
+        dataloader.load_cls_labels(tmp_path / "cls.npy")

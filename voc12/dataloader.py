@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from misc import imutils
+from misc import fileio, imutils
 from misc.errors import UserError
 
 
@@ -40,15 +40,36 @@ def read_list(path: str | os.PathLike, flag: str = "--train_list") -> list[str]:
 
 
 def load_cls_labels(path: str | os.PathLike) -> dict[str, int]:
-    """{name: 0|1} from `cls_labels.npy` (np.save of a dict name -> [label], the reference's format)."""
+    """{name: 0|1} from `cls_labels.npy` (np.save of a dict name -> [label], the reference's format), read
+    without running code (misc.fileio.load_npy_object). This project is binary: a label is one value, 0 or 1."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image labels {path} do not exist; make them with `python -m voc12.prepare` or set --cls_labels")
+    remedy = "regenerate them with `python -m voc12.prepare`"
     try:
-        raw = np.load(path, allow_pickle=True).item()
-        return {str(k): int(np.asarray(v).reshape(-1)[0]) for k, v in raw.items()}
-    except Exception as err:  # any malformed content is the user's file, not our bug
-        raise UserError(f"image labels {path} are not a dict name -> [0|1] ({err}); regenerate them with `python -m voc12.prepare`") from None
+        raw = fileio.load_npy_object(path, remedy)
+    except fileio.UnreadableNpy as err:
+        raise UserError(f"image labels {path} are not a dict name -> [0|1] ({err.reason}); {remedy}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"image labels {path} are not a dict name -> [0|1] (got {type(raw).__name__}); {remedy}")
+    labels = {}
+    for name, value in raw.items():
+        labels[str(name)] = _binary_label(path, name, value, remedy)
+    return labels
+
+
+def _binary_label(path: Path, name: object, value: object, remedy: str) -> int:
+    try:
+        flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise UserError(f"image labels {path} give {name!r} the label {value!r}, not a number; {remedy}") from None
+    if flat.size > 1:
+        raise UserError(f"image labels {path} give {name!r} a {flat.size}-element vector; this project is binary "
+                        f"(building or not): store [1] if any building class is present, else [0] ({remedy})")
+    if flat.size == 0 or flat[0] not in (0.0, 1.0):
+        raise UserError(f"image labels {path} give {name!r} the label {flat.tolist()}; only 0 (no building) and "
+                        f"1 (building) are valid: {remedy}")
+    return int(flat[0])
 
 
 def check_dataset(names: Sequence[str], image_dir: str | os.PathLike, *, list_flag: str, list_path: str | os.PathLike,
