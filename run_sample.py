@@ -16,14 +16,22 @@ from pathlib import Path
 
 from misc import fileio, hardware
 from misc.errors import UserError, exit_on_user_error
-from misc.pyutils import float_list, setup_logging, stage_timer, str2bool, workers_count
+from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
+                          stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
 from misc.torchutils import pick_device, setup_runtime
 from net.RepVGG import VARIANTS
 from step.stages import STAGES
 from voc12.layout import default_paths
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its error on one line, as the UserErrors: `error: argument --flag: why` and exit 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {message} (python run_sample.py --help lists every flag)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     g = p.add_argument_group("environment")
     g.add_argument("--num_workers", type=workers_count, default=None,
@@ -74,67 +82,67 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", type=str2bool, default=True, help="keep finished work: training continues from its last epoch, map and label stages skip tiles already made from the same inputs")
 
     g = p.add_argument_group("S1 classifier (step.train_cam)")
-    g.add_argument("--cam_batch_size", type=int, default=16, help="tiles per batch (the global batch under torchrun)")
-    g.add_argument("--cam_num_epoches", type=int, default=20, help="epochs (reference script: 20)")
-    g.add_argument("--cam_learning_rate", type=float, default=0.01, help="backbone lr; the head gets 10x (reference script: 0.01)")
-    g.add_argument("--cam_weight_decay", type=float, default=1e-4, help="SGD weight decay")
-    g.add_argument("--cam_momentum", type=float, default=1e-4, help="SGD momentum: 1e-4 is the reference's effective value, 0.9 the clean form")
-    g.add_argument("--cam_crop_size", type=int, default=256, help="training crop")
+    g.add_argument("--cam_batch_size", type=positive_int, default=16, help="tiles per batch (the global batch under torchrun)")
+    g.add_argument("--cam_num_epoches", type=positive_int, default=20, help="epochs (reference script: 20)")
+    g.add_argument("--cam_learning_rate", type=positive_float, default=0.01, help="backbone lr; the head gets 10x (reference script: 0.01)")
+    g.add_argument("--cam_weight_decay", type=nonneg_float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--cam_momentum", type=unit_interval_open, default=1e-4, help="SGD momentum: 1e-4 is the reference's effective value, 0.9 the clean form")
+    g.add_argument("--cam_crop_size", type=positive_int, default=256, help="training crop")
 
     g = p.add_argument_group("S2 seed CAMs (step.make_cam) and S4 evaluation (step.eval_cam)")
-    g.add_argument("--cam_scales", type=float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
-    g.add_argument("--cam_infer_batch", type=int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
-    g.add_argument("--cam_eval_thres", type=float, default=0.08, help="building iff map > t (the reference's effective value: 0.08)")
+    g.add_argument("--cam_scales", type=positive_float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
+    g.add_argument("--cam_infer_batch", type=positive_int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
+    g.add_argument("--cam_eval_thres", type=unit_interval, default=0.08, help="building iff map > t (the reference's effective value: 0.08)")
     g.add_argument("--cam_eval_sweep", type=str2bool, default=False, help="also sweep t over 0.05..0.60 and report the best (uses GT)")
-    g.add_argument("--num_vis", type=int, default=8, help="overlay PNGs written per evaluated stage")
+    g.add_argument("--num_vis", type=nonneg_int, default=8, help="overlay PNGs written per evaluated stage")
 
     g = p.add_argument_group("S3 building-aware clustering (step.make_lpcam)")
-    g.add_argument("--num_cluster", type=int, default=20, help="k of each k-means (reference script: 20)")
-    g.add_argument("--bac_num_samples", type=int, default=3000, help="positives drawn with replacement (seed 3); 0 = every positive once")
-    g.add_argument("--bac_select_thres", type=float, default=0.1, help="seed-CAM value splitting building candidates from context")
-    g.add_argument("--bac_class_thres", type=float, default=0.9, help="building prototype iff sigmoid(w.c) > this")
-    g.add_argument("--bac_context_thres", type=float, default=0.9, help="context prototype iff sigmoid(w.c) < this")
-    g.add_argument("--bac_context_thres_low", type=float, default=0.0, help="and >= this (reference: ignored, i.e. 0)")
-    g.add_argument("--bac_tol", type=float, default=5.0, help="k-means stops when (sum of centre shifts)^2 < tol")
-    g.add_argument("--bac_max_iter", type=int, default=300, help="k-means iteration cap (a safety limit the reference lacks)")
+    g.add_argument("--num_cluster", type=positive_int, default=20, help="k of each k-means (reference script: 20)")
+    g.add_argument("--bac_num_samples", type=nonneg_int, default=3000, help="positives drawn with replacement (seed 3); 0 = every positive once")
+    g.add_argument("--bac_select_thres", type=unit_interval, default=0.1, help="seed-CAM value splitting building candidates from context")
+    g.add_argument("--bac_class_thres", type=unit_interval, default=0.9, help="building prototype iff sigmoid(w.c) > this")
+    g.add_argument("--bac_context_thres", type=unit_interval, default=0.9, help="context prototype iff sigmoid(w.c) < this")
+    g.add_argument("--bac_context_thres_low", type=unit_interval, default=0.0, help="and >= this (reference: ignored, i.e. 0)")
+    g.add_argument("--bac_tol", type=nonneg_float, default=5.0, help="k-means stops when (sum of centre shifts)^2 < tol")
+    g.add_argument("--bac_max_iter", type=positive_int, default=300, help="k-means iteration cap (a safety limit the reference lacks)")
     g.add_argument("--load_cluster", type=str2bool, default=False, help="reuse the saved clusters in --work_space")
 
     g = p.add_argument_group("S5 confident labels (step.cam_to_ir_label)")
-    g.add_argument("--conf_fg_thres", type=float, default=0.25, help="building where the CRF of map > t_fg says so")
-    g.add_argument("--conf_bg_thres", type=float, default=0.15, help="background where the CRF of map > t_bg says background")
+    g.add_argument("--conf_fg_thres", type=unit_interval, default=0.25, help="building where the CRF of map > t_fg says so")
+    g.add_argument("--conf_bg_thres", type=unit_interval, default=0.15, help="background where the CRF of map > t_bg says background")
 
     g = p.add_argument_group("S6-S9 activation refinement (step.train_amn, make_amn_cam, eval_amn_cam, make_pseudo_mask)")
-    g.add_argument("--amn_batch_size", type=int, default=16, help="crops per batch (global under torchrun)")
-    g.add_argument("--amn_num_epoches", type=int, default=10, help="epochs (reference script: 10); the last epoch is kept")
-    g.add_argument("--amn_crop_size", type=int, default=256, help="training crop (reference script: 256)")
-    g.add_argument("--amn_backbone_lr", type=float, default=5e-5, help="Adam lr of the backbone (reference, hard-coded)")
-    g.add_argument("--amn_new_lr", type=float, default=1e-3, help="Adam lr of the label encoder and ASPP (reference)")
-    g.add_argument("--amn_weight_decay", type=float, default=1e-4, help="Adam weight decay")
-    g.add_argument("--eps", type=float, default=0.15, help="PCL label smoothing")
-    g.add_argument("--Lambda1", type=float, default=0.4, help="weight of MCL, the multi-scale JSD (best of the reference's sweep on the demo data)")
-    g.add_argument("--scale_factor", type=float, default=0.7, help="MCL downscaled input")
-    g.add_argument("--scale_factor2", type=float, default=1.5, help="MCL upscaled input")
-    g.add_argument("--threshold", type=float, default=0.8, help="MCL confidence gate")
+    g.add_argument("--amn_batch_size", type=positive_int, default=16, help="crops per batch (global under torchrun)")
+    g.add_argument("--amn_num_epoches", type=positive_int, default=10, help="epochs (reference script: 10); the last epoch is kept")
+    g.add_argument("--amn_crop_size", type=positive_int, default=256, help="training crop (reference script: 256)")
+    g.add_argument("--amn_backbone_lr", type=positive_float, default=5e-5, help="Adam lr of the backbone (reference, hard-coded)")
+    g.add_argument("--amn_new_lr", type=positive_float, default=1e-3, help="Adam lr of the label encoder and ASPP (reference)")
+    g.add_argument("--amn_weight_decay", type=nonneg_float, default=1e-4, help="Adam weight decay")
+    g.add_argument("--eps", type=unit_interval, default=0.15, help="PCL label smoothing")
+    g.add_argument("--Lambda1", type=nonneg_float, default=0.4, help="weight of MCL, the multi-scale JSD (best of the reference's sweep on the demo data)")
+    g.add_argument("--scale_factor", type=positive_float, default=0.7, help="MCL downscaled input")
+    g.add_argument("--scale_factor2", type=positive_float, default=1.5, help="MCL upscaled input")
+    g.add_argument("--threshold", type=unit_interval, default=0.8, help="MCL confidence gate")
     g.add_argument("--mcl_pixel_gate", type=str2bool, default=False, help="gate MCL per pixel (ablation) instead of per image (reference)")
     g.add_argument("--amn_select_by_gt", type=str2bool, default=False,
                    help="keep the epoch with the best ground-truth mIoU (reference behaviour; leaks pixel labels)")
-    g.add_argument("--amn_eval_thres", type=float, default=0.67, help="building iff AR map > t (S8, S9)")
+    g.add_argument("--amn_eval_thres", type=unit_interval, default=0.67, help="building iff AR map > t (S8, S9)")
     g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
-    g.add_argument("--amn_conf_fg_thres", type=float, default=0.45, help="AMN confident labels: building threshold")
-    g.add_argument("--amn_conf_bg_thres", type=float, default=0.15, help="AMN confident labels: background threshold")
+    g.add_argument("--amn_conf_fg_thres", type=unit_interval, default=0.45, help="AMN confident labels: building threshold")
+    g.add_argument("--amn_conf_bg_thres", type=unit_interval, default=0.15, help="AMN confident labels: background threshold")
 
     g = p.add_argument_group("S10 optional IRN (step.train_irn, make_sem_seg_labels, eval_sem_seg)")
     g.add_argument("--irn_weights_name", type=str, default="sess_rrdsd/repvgg_irn", help="IRN weights, no suffix (.pth)")
-    g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this")
-    g.add_argument("--irn_batch_size", type=int, default=32, help="crops per batch (global under torchrun)")
-    g.add_argument("--irn_num_epoches", type=int, default=3, help="epochs")
-    g.add_argument("--irn_learning_rate", type=float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x")
-    g.add_argument("--irn_momentum", type=float, default=1e-4, help="SGD momentum (1e-4: the reference's effective value, as S1)")
-    g.add_argument("--irn_weight_decay", type=float, default=1e-4, help="SGD weight decay")
-    g.add_argument("--irn_radius", type=int, default=5, help="PathIndex radius of the affinity pairs (reference: 5; IRN: 10)")
-    g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent")
-    g.add_argument("--exp_times", type=int, default=8, help="random walk: the transition matrix is applied 2^exp_times times")
-    g.add_argument("--sem_seg_bg_thres", type=float, default=0.25, help="building iff the max-normalised walk > t")
+    g.add_argument("--irn_crop_size", type=positive_int, default=256, help="training crop; inference pads tiles to at least this")
+    g.add_argument("--irn_batch_size", type=positive_int, default=32, help="crops per batch (global under torchrun)")
+    g.add_argument("--irn_num_epoches", type=positive_int, default=3, help="epochs")
+    g.add_argument("--irn_learning_rate", type=positive_float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x")
+    g.add_argument("--irn_momentum", type=unit_interval_open, default=1e-4, help="SGD momentum (1e-4: the reference's effective value, as S1)")
+    g.add_argument("--irn_weight_decay", type=nonneg_float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--irn_radius", type=positive_int, default=5, help="PathIndex radius of the affinity pairs (reference: 5; IRN: 10)")
+    g.add_argument("--beta", type=positive_int, default=10, help="random walk: affinity exponent")
+    g.add_argument("--exp_times", type=nonneg_int, default=8, help="random walk: the transition matrix is applied 2^exp_times times")
+    g.add_argument("--sem_seg_bg_thres", type=unit_interval, default=0.25, help="building iff the max-normalised walk > t")
     g.add_argument("--sem_seg_out_dir", type=str, default=None, help="S10 random-walk masks {0,1} PNG [<work_space>/sem_seg]")
 
     g = p.add_argument_group("S11 segmentation network (step.train_seg, make_seg, eval_seg)")
@@ -145,19 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_weights_name", type=str, default="sess_rrdsd/deeplabv3plus", help="DeepLabV3+ weights, no suffix (.pth)")
     g.add_argument("--seg_label_dir", type=str, default=None,
                    help="train on these ground-truth masks (0/255) instead of --pseudo_mask_out_dir: the fully supervised upper bound")
-    g.add_argument("--seg_batch_size", type=int, default=8, help="crops per batch (global under torchrun; at least 2 per rank)")
-    g.add_argument("--seg_num_epoches", type=int, default=20, help="epochs")
-    g.add_argument("--seg_learning_rate", type=float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
-    g.add_argument("--seg_weight_decay", type=float, default=1e-4, help="SGD weight decay")
-    g.add_argument("--seg_crop_size", type=int, default=256, help="training crop")
+    g.add_argument("--seg_batch_size", type=positive_int, default=8, help="crops per batch (global under torchrun; at least 2 per rank)")
+    g.add_argument("--seg_num_epoches", type=positive_int, default=20, help="epochs")
+    g.add_argument("--seg_learning_rate", type=positive_float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
+    g.add_argument("--seg_weight_decay", type=nonneg_float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--seg_crop_size", type=positive_int, default=256, help="training crop")
     g.add_argument("--seg_infer_list", type=str, default=None, help="tiles to predict and evaluate [<root>/test.txt]")
     g.add_argument("--seg_infer_dir", type=str, default=None,
                    help="predict every image of this folder instead (any size; GeoTIFFs give GeoTIFF masks too)")
     g.add_argument("--seg_out_dir", type=str, default=None, help="predicted masks {0,1} PNG [<work_space>/seg]")
-    g.add_argument("--seg_window", type=int, default=256, help="sliding-window size at prediction")
-    g.add_argument("--seg_overlap", type=float, default=0.25, help="overlap of neighbouring windows, in [0, 1)")
-    g.add_argument("--seg_scales", type=float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
-    g.add_argument("--seg_infer_batch", type=int, default=8, help="windows per forward pass at prediction")
+    g.add_argument("--seg_window", type=positive_int, default=256, help="sliding-window size at prediction")
+    g.add_argument("--seg_overlap", type=unit_interval_open, default=0.25, help="overlap of neighbouring windows, in [0, 1)")
+    g.add_argument("--seg_scales", type=positive_float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
+    g.add_argument("--seg_infer_batch", type=positive_int, default=8, help="windows per forward pass at prediction")
 
     for stage in STAGES:
         p.add_argument(f"--{stage.flag}_pass", type=str2bool, default=False, help=f"run {stage.tag}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +22,7 @@ from pydensecrf.utils import unary_from_labels
 
 from misc import fileio, imutils
 from misc.errors import UserError
-from misc.pyutils import progress
+from misc.pyutils import exit_with, progress
 
 from misc.imutils import IGNORE
 
@@ -139,7 +140,9 @@ def label_tiles(job: LabelJob, tiles: Sequence[Tile], num_workers: int, tag: str
         # An executor rather than mp.Pool: a worker that dies (OOM kill) raises BrokenProcessPool instead
         # of hanging; `map` yields in order and re-raises a worker's exception (a UserError stays one).
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        pool = ProcessPoolExecutor(min(num_workers, len(tiles)), mp_context=mp.get_context(method))
+        # the workers are the fork server's children, so they watch this process and end with it (kill -9 too)
+        pool = ProcessPoolExecutor(min(num_workers, len(tiles)), mp_context=mp.get_context(method),
+                                   initializer=exit_with, initargs=(os.getpid(),))
         try:
             for counts in pool.map(work, tiles, chunksize=2):
                 total.update(counts)

@@ -189,7 +189,7 @@ def read_state_dict(path: str | os.PathLike, expected: str) -> dict:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; expected {expected} (see weights/README.md)") from None
     except Exception as err:  # pickle, zip and weights_only errors all mean "not a usable checkpoint"
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {_short_reason(err)}); "
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {load_error_reason(err)}); "
                         f"expected {expected} (see weights/README.md)") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(wrapper), dict):
@@ -199,13 +199,16 @@ def read_state_dict(path: str | os.PathLike, expected: str) -> dict:
     return {k.removeprefix("module."): v for k, v in ckpt.items()}
 
 
-def _short_reason(err: Exception) -> str:
-    """First informative line of a load error; weights_only errors bury it after 'WeightsUnpickler error:'."""
-    text = str(err)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:120]
+def load_error_reason(err: Exception) -> str:
+    """The informative line of a torch.load error, without torch's boilerplate about weights_only (which
+    also suggests weights_only=False, the very thing that would run the file's code)."""
+    text = str(err).replace("WeightsUnpickler error:", "\n")
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(boilerplate)]
+    reason = lines[0] if lines else type(err).__name__
+    if reason.startswith("Trying to load unsupported GLOBAL"):
+        reason = f"it names {reason.split('GLOBAL', 1)[1].split()[0]}, which is not a tensor or a plain value"
+    return reason[:120]
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from misc import fileio
 from misc.errors import UserError
-from misc.pyutils import progress
+from misc.pyutils import die_with_parent, progress
 from misc.torchutils import Runtime, autocast, barrier, runtime
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class FitConfig:
     fingerprint: dict = field(default_factory=dict)  # what must match for a checkpoint to be resumed
     tag: str = "train"
     sync_bn: bool = False
+    lr_flags: str = "the stage's learning-rate flag"  # named by the error a NaN loss raises
 
 
 def resume_path(final_path: str | Path) -> Path:
@@ -98,7 +101,8 @@ def fit(model: nn.Module, dataset: Dataset, optimizer: torch.optim.Optimizer,
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     sampler = EpochBatchSampler(len(dataset), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
     data = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                      pin_memory=rt.device.type == "cuda", persistent_workers=False)
+                      pin_memory=rt.device.type == "cuda", persistent_workers=False,
+                      worker_init_fn=partial(die_with_parent, parent=os.getpid()) if cfg.num_workers > 0 else None)
     losses = []
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -115,7 +119,8 @@ def fit(model: nn.Module, dataset: Dataset, optimizer: torch.optim.Optimizer,
             with autocast(rt.device, cfg.amp):
                 loss = loss_fn(train_model, batch)
             if not torch.isfinite(loss):
-                raise RuntimeError(f"{cfg.tag}: the loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
+                raise UserError(f"[{cfg.tag}] the loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
+                                f"({cfg.lr_flags}) and rerun: training resumes after epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -142,7 +147,7 @@ def _try_resume(ckpt_path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as err:
-        log.warning("[%s] cannot read %s (%s); starting from epoch 0", cfg.tag, ckpt_path, err)
+        log.warning("[%s] cannot read %s (%s); starting from epoch 0", cfg.tag, ckpt_path, fileio.load_error_reason(err))
         return 0
     if state.get("fingerprint") != cfg.fingerprint:
         log.info("[%s] %s was made with other settings; starting from epoch 0", cfg.tag, ckpt_path)
@@ -214,7 +219,10 @@ def train(job: TrainJob) -> TrainResult:
         resume_path(job.checkpoint).unlink(missing_ok=True)
     barrier()
     seconds = time.perf_counter() - start
-    log.info("[%s] trained %d tiles for %d epochs in %.0fs (%.1f img/s), final loss %s -> %s", cfg.tag, tiles,
-             cfg.epochs, seconds, tiles * cfg.epochs / max(seconds, 1e-9),
-             f"{losses[-1]:.4f}" if losses else "n/a (resumed after the last epoch)", job.checkpoint)
+    if not losses:  # the resume file already held the last epoch: nothing was trained in this run
+        log.info("[%s] all %d epochs were done before (%s); saved the final checkpoint -> %s", cfg.tag, cfg.epochs,
+                 resume_path(job.checkpoint).name, job.checkpoint)
+    else:
+        log.info("[%s] trained %d tiles for %d epochs in %.0fs (%.1f img/s), final loss %.4f -> %s", cfg.tag, tiles,
+                 len(losses), seconds, tiles * len(losses) / max(seconds, 1e-9), losses[-1], job.checkpoint)
     return TrainResult(True, seconds, losses)

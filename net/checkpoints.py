@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from misc import fileio
-from misc.errors import UserError, brief
+from misc.errors import UserError
 from net.RepVGG import repvgg_model_convert
 
 
@@ -32,7 +32,8 @@ def load_net(path: str | os.PathLike, network: str, build: Callable[[str, bool],
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint ({brief(err)}); delete it and rerun {fix}") from None
+        raise UserError(f"{path} is not a readable checkpoint ({fileio.load_error_reason(err)}); "
+                        f"delete it and rerun {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("network") != network or ckpt.get("deploy") != deploy:
         kind = "a deploy" if deploy else "a train-time"
         raise UserError(f"{path} is not {kind} {network} checkpoint written by this project; rerun {fix}")

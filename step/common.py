@@ -7,10 +7,12 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
+from misc.pyutils import die_with_parent
 from misc.torchutils import runtime
 from voc12 import dataloader
 
@@ -46,7 +48,8 @@ def loader(dataset: Dataset, num_workers: int, batch_size: int | None = None) ->
     """Inference loader: one item (or a list of `batch_size` items) at a time, in list order."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=(lambda items: items) if batch_size else None,
-                      persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+                      persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
+                      worker_init_fn=partial(die_with_parent, parent=os.getpid()) if num_workers > 0 else None)
 
 
 def same_size_groups(packs: Iterator[list[dict]]) -> Iterator[list[dict]]:

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> None:
         save=lambda model, path, extra: RepVGG_amn.save_amn_net(model, path, deploy=False, extra=extra),
         cfg=FitConfig(epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      lr_flags="--amn_backbone_lr, --amn_new_lr",
                       sync_bn=args.sync_bn),
         describe=f"Lambda1={args.Lambda1:.2f}", on_epoch_end=on_epoch_end, after_fit=keep_best))
     if rt.is_main and (result.trained or not deploy_path.is_file()):

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> None:
         loss=loss, save=lambda model, path, extra: save(model, path, deploy=False, extra=extra),
         cfg=FitConfig(epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      lr_flags="--cam_learning_rate",
                       sync_bn=args.sync_bn),
         describe=f"({len(split.positives)} positives)"))
     if msg:  # no deploy file: the MSG maps come from the train-time network

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> None:
         save=lambda model, path, extra: RepVGG_irn.save_irn_net(model, path, extra=extra),
         cfg=FitConfig(epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      lr_flags="--irn_learning_rate",
                       sync_bn=False),  # GroupNorm heads and a frozen backbone: nothing to synchronise
         describe=f"crop={args.irn_crop_size} radius={args.irn_radius}", after_fit=set_mean_shift))
 

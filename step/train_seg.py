@@ -67,5 +67,6 @@ def run(args: argparse.Namespace) -> None:
         save=lambda model, path, extra: deeplabv3plus.save_seg_net(model, path, extra={**extra, "trained_on": s.trained_on}),
         cfg=FitConfig(epochs=args.seg_num_epoches, batch_size=args.seg_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      lr_flags="--seg_learning_rate",
                       sync_bn=args.sync_bn),
         describe=f"DeepLabV3+ ({s.backbone}) on {s.trained_on}"))
