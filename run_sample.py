@@ -56,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("networks and weights")
     g.add_argument("--backbone", type=str, default="RepVGG-B1g2", help="RepVGG variant (RepVGG-A0 ... RepVGG-B3, RepVGG-Tiny)")
-    g.add_argument("--MODEL_WEIGHTS", type=str, default=None, help="ImageNet train-time checkpoint [weights/<backbone>-train.pth]")
+    g.add_argument("--MODEL_WEIGHTS", type=str, default=None,
+                   help="ImageNet train-time checkpoint; a path given must exist, 'none' starts from scratch "
+                        "[weights/<backbone>-train.pth, from scratch with a warning when absent]")
     g.add_argument("--amn_backbone", type=str, default=None,
                    help="RepVGG variant of the AR network (S6, and the optional IRN) [--backbone]")
     g.add_argument("--amn_model_weights", type=str, default=None,
-                   help="its ImageNet checkpoint [--MODEL_WEIGHTS when --amn_backbone is --backbone, else weights/<amn_backbone>-train.pth]")
+                   help="its ImageNet checkpoint, or none [--MODEL_WEIGHTS when --amn_backbone is --backbone, else weights/<amn_backbone>-train.pth]")
     g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam", "net.RepVGG_MSG_SR"],
                    help="S1/S2 classifier: the single-head BAC-AR-Net classifier, or the MSG-SR-Net baseline "
                         "(four two-channel heads; its own weights --msg_weights_name; BAC still needs the single-head one)")
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("S11 segmentation network (step.train_seg, make_seg, eval_seg)")
     g.add_argument("--seg_backbone", type=str, default=None, help="DeepLabV3+ encoder: a RepVGG variant or resnet50 [--backbone]")
     g.add_argument("--seg_weights", type=str, default=None,
-                   help="ImageNet weights of the encoder [--MODEL_WEIGHTS for --backbone, else weights/<seg_backbone>-train.pth; "
+                   help="ImageNet weights of the encoder, or none [--MODEL_WEIGHTS for --backbone, else weights/<seg_backbone>-train.pth; "
                         "resnet50: weights/resnet50.pth, torchvision's names]")
     g.add_argument("--seg_weights_name", type=str, default="sess_rrdsd/deeplabv3plus", help="DeepLabV3+ weights, no suffix (.pth)")
     g.add_argument("--seg_label_dir", type=str, default=None,
@@ -184,11 +186,34 @@ def resolve_workers(args: argparse.Namespace) -> hardware.ThreadPlan:
     return plan
 
 
+# ImageNet checkpoints: a path the user names must exist; only a default may be absent (from scratch, warned)
+WEIGHT_FLAGS = ("MODEL_WEIGHTS", "amn_model_weights", "seg_weights")
+NO_WEIGHTS = "none"
+
+# the weights each training stage writes (their folders are checked before any stage starts)
+WRITES_WEIGHTS = {"train_cam": ("cam_weights_name", "msg_weights_name"), "train_amn": ("amn_weights_name",),
+                  "train_irn": ("irn_weights_name",), "train_seg": ("seg_weights_name",)}
+
+
+def check_given_weights(args: argparse.Namespace) -> None:
+    """Refuse an ImageNet checkpoint flag naming a missing file; `none` becomes "" (no weights, no warning)."""
+    for flag in WEIGHT_FLAGS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if value.strip().lower() == NO_WEIGHTS:
+            setattr(args, flag, "")
+        elif not Path(value).is_file():
+            raise UserError(f"--{flag} {value} does not exist; fix the path, leave the flag out (its default is "
+                            f"used when present) or pass --{flag} {NO_WEIGHTS} to start from scratch")
+
+
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     """Fill path flags left at None from --voc12_root, --work_space and --backbone (and the worker counts
     left at auto, see resolve_workers)."""
     if not hasattr(args, "pool_workers"):
         resolve_workers(args)
+    check_given_weights(args)
     ws, layout = Path(args.work_space), default_paths(args.voc12_root)
     args.image_dir, args.test_list = str(layout["image_dir"]), str(layout["test_list"])
     defaults = {
@@ -218,13 +243,23 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def check_writable(args: argparse.Namespace, chosen: list) -> None:
+    """--work_space and the folders of the weights the chosen stages write must be writable, checked before
+    any work starts (a weights folder found unwritable after the first epoch would lose it)."""
+    fileio.check_writable_folder(args.work_space, "--work_space")
+    for stage in chosen:
+        for flag in WRITES_WEIGHTS.get(stage.flag, ()):
+            fileio.check_writable_folder(Path(getattr(args, flag)).parent, f"--{flag}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     plan = resolve_workers(args)
     args = resolve_paths(args)
+    chosen = [stage for stage in STAGES if getattr(args, f"{stage.flag}_pass")]
+    check_writable(args, chosen)
     runtime = setup_runtime(args.device, args.amp, args.num_threads)
     args.amp = runtime.amp  # the stages (and their output stamps) see the precision actually used
-    Path(args.work_space).mkdir(parents=True, exist_ok=True)
     setup_logging(Path(args.work_space) / "run.log", rank=runtime.rank)
     log = logging.getLogger("run_sample")
     if runtime.is_main:
@@ -232,7 +267,6 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s; %s", runtime.precision.reason, plan.reason)
     if runtime.precision.warning:
         log.warning("%s", runtime.precision.warning)
-    chosen = [stage for stage in STAGES if getattr(args, f"{stage.flag}_pass")]
     if not chosen:
         raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")
     log.info("device=%s ranks=%d stages=%s", runtime.device, runtime.world_size, ",".join(stage.flag for stage in chosen))

@@ -69,6 +69,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Create `folder` if needed and write a probe file in it; a file in the way, a read-only folder or
+    any other refusal is one UserError line naming `flag`."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{flag} {folder}: {part} is a file, not a folder; choose another path or move the file")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-probe."):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {folder} is not writable ({err.strerror or brief(err)}); choose a writable folder "
+                        f"or fix its permissions") from None
+
+
 def save_npy_dict(path: str | os.PathLike, data: dict[str, np.ndarray]) -> None:
     """Write a dict of numpy arrays as `np.save(dict)`, the stage-file format (no pickled tensors)."""
     clean = {k: np.asarray(v) for k, v in data.items()}

@@ -345,7 +345,10 @@ _WARNED_MISSING: set[str] = set()
 
 
 def load_backbone_weights(model: RepVGG, path: str | None, backbone: str) -> bool:
-    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False."""
+    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False.
+    An empty `path` is the user's explicit `none` (start from scratch): no warning."""
+    if path == "":
+        return False
     if not path or not os.path.isfile(path):
         key = str(path or "")
         if key not in _WARNED_MISSING:

@@ -155,7 +155,10 @@ _WARNED_MISSING: set[str] = set()
 
 
 def load_resnet_weights(encoder: ResNet50Encoder, path: str | None) -> bool:
-    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False."""
+    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False
+    (an empty `path`, the user's explicit `none`, without a warning)."""
+    if path == "":
+        return False
     if not path or not os.path.isfile(path):
         if str(path) not in _WARNED_MISSING:
             _WARNED_MISSING.add(str(path))

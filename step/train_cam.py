@@ -18,11 +18,12 @@ import logging
 from functools import partial
 
 from misc import losses
+from misc.errors import UserError
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_cam, RepVGG_MSG_SR
-from step.common import load_split
+from step.common import Split, load_split
 from step.stages import stage_tag
 from step.stamps import training_data
 from voc12.dataloader import ClassificationDataset
@@ -37,12 +38,23 @@ CLASSIFIERS = {
 }
 
 
+def check_both_classes(split: Split, list_path: str) -> None:
+    """A classifier needs positives and negatives; with one class only it learns nothing useful and S3
+    fails much later."""
+    positives = len(split.positives)
+    if positives in (0, len(split.names)):
+        kind, missing = ("positives", "negatives (label 0)") if positives else ("negatives", "positives (label 1)")
+        raise UserError(f"--train_list {list_path} has {len(split.names)} tiles, all {kind}; the classifier needs "
+                        f"both classes: add {missing} to the list (and --cls_labels)")
+
+
 def run(args: argparse.Namespace) -> None:
     rt = runtime()
     msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
     build, loss, save = CLASSIFIERS[args.cam_network]
     train_path, deploy_path = weights_paths(args.msg_weights_name if msg else args.cam_weights_name)
     split = load_split(args, "train_list")
+    check_both_classes(split, args.train_list)
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
                                     crop_size=args.cam_crop_size, seed=args.seed)
     fingerprint = {"network": args.cam_network, "backbone": args.backbone, "voc12_root": args.voc12_root,

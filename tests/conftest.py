@@ -49,7 +49,7 @@ def stage_args(root: Path, work: Path, *extra: str):
 
     argv = ["--voc12_root", str(root), "--work_space", str(work / "result"), "--cam_weights_name",
             str(work / "sess" / "cam"), "--msg_weights_name", str(work / "sess" / "msg"), "--backbone", "RepVGG-Tiny",
-            "--MODEL_WEIGHTS", str(work / "none.pth"),
+            "--MODEL_WEIGHTS", "none",
             "--device", "cpu", "--num_workers", "0", "--cam_batch_size", "4", "--cam_num_epoches", "2",
             "--cam_infer_batch", "4", *extra]
     return run_sample.resolve_paths(run_sample.build_parser().parse_args(argv))

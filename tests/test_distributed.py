@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def _cli(root, work, *extra):
     return ["--voc12_root", str(root), "--work_space", str(work / "result"), "--cam_weights_name",
-            str(work / "sess" / "cam"), "--backbone", "RepVGG-Tiny", "--MODEL_WEIGHTS", str(work / "none.pth"),
+            str(work / "sess" / "cam"), "--backbone", "RepVGG-Tiny", "--MODEL_WEIGHTS", "none",
             "--device", "cpu", "--num_workers", "0", "--cam_batch_size", "4", "--cam_num_epoches", "2",
             "--cam_infer_batch", "2", *extra]
 

@@ -273,7 +273,7 @@ def test_irn_stages_end_to_end(tiny_root, tmp_path, _restore_logging):
     work = tmp_path / "result"
     _write_ar_maps(tiny_root, work / "amn_cam")
     argv = ["--voc12_root", str(tiny_root), "--work_space", str(work), "--backbone", "RepVGG-Tiny",
-            "--MODEL_WEIGHTS", str(tmp_path / "none.pth"), "--device", "cpu", "--num_workers", "0",
+            "--MODEL_WEIGHTS", "none", "--device", "cpu", "--num_workers", "0",
             "--irn_weights_name", str(tmp_path / "sess" / "irn"), "--irn_crop_size", "64", "--irn_batch_size", "4",
             "--irn_num_epoches", "1", "--beta", "10", "--exp_times", "8"]
     run_sample.main(argv + ["--amn_cam_to_ir_label_pass", "True", "--train_irn_pass", "True",

@@ -9,6 +9,7 @@ sees the same crops as an uninterrupted one, whatever the number of loader worke
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -22,10 +23,16 @@ from torch.utils.data import Dataset
 from misc import fileio, imutils
 from misc.errors import UserError
 
+log = logging.getLogger(__name__)
+
+
+_WARNED_DUPLICATES: set[str] = set()
+
 
 def read_list(path: str | os.PathLike, flag: str = "--train_list") -> list[str]:
     """Tile names of a list file: one a line, extension-less; blank lines and '#' comments skipped.
-    Extra columns (VOC style `name label`) are ignored."""
+    Extra columns (VOC style `name label`) are ignored. A name listed twice is kept once (first place),
+    with one warning per list file, so no tile is trained on twice."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{flag} {path} does not exist; make it with `python -m voc12.prepare` or point {flag} at your list")
@@ -36,7 +43,13 @@ def read_list(path: str | os.PathLike, flag: str = "--train_list") -> list[str]:
             names.append(line.split()[0])
     if not names:
         raise UserError(f"{flag} {path} lists no tiles")
-    return names
+    unique = list(dict.fromkeys(names))
+    if len(unique) < len(names) and str(path) not in _WARNED_DUPLICATES:
+        _WARNED_DUPLICATES.add(str(path))
+        first = next(n for i, n in enumerate(names) if n in names[:i])
+        log.warning("%s %s lists %d name(s) more than once (first: %r); each tile is used once", flag, path,
+                    len(names) - len(unique), first)
+    return unique
 
 
 def load_cls_labels(path: str | os.PathLike) -> dict[str, int]:
