@@ -59,7 +59,7 @@ def build(root: Path, data_root: Path | None, tiles: int) -> tuple[list[str], di
         gt_dir = data_root / "SegmentationClassAug"
         for name in (data_root / "train_aug_building.txt").read_text().split()[:tiles]:
             path = imutils.find_image(data_root / "JPEGImages", name)
-            mask = imutils.gt_to_binary(imutils.read_mask(gt_dir / f"{name}.png"))
+            mask = imutils.read_gt(gt_dir / f"{name}.png")
             fileio.save_npy_dict(maps / f"{name}.npy", {"keys": np.zeros(1, np.int64), "high_res": fake_map(mask, rng)})
             names.append(name)
             paths[name] = path

@@ -170,7 +170,7 @@ def label_tile(job: LabelJob, tile: Tile) -> dict[str, int]:
         fileio.save_png(out, label)
     if tile.map_path is None:
         return {}
-    gt = imutils.gt_to_binary(imutils.read_mask(tile.gt_path)) if tile.gt_path is not None else None
+    gt = imutils.read_gt(tile.gt_path) if tile.gt_path is not None else None
     if gt is not None and gt.shape != label.shape:
         raise UserError(f"ground truth {tile.gt_path} is {gt.shape[1]}x{gt.shape[0]} but {out} is "
                         f"{label.shape[1]}x{label.shape[0]}; check --gt_dir")

@@ -56,11 +56,36 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def gt_to_binary(mask: np.ndarray) -> np.ndarray:
-    """Ground truth as {0,1}: 0/255 masks map 255 to building (the reference's int(v/255)); 0/1 masks stay."""
-    if mask.max(initial=0) <= 1:
+def gt_to_binary(mask: np.ndarray, source: str | os.PathLike = "a ground-truth mask") -> np.ndarray:
+    """Ground truth as {0, 1} (255 = ignore). Two encodings are read, as the reference's SegmentationClassAug:
+    0/255 masks (255 = building, the reference's int(v/255)) and 0/1 masks, where 255 marks void pixels that
+    scores ignore. Any other value is a UserError naming `source` and the values found."""
+    found = np.flatnonzero(np.bincount(mask.reshape(-1), minlength=256))
+    values = set(found.tolist())
+    if values <= {0, 255} and 1 not in values:
+        return (mask == 255).astype(np.uint8)
+    if values <= {0, 1, IGNORE}:
         return mask.astype(np.uint8)
-    return (mask >= 128).astype(np.uint8)
+    raise UserError(f"{source} holds the values {_values(found)}; ground truth must be 0/255 (255 = building) or "
+                    f"0/1 (1 = building, 255 = ignore): fix the mask or point the flag at the right folder")
+
+
+def read_gt(path: str | os.PathLike) -> np.ndarray:
+    """A ground-truth PNG as {0, 1} (255 = ignore), checked by `gt_to_binary`."""
+    return gt_to_binary(read_mask(path), path)
+
+
+def check_label_values(mask: np.ndarray, source: str | os.PathLike, flag: str) -> None:
+    """A training label mask holds 0 (background), 1 (building) and 255 (no label) only."""
+    found = np.flatnonzero(np.bincount(mask.reshape(-1), minlength=256))
+    if not set(found.tolist()) <= {0, 1, IGNORE}:
+        raise UserError(f"label mask {source} holds the values {_values(found)}; training labels must be 0 "
+                        f"(background), 1 (building) or 255 (no label): remake it ({flag})")
+
+
+def _values(found: np.ndarray) -> str:
+    shown = ", ".join(str(v) for v in found[:8])
+    return f"{{{shown}{', ...' if len(found) > 8 else ''}}}"
 
 
 def find_image(image_dir: str | os.PathLike, name: str) -> Path | None:

@@ -33,7 +33,7 @@ def seg_overlay(image: np.ndarray, logits: torch.Tensor, mask: np.ndarray, gt_pa
     """visutils.overlay_panel (image | building probability | mask with the GT outline), each panel
     shrunk so its long side is at most VIS_MAX_SIDE."""
     prob = torch.softmax(logits, dim=0)[1].numpy()
-    gt = imutils.gt_to_binary(imutils.read_mask(gt_path)) if gt_path is not None else None
+    gt = imutils.read_gt(gt_path) if gt_path is not None else None
     scale = VIS_MAX_SIDE / max(image.shape[:2])
     if scale < 1:
         dsize = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))

@@ -33,14 +33,15 @@ class Split:
 def load_split(args: argparse.Namespace, list_flag: str = "train_list", decode: bool = True,
                mask_dir: str | os.PathLike | None = None, mask_flag: str = "--gt_dir") -> Split:
     """Read --<list_flag> and the image labels, and check every entry (one-line errors); with `mask_dir`,
-    also that each tile has a mask there of its size (`mask_flag` names the flag or stage that makes them)."""
+    also that each tile has a training label mask there of its size, valued {0, 1, 255} (`mask_flag` names
+    the flag or stage that makes them)."""
     list_path = getattr(args, list_flag)
     names = dataloader.read_list(list_path, f"--{list_flag}")
     cls_labels = dataloader.load_cls_labels(args.cls_labels)
     paths = dataloader.check_dataset(names, Path(args.image_dir), list_flag=f"--{list_flag}",
                                      list_path=list_path, cls_labels=cls_labels, mask_dir=mask_dir,
                                      mask_flag=mask_flag, decode=decode or mask_dir is not None,
-                                     workers=args.pool_workers)
+                                     workers=args.pool_workers, mask_kind="labels" if mask_dir is not None else None)
     return Split(names, paths, cls_labels)
 
 

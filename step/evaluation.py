@@ -36,7 +36,7 @@ def evaluate_maps(names: Sequence[str], map_dir: str | Path, gt_dir: str | Path,
             raise UserError(f"{map_path} is missing for the listed positive {name!r}; run the stage that makes "
                             f"{map_dir} (or check --infer_list)")
         building = fileio.load_npy_dict(map_path)["high_res"][channel]
-        gt = imutils.gt_to_binary(imutils.read_mask(gt_dir / f"{name}.png")) if (gt_dir / f"{name}.png").is_file() else None
+        gt = imutils.read_gt(gt_dir / f"{name}.png") if (gt_dir / f"{name}.png").is_file() else None
         if gt is None:
             raise UserError(f"ground truth {gt_dir / (name + '.png')} is missing; set --gt_dir")
         if gt.shape != building.shape:
@@ -113,7 +113,7 @@ def mask_confusion(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag
             raise UserError(f"{pred_path} is missing for {name!r} of {list_flag}; run {make_flag} with the same list")
         if not gt_path.is_file():
             raise UserError(f"ground truth {gt_path} is missing for {name!r} of {list_flag}; set --gt_dir")
-        pred, gt = imutils.read_mask(pred_path), imutils.gt_to_binary(imutils.read_mask(gt_path))
+        pred, gt = imutils.read_mask(pred_path), imutils.read_gt(gt_path)
         if pred.shape != gt.shape:
             raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth is "
                             f"{gt.shape[1]}x{gt.shape[0]}; the masks were made from other images")

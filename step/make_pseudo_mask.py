@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
             if vis_left > 0:
                 image = imutils.read_image(split.image_paths[name])
                 gt_path = Path(args.gt_dir) / f"{name}.png"
-                gt = imutils.gt_to_binary(imutils.read_mask(gt_path)) if gt_path.is_file() else None
+                gt = imutils.read_gt(gt_path) if gt_path.is_file() else None
                 fileio.save_png(Path(args.work_space) / "vis" / "pseudo_mask" / f"{name}.png",
                                 visutils.overlay_panel(image, amn_map[1], mask, gt))
                 vis_left -= 1

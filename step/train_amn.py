@@ -89,7 +89,7 @@ def _keep_best_by_gt(model: RepVGG_amn.Net, epoch: int, args: argparse.Namespace
         x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(img)))[None].to(rt.device)
         logits = model(x, torch.ones(1, 1, device=rt.device))
         up = F.interpolate(logits.float(), img.shape[:2], mode="bilinear", align_corners=False)
-        gt = imutils.gt_to_binary(imutils.read_mask(f"{args.gt_dir}/{name}.png"))
+        gt = imutils.read_gt(f"{args.gt_dir}/{name}.png")
         meter.add(gt, up.argmax(1)[0].cpu().numpy().astype("uint8"))
     miou = meter.scores()["miou"]
     log.info("[%s] epoch %d ground-truth mIoU %.4f", TAG, epoch, miou)

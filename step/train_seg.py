@@ -39,7 +39,8 @@ def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.Segment
     names = dataloader.read_list(args.train_list, "--train_list")
     paths = dataloader.check_dataset(names, Path(args.image_dir), list_flag="--train_list",
                                      list_path=args.train_list, mask_dir=s.label_dir, mask_flag=s.label_flag,
-                                     decode=True, workers=args.pool_workers)
+                                     decode=True, workers=args.pool_workers,
+                                     mask_kind="gt" if s.trained_on == GROUND_TRUTH else "labels")
     return dataloader.SegmentationDataset(names, paths, s.label_dir, cls_labels=None, crop_size=args.seg_crop_size,
                                           scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH, seed=args.seed)
 

@@ -156,3 +156,31 @@ def test_image_labels_are_binary(tmp_path, labels, match):
     np.save(tmp_path / "cls.npy", labels, allow_pickle=True)
     with pytest.raises(UserError, match=match):
         dataloader.load_cls_labels(tmp_path / "cls.npy")
+
+
+@pytest.mark.parametrize("values, expected", [
+    ((0, 255), [0, 1]),             # the usual 0/255 ground truth
+    ((0, 1), [0, 1]),               # 0/1 ground truth
+    ((0, 1, 255), [0, 1, 255]),     # 0/1 with void pixels: 255 stays "ignore" (SegmentationClassAug)
+])
+def test_ground_truth_encodings(values, expected):
+    mask = np.array([values], np.uint8)
+    assert imutils.gt_to_binary(mask).reshape(-1).tolist() == expected
+
+
+@pytest.mark.parametrize("values", [(0, 3, 7), (0, 128, 255), (0, 2)])
+def test_other_ground_truth_values_are_refused(tmp_path, values):
+    fileio_png = tmp_path / "gt.png"
+    Image.fromarray(np.array([values], np.uint8)).save(fileio_png)
+    with pytest.raises(UserError, match=r"gt\.png holds the values \{" + ", ".join(map(str, values)) + r"\}; ground truth"):
+        imutils.read_gt(fileio_png)
+
+
+def test_training_labels_outside_0_1_255_are_refused(tiny_root):
+    label_dir = tiny_root / "labels"
+    label_dir.mkdir()
+    for name in ("tile_00", "tile_01"):
+        size = Image.open(tiny_root / "JPEGImages" / f"{name}.png").size
+        Image.fromarray(np.full(size[::-1], 2 if name == "tile_01" else 1, np.uint8)).save(label_dir / f"{name}.png")
+    with pytest.raises(UserError, match=r"label mask .*tile_01\.png holds the values \{2\}; training labels must be 0"):
+        check(tiny_root, ["tile_00", "tile_01"], mask_dir=label_dir, mask_kind="labels", mask_flag="--ir_label_out_dir")

@@ -87,12 +87,14 @@ def _binary_label(path: Path, name: object, value: object, remedy: str) -> int:
 
 def check_dataset(names: Sequence[str], image_dir: str | os.PathLike, *, list_flag: str, list_path: str | os.PathLike,
                   cls_labels: dict[str, int] | None = None, mask_dir: str | os.PathLike | None = None,
-                  mask_flag: str = "--gt_dir", decode: bool = True, workers: int = 4) -> dict[str, Path]:
+                  mask_flag: str = "--gt_dir", decode: bool = True, workers: int = 4,
+                  mask_kind: str | None = None) -> dict[str, Path]:
     """Check a list before a stage starts; return {name: image path}.
 
     Raises UserError (one line naming the file and the fix) for a list entry without image, an
     entry missing from `cls_labels`, an unreadable or truncated image, or a mask whose size differs
-    from its image. `decode=False` skips the full decode (size from the header only).
+    from its image. `decode=False` skips the full decode (size from the header only). `mask_kind` also
+    checks the mask values: "labels" {0, 1, 255} (training labels), "gt" (ground truth, `imutils.gt_to_binary`).
     """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -116,7 +118,15 @@ def check_dataset(names: Sequence[str], image_dir: str | os.PathLike, *, list_fl
             mask_path = Path(mask_dir) / f"{name}.png"
             if not mask_path.is_file():
                 raise UserError(f"{list_flag} {list_path} names {name!r}, but its mask {mask_path} does not exist; check {mask_flag}")
-            mask_size = _image_size(mask_path, decode, imutils.read_mask)
+            if mask_kind is None:
+                mask_size = _image_size(mask_path, decode, imutils.read_mask)
+            else:
+                mask = imutils.read_mask(mask_path)
+                if mask_kind == "gt":
+                    imutils.gt_to_binary(mask, mask_path)
+                else:
+                    imutils.check_label_values(mask, mask_path, mask_flag)
+                mask_size = mask.shape[:2]
             if mask_size != size:
                 raise UserError(f"mask {mask_path} is {mask_size[1]}x{mask_size[0]} but image {paths[name]} is "
                                 f"{size[1]}x{size[0]}; masks must match their images pixel for pixel")
@@ -216,7 +226,7 @@ class SegmentationDataset(Dataset):
         img = imutils.read_image(self.image_paths[name])
         label = imutils.read_mask(self.label_dir / f"{name}.png")
         if self.gt_labels:
-            label = imutils.gt_to_binary(label)
+            label = imutils.gt_to_binary(label, self.label_dir / f"{name}.png")
         scale = rng.uniform(*self.scale_range)
         img = imutils.pil_rescale(img, scale, order=3)
         label = imutils.pil_rescale(label, scale, order=0)
