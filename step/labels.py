@@ -6,18 +6,16 @@ torchrun each rank takes its share of the list and the counts are summed over th
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from misc.crf import CRF_PARAMS, LabelJob, Tile, label_tiles, quality_scores
-from misc.errors import UserError
 from misc.pyutils import Timer, format_duration
 from misc.torchutils import runtime, shard
 from step.common import inference_names
-from step.stamps import reusable_outputs
+from step.stamps import files_digest, made_from, reusable_outputs
 
 log = logging.getLogger(__name__)
 COUNT_KEYS = ("pixels", "building", "background", "building_correct", "background_correct")
@@ -56,22 +54,13 @@ def make_ir_labels(names: Sequence[str], cls_labels: Mapping[str, int], image_pa
 
 def _fingerprint(names: Sequence[str], image_paths: Mapping[str, Path], map_paths: Mapping[str, Path],
                  map_dir: Path, channel: int, fg_thres: float, bg_thres: float, map_stage: str) -> dict:
-    """Settings plus digests of (name, size, mtime) of every image and map; a missing map is an error."""
-    def digest(paths: Iterable[tuple[str, Path]], missing: str) -> str:
-        sha = hashlib.sha256()
-        for name, path in paths:
-            try:
-                stat = Path(path).stat()
-            except FileNotFoundError:
-                raise UserError(missing.format(name=name, path=path)) from None
-            sha.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        return sha.hexdigest()
-
-    return {"map_dir": str(map_dir.resolve()), "channel": channel, "conf_fg_thres": fg_thres,
-            "conf_bg_thres": bg_thres, "crf": CRF_PARAMS, "tiles": len(names),
-            "maps_sha256": digest(map_paths.items(), "{path} is missing for the listed positive {name!r}; "
-                                  f"run {map_stage} first, or point the map folder at its output"),
-            "images_sha256": digest(((n, image_paths[n]) for n in names), "image {path} of {name!r} disappeared")}
+    """Settings, the map folder's stamp, and digests of (name, size, mtime) of every image and map; a missing
+    map is an error."""
+    return {"map_dir": str(map_dir.resolve()), "maps": made_from(map_dir), "channel": channel,
+            "conf_fg_thres": fg_thres, "conf_bg_thres": bg_thres, "crf": CRF_PARAMS, "tiles": len(names),
+            "maps_sha256": files_digest(map_paths.items(), "{path} is missing for the listed positive {name!r}; "
+                                        f"run {map_stage} first, or point the map folder at its output"),
+            "images_sha256": files_digest(((n, image_paths[n]) for n in names), "image {path} of {name!r} disappeared")}
 
 
 def _gt_paths(positives: Sequence[str], gt_dir: str | Path | None, tag: str) -> dict[str, Path]:

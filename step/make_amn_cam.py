@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,9 +22,9 @@ from misc.errors import UserError
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import RepVGG_amn
-from step.common import inference_names, load_split, loader, same_size_groups
+from step.common import Split, inference_names, load_split, loader, same_size_groups
 from step.stages import stage_tag
-from step.stamps import reusable_outputs, source_fingerprint
+from step.stamps import files_digest, images_digest, made_from, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> None:
     _, deploy_path = weights_paths(args.amn_weights_name)
     model = RepVGG_amn.load_amn_net(deploy_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list", decode=False)
-    done = reusable_outputs(args.amn_cam_out_dir, source_fingerprint(deploy_path), args.resume, stage="make_amn_cam")
+    done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume, stage="make_amn_cam")
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(None, total=len(names), desc=TAG, disable=not rt.is_main)
@@ -55,6 +56,15 @@ def run(args: argparse.Namespace) -> None:
     barrier()
     log.info("[%s] %d AR maps in %.0fs (%.2f img/s), %d reused -> %s", TAG, len(names), timer.elapsed,
              len(names) / max(timer.elapsed, 1e-9), len(done), args.amn_cam_out_dir)
+
+
+def fingerprint(args: argparse.Namespace, split: Split, deploy_path: Path) -> dict:
+    """The AR network, the confident labels (their folder's stamp and files), the images and the settings."""
+    missing = "confident label {path} of {name!r} is missing; run --cam_to_ir_label_pass True first"
+    label_dir = args.ir_label_out_dir
+    return {"weights": model_identity(deploy_path), "labels": made_from(label_dir),
+            "label_files": files_digest(((n, f"{label_dir}/{n}.png") for n in split.positives), missing),
+            "images": images_digest(split.positives, split.image_paths), "scales": list(args.cam_scales), "amp": args.amp}
 
 
 def _ir_label(label_dir: str, name: str, size: tuple[int, int]) -> np.ndarray:

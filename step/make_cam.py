@@ -23,7 +23,7 @@ from misc.torchutils import barrier, runtime
 from net import RepVGG_cam, RepVGG_MSG_SR
 from step.common import inference_names, load_split, loader, same_size_groups
 from step.stages import stage_tag
-from step.stamps import reusable_outputs, source_fingerprint
+from step.stamps import images_digest, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> None:
         model = RepVGG_cam.load_cam_net(weights_path, deploy=True, device=rt.device)
     kind = "MSG-SR-Net baseline maps" if msg else "seed CAMs"
     split = load_split(args, "train_list")
-    done = reusable_outputs(args.cam_out_dir, source_fingerprint(weights_path), args.resume, stage="make_cam",
-                            variant="msg" if msg else "")
+    fingerprint = {"weights": model_identity(weights_path), "images": images_digest(split.positives, split.image_paths),
+                   "scales": list(args.cam_scales), "amp": args.amp}
+    done = reusable_outputs(args.cam_out_dir, fingerprint, args.resume, stage="make_cam", variant="msg" if msg else "")
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)

@@ -34,7 +34,7 @@ from misc.torchutils import Runtime, autocast, barrier, broadcast_from_main, gat
 from net import RepVGG_cam
 from step.common import Split, inference_names, load_split, loader, same_size_groups
 from step.stages import stage_tag
-from step.stamps import reusable_outputs, source_fingerprint
+from step.stamps import check_made_with, file_sha256, images_digest, made_from, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--train_list {args.train_list} has no positive tile (label 1); BAC clusters positives only")
     cluster_dir = Path(args.work_space) / "cluster_result"
     proto_path = cluster_dir / f"prototypes_k{args.num_cluster}.npz"
-    clusters = None if args.load_cluster else sample_and_cluster(model, split, args, rt, summary)
+    model_id = model_identity(deploy_path)
+    clusters = None if args.load_cluster else sample_and_cluster(model, split, args, rt, summary, model_id)
     prototypes = None
     if rt.is_main:
         if clusters is None:
@@ -75,7 +76,11 @@ def run(args: argparse.Namespace) -> None:
                             args.bac_context_thres_low, summary)
         fileio.save_npz(proto_path, prototypes, only_if_changed=True)
     prototypes = broadcast_from_main(prototypes)
-    fingerprint = source_fingerprint(deploy_path, proto_path)
+    # the seeds reach the maps through the prototypes; their stamp keeps the chain back to S1 for later stages
+    fingerprint = {"weights": model_id, "prototypes": file_sha256(proto_path),
+                   "seed_cams": None if args.load_cluster else made_from(args.seed_cam_dir),
+                   "images": images_digest(split.positives, split.image_paths), "scales": list(args.cam_scales),
+                   "amp": args.amp}
     written, reused = write_expanded_cams(model, split, prototypes, fingerprint, args, rt)
     log.info("[%s] %s; %d maps written, %d reused -> %s; wall %s", TAG, _describe(summary, prototypes), written,
              reused, args.lpcam_out_dir, format_duration(timer.elapsed))
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------ S3a + S3b
 
 def sample_and_cluster(model: RepVGG_cam.Net, split: Split, args: argparse.Namespace, rt: Runtime,
-                       summary: Summary) -> dict[str, np.ndarray] | None:
+                       summary: Summary, model_id: dict) -> dict[str, np.ndarray] | None:
     """S3a features of the sampled positives (this rank's share), gathered to rank 0 and clustered there.
     Returns the clusters on rank 0, None elsewhere."""
     if args.bac_num_samples < 0:
@@ -92,6 +97,8 @@ def sample_and_cluster(model: RepVGG_cam.Net, split: Split, args: argparse.Names
     rng = np.random.RandomState(SAMPLE_SEED)
     draws = bac.sample_positives(split.positives, args.bac_num_samples, rng=rng)
     unique = list(dict.fromkeys(draws))
+    check_made_with(args.seed_cam_dir, model_id, "--seed_cam_dir", stage="make_cam",
+                    fix="rerun --make_cam_pass True first (S2 makes the seeds of the current classifier)")
     seed_paths = check_seed_cams(unique, args.seed_cam_dir)
     share = unique[rt.rank::rt.world_size]
     local = tile_features(model, share, split, seed_paths, args.bac_select_thres, rt.device, args.amp, args.num_workers)

@@ -29,7 +29,7 @@ from net import deeplabv3plus
 from step.common import inference_names
 from step.segmentation import seg_settings, trained_on
 from step.stages import stage_tag
-from step.stamps import reusable_outputs, source_fingerprint
+from step.stamps import files_digest, model_identity, reusable_outputs
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> None:
     model = deeplabv3plus.load_seg_net(s.checkpoint, rt.device)
     sources = infer_sources(args, s.infer_list)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp}
-    done = reusable_outputs(s.out_dir, {**source_fingerprint(s.checkpoint), "settings": settings}, args.resume, ".png",
+    fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
+                   "images": files_digest((name, src.path) for name, src in sources.items())}
+    done = reusable_outputs(s.out_dir, fingerprint, args.resume, ".png",
                             also=(".tif",), stage="make_seg", variant=trained_on(s.checkpoint, s.trained_on))
     names = inference_names(list(sources), done)
     vis_left, pixels = (args.num_vis if rt.is_main else 0), 0

@@ -27,7 +27,7 @@ from misc.torchutils import barrier, runtime
 from net import RepVGG_irn
 from step.common import inference_names, load_split, loader
 from step.stages import stage_tag
-from step.stamps import made_from, reusable_outputs, source_fingerprint
+from step.stamps import images_digest, made_from, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> None:
     model = RepVGG_irn.load_irn_net(weights, device=rt.device)
     split = load_split(args, "train_list", decode=False)
     out_dir, map_dir = Path(args.sem_seg_out_dir), Path(args.amn_cam_out_dir)
-    fingerprint = {"weights": source_fingerprint(weights), "maps": made_from(map_dir), "beta": args.beta,
+    fingerprint = {"weights": model_identity(weights), "maps": made_from(map_dir),
+                   "images": images_digest(split.names, split.image_paths), "amp": args.amp, "beta": args.beta,
                    "exp_times": args.exp_times, "bg_thres": args.sem_seg_bg_thres, "radius": args.irn_radius,
                    "crop": args.irn_crop_size, "train_list": args.train_list}
     done = reusable_outputs(out_dir, fingerprint, args.resume, suffix=".png", stage="make_sem_seg")

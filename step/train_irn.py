@@ -27,7 +27,7 @@ from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_irn
 from step.common import load_split, loader
 from step.stages import stage_tag
-from step.stamps import training_data
+from step.stamps import model_identity, training_data
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
     fingerprint = {k: getattr(args, k) for k in (
         "amn_backbone", "amn_model_weights", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
         "irn_weight_decay", "irn_radius", "irn_momentum", "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
-    fingerprint["amn_weights"] = str(amn_path)
+    # the fallback backbone (used when the ImageNet weights are absent): a retrained AR network retrains IRN
+    fingerprint["amn_weights"] = model_identity(amn_path) if amn_path.is_file() else str(amn_path)
     fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir))
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.amn_ir_label_out_dir,
                                              split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
