@@ -29,14 +29,16 @@ from misc.torchutils import barrier, runtime
 
 STAMP = ".source.json"
 _CHUNK = 1 << 20
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, for this process
+# (path, inode, size, mtime_ns, ctime_ns) -> sha256, for this process; ctime changes on every write and no
+# utime can set it back, so a rewritten file is hashed again
+_HASHES: dict[tuple, str] = {}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, remembered for this process while its size and mtime stay the same."""
+    """sha256 of a file's bytes, remembered for this process while the file is not rewritten."""
     path = Path(path)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _HASHES:
         sha = hashlib.sha256()
         with open(path, "rb") as f:

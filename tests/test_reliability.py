@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -91,3 +92,117 @@ def test_every_worker_pool_is_told_to_die_with_its_parent():
     assert "worker_init_fn=partial(die_with_parent" in (REPO / "misc" / "trainloop.py").read_text()
     assert "worker_init_fn=partial(die_with_parent" in (REPO / "step" / "common.py").read_text()
     assert "initializer=exit_with, initargs=(os.getpid(),)" in (REPO / "misc" / "crf.py").read_text()
+
+
+# ------------------------------------------------------------------------------------------ stale outputs
+
+def _mtimes(folder, suffix=".npy") -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob(f"*{suffix}"))}
+
+
+@pytest.fixture
+def seeded(tiny_root, tmp_path, cpu_runtime):
+    """S1 and S2 on the tiny dataset."""
+    from step import make_cam, train_cam
+    from tests.conftest import stage_args
+
+    args = stage_args(tiny_root, tmp_path, "--cam_num_epoches", "1", "--num_cluster", "3", "--bac_num_samples", "0",
+                      "--bac_select_thres", "0.5")
+    train_cam.run(args)
+    make_cam.run(args)
+    return args
+
+
+@pytest.mark.slow
+def test_s3_refuses_seed_cams_of_an_earlier_classifier(seeded, tmp_path):
+    from misc.errors import UserError
+    from step import make_lpcam, train_cam
+
+    seeded.seed = 1  # retrain S1, skip S2
+    train_cam.run(seeded)
+    with pytest.raises(UserError, match=r"--seed_cam_dir .*cam was made by another model .*--make_cam_pass True"):
+        make_lpcam.run(seeded)
+
+
+@pytest.mark.slow
+def test_s2_redoes_its_maps_for_other_scales_or_a_changed_image(seeded, tiny_root, tmp_path):
+    from misc import fileio
+    from step import make_cam
+
+    cam_dir = tmp_path / "result" / "cam"
+    first = _mtimes(cam_dir)
+    make_cam.run(seeded)  # nothing changed: all reused
+    assert _mtimes(cam_dir) == first
+    seeded.cam_scales = (1.0,)
+    make_cam.run(seeded)
+    second = _mtimes(cam_dir)
+    assert all(second[n] != first[n] for n in first)
+    positive = (tiny_root / "train_aug_building.txt").read_text().split()[0]
+    image = tiny_root / "JPEGImages" / f"{positive}.png"
+    fileio.save_png(image, np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(image))[::-1].copy())
+    make_cam.run(seeded)
+    assert all(v != second[n] for n, v in _mtimes(cam_dir).items())
+
+
+@pytest.fixture
+def ar_inputs(seeded, tmp_path):
+    """A random AR network (deployed) and two folders of confident labels, for S7."""
+    import torch
+    from misc import fileio
+    from net import RepVGG_amn
+
+    torch.manual_seed(0)
+    RepVGG_amn.save_amn_net(RepVGG_amn.Net("RepVGG-Tiny").eval(), tmp_path / "sess" / "amn.pth", deploy=False)
+    RepVGG_amn.deploy_amn_net(tmp_path / "sess" / "amn.pth", tmp_path / "sess" / "amn_deploy.pt")
+    seeded.amn_weights_name = str(tmp_path / "sess" / "amn")
+    for folder, value in (("labels_a", 1), ("labels_b", 0)):
+        for name in (tmp_path / "result" / "cam").glob("*.npy"):
+            fileio.save_png(tmp_path / folder / f"{name.stem}.png", np.full((64, 64), value, np.uint8))
+    seeded.ir_label_out_dir = str(tmp_path / "labels_a")
+    return seeded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["--cam_scales", "--ir_label_out_dir"])
+def test_s7_redoes_its_maps_when_scales_or_labels_change(ar_inputs, tmp_path, change):
+    from step import make_amn_cam
+
+    out = tmp_path / "result" / "amn_cam"
+    make_amn_cam.run(ar_inputs)
+    first = _mtimes(out)
+    make_amn_cam.run(ar_inputs)
+    assert _mtimes(out) == first
+    if change == "--cam_scales":
+        ar_inputs.cam_scales = (1.0,)
+    else:
+        ar_inputs.ir_label_out_dir = str(tmp_path / "labels_b")
+    make_amn_cam.run(ar_inputs)
+    assert all(v != first[n] for n, v in _mtimes(out).items()) and len(first) > 0
+
+
+@pytest.mark.slow
+def test_s1_retrains_when_an_image_changes_at_the_same_size_and_not_when_only_touched(tiny_root, tmp_path, cpu_runtime):
+    from PIL import Image
+
+    from step import train_cam
+    from tests.conftest import stage_args
+
+    # an uncompressed TIFF: new content, same size (the case a size-only digest missed)
+    png = tiny_root / "JPEGImages" / f"{(tiny_root / 'train_aug.txt').read_text().split()[0]}.png"
+    tif = png.with_suffix(".tif")
+    Image.open(png).save(tif)
+    png.unlink()
+    args = stage_args(tiny_root, tmp_path, "--cam_num_epoches", "1")
+    train_cam.run(args)
+    checkpoint = tmp_path / "sess" / "cam.pth"
+    first = checkpoint.stat().st_mtime_ns
+    for image in (tiny_root / "JPEGImages").iterdir():  # a copied dataset: new mtimes, same bytes
+        os.utime(image)
+    train_cam.run(args)
+    assert checkpoint.stat().st_mtime_ns == first
+    size, stat = tif.stat().st_size, tif.stat()
+    Image.fromarray(np.asarray(Image.open(tif))[::-1].copy()).save(tif)
+    os.utime(tif, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert tif.stat().st_size == size
+    train_cam.run(args)
+    assert checkpoint.stat().st_mtime_ns != first
