@@ -56,10 +56,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def gt_to_binary(mask: np.ndarray, source: str | os.PathLike = "a ground-truth mask") -> np.ndarray:
+def gt_to_binary(mask: np.ndarray, source: str | os.PathLike = "a ground-truth mask", flag: str = "--gt_dir") -> np.ndarray:
     """Ground truth as {0, 1} (255 = ignore). Two encodings are read, as the reference's SegmentationClassAug:
     0/255 masks (255 = building, the reference's int(v/255)) and 0/1 masks, where 255 marks void pixels that
-    scores ignore. Any other value is a UserError naming `source` and the values found."""
+    scores ignore. Any other value is a UserError naming `source`, the values found and `flag`."""
     found = np.flatnonzero(np.bincount(mask.reshape(-1), minlength=256))
     values = set(found.tolist())
     if values <= {0, 255} and 1 not in values:
@@ -67,12 +67,12 @@ def gt_to_binary(mask: np.ndarray, source: str | os.PathLike = "a ground-truth m
     if values <= {0, 1, IGNORE}:
         return mask.astype(np.uint8)
     raise UserError(f"{source} holds the values {_values(found)}; ground truth must be 0/255 (255 = building) or "
-                    f"0/1 (1 = building, 255 = ignore): fix the mask or point the flag at the right folder")
+                    f"0/1 (1 = building, 255 = ignore): fix the mask or {flag}")
 
 
-def read_gt(path: str | os.PathLike) -> np.ndarray:
+def read_gt(path: str | os.PathLike, flag: str = "--gt_dir") -> np.ndarray:
     """A ground-truth PNG as {0, 1} (255 = ignore), checked by `gt_to_binary`."""
-    return gt_to_binary(read_mask(path), path)
+    return gt_to_binary(read_mask(path), path, flag)
 
 
 def check_label_values(mask: np.ndarray, source: str | os.PathLike, flag: str) -> None:

@@ -120,7 +120,7 @@ def fit(model: nn.Module, dataset: Dataset, optimizer: torch.optim.Optimizer,
                 loss = loss_fn(train_model, batch)
             if not torch.isfinite(loss):
                 raise UserError(f"[{cfg.tag}] the loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                                f"({cfg.lr_flags}) and rerun: training resumes after epoch {epoch}")
+                                f"({cfg.lr_flags}) and rerun")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

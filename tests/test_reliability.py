@@ -206,3 +206,129 @@ def test_s1_retrains_when_an_image_changes_at_the_same_size_and_not_when_only_to
     assert tif.stat().st_size == size
     train_cam.run(args)
     assert checkpoint.stat().st_mtime_ns != first
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def _write_maps(folder, names, truncate=False):
+    from misc import fileio
+
+    for name in names:
+        path = folder / f"{name}.npy"
+        fileio.save_npy_dict(path, {"keys": np.zeros(1, np.int64), "high_res": np.full((1, 64, 64), 0.5, np.float32)})
+        if truncate:
+            path.write_bytes(path.read_bytes()[:150])
+
+
+def _positives(root):
+    return (root / "train_aug_building.txt").read_text().split()
+
+
+def _cls_labels(root, tmp, value):
+    labels = {n: value for n in (root / "all_tiles.txt").read_text().split()}
+    np.save(tmp / "cls.npy", labels, allow_pickle=True)
+    return ["--cls_labels", str(tmp / "cls.npy"), "--train_cam_pass", "True"]
+
+
+def _crafted_labels(root, tmp):
+    from tests.test_fileio import _Marker, _crafted_npy
+
+    _crafted_npy(tmp / "cls.npy", {"tile_01": _Marker(tmp / "marker")})
+    return ["--cls_labels", str(tmp / "cls.npy"), "--train_cam_pass", "True"]
+
+
+def _truncated_maps(root, tmp):
+    _write_maps(tmp / "maps", _positives(root), truncate=True)
+    return ["--eval_cam_dir", str(tmp / "maps"), "--eval_cam_pass", "True"]
+
+
+def _bad_ground_truth(root, tmp):
+    from misc import fileio
+
+    _write_maps(tmp / "maps", _positives(root))
+    for name in _positives(root):
+        fileio.save_png(tmp / "gt" / f"{name}.png", np.tile(np.array([0, 3, 7, 7], np.uint8), (64, 16)))
+    return ["--eval_cam_dir", str(tmp / "maps"), "--gt_dir", str(tmp / "gt"), "--eval_cam_pass", "True"]
+
+
+def _bad_training_labels(root, tmp):
+    from misc import fileio
+
+    for name in (root / "train_aug.txt").read_text().split():
+        fileio.save_png(tmp / "labels" / f"{name}.png", np.full((64, 64), 2, np.uint8))
+    return ["--ir_label_out_dir", str(tmp / "labels"), "--train_amn_pass", "True"]
+
+
+def _work_space_is_a_file(root, tmp):
+    (tmp / "file").write_text("x")
+    return ["--work_space", str(tmp / "file"), "--train_cam_pass", "True"]
+
+
+def _file_in_the_way(root, tmp):
+    (tmp / "file").write_text("x")
+    return ["--cam_weights_name", str(tmp / "file" / "cam"), "--train_cam_pass", "True"]
+
+
+def _read_only_work_space(root, tmp):
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    return ["--work_space", str(tmp / "ro" / "result"), "--train_cam_pass", "True"]
+
+
+def _flag(*argv):
+    return lambda root, tmp: [*argv, "--train_cam_pass", "True"]
+
+
+BAD_INPUT = [  # (setup returning extra flags, what the one error line must name, whether stderr holds nothing else)
+    pytest.param(_flag("--cam_num_epoches", "0"), "--cam_num_epoches", True, id="epochs 0"),
+    pytest.param(_flag("--cam_num_epoches", "-1"), "--cam_num_epoches", True, id="epochs -1"),
+    pytest.param(_flag("--amn_num_epoches", "0"), "--amn_num_epoches", True, id="AR epochs 0"),
+    pytest.param(_flag("--cam_batch_size", "0"), "--cam_batch_size", True, id="batch 0"),
+    pytest.param(_flag("--amn_batch_size", "-4"), "--amn_batch_size", True, id="batch -4"),
+    pytest.param(_flag("--cam_crop_size", "0"), "--cam_crop_size", True, id="crop 0"),
+    pytest.param(_flag("--num_cluster", "0"), "--num_cluster", True, id="k 0"),
+    pytest.param(_flag("--cam_scales", "1.0,0"), "--cam_scales", True, id="scale 0"),
+    pytest.param(_flag("--cam_infer_batch", "0"), "--cam_infer_batch", True, id="infer batch 0"),
+    pytest.param(_flag("--num_workers", "-1"), "--num_workers", True, id="workers -1"),
+    pytest.param(_flag("--cam_learning_rate", "0"), "--cam_learning_rate", True, id="lr 0"),
+    pytest.param(_flag("--cam_eval_thres", "1.5"), "--cam_eval_thres", True, id="threshold 1.5"),
+    pytest.param(_flag("--seg_overlap", "1"), "--seg_overlap", True, id="overlap 1"),
+    pytest.param(_flag("--MODEL_WEIGHTS", "no/such.pth"), "--MODEL_WEIGHTS no/such.pth does not exist", True,
+                 id="named weights missing"),
+    pytest.param(_work_space_is_a_file, "--work_space", True, id="work space is a file"),
+    pytest.param(_file_in_the_way, "--cam_weights_name", True, id="weights folder is a file"),
+    pytest.param(_read_only_work_space, "--work_space", True, id="read-only work space",
+                 marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")),
+    pytest.param(_crafted_labels, "holds a pickled posix.system", False, id="crafted cls_labels.npy"),
+    pytest.param(lambda root, tmp: _cls_labels(root, tmp, np.zeros(20)), "20-element vector; this project is binary",
+                 False, id="VOC label vector"),
+    pytest.param(lambda root, tmp: _cls_labels(root, tmp, np.array([2])), "the label [2.0]", False, id="label 2"),
+    pytest.param(lambda root, tmp: _cls_labels(root, tmp, np.array([-1])), "the label [-1.0]", False, id="label -1"),
+    pytest.param(lambda root, tmp: ["--train_list", str(root / "train_aug_building.txt"), "--train_cam_pass", "True"],
+                 "all positives; the classifier needs both classes", False, id="only positives"),
+    pytest.param(_truncated_maps, "is not a readable .npy file", False, id="truncated map"),
+    pytest.param(_bad_ground_truth, "holds the values {0, 3, 7}; ground truth", False, id="ground truth 3 and 7"),
+    pytest.param(_bad_training_labels, "holds the values {2}; training labels", False, id="label mask 2"),
+    pytest.param(_flag("--cam_learning_rate", "1e30"), "lower the learning rate (--cam_learning_rate)", False,
+                 id="NaN loss"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup, names, alone", BAD_INPUT)
+def test_bad_input_ends_in_one_line(tiny_root, tmp_path, setup, names, alone):
+    argv = ["--voc12_root", str(tiny_root), "--work_space", str(tmp_path / "result"), "--cam_weights_name",
+            str(tmp_path / "sess" / "cam"), "--amn_weights_name", str(tmp_path / "sess" / "amn"), "--backbone",
+            "RepVGG-Tiny", "--MODEL_WEIGHTS", "none", "--device", "cpu", "--num_workers", "0", "--cam_batch_size",
+            "4", "--cam_num_epoches", "1", "--amn_batch_size", "4", "--amn_crop_size", "64"]
+    proc = subprocess.run([sys.executable, str(REPO / "run_sample.py"), *argv, *setup(tiny_root, tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert len(errors) == 1 and lines[-1] == errors[0] and names in errors[0], proc.stderr[-2000:]
+    if alone:  # refused before any work started: nothing else was printed
+        assert lines == errors
+    assert not (tmp_path / "marker").exists()
+    print(errors[0])  # the messages, for a reader of `pytest -s`

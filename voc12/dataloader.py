@@ -58,7 +58,7 @@ def load_cls_labels(path: str | os.PathLike) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image labels {path} do not exist; make them with `python -m voc12.prepare` or set --cls_labels")
-    remedy = "regenerate them with `python -m voc12.prepare`"
+    remedy = "regenerate them with `python -m voc12.prepare` or fix --cls_labels"
     try:
         raw = fileio.load_npy_object(path, remedy)
     except fileio.UnreadableNpy as err:
@@ -123,7 +123,7 @@ def check_dataset(names: Sequence[str], image_dir: str | os.PathLike, *, list_fl
             else:
                 mask = imutils.read_mask(mask_path)
                 if mask_kind == "gt":
-                    imutils.gt_to_binary(mask, mask_path)
+                    imutils.gt_to_binary(mask, mask_path, mask_flag)
                 else:
                     imutils.check_label_values(mask, mask_path, mask_flag)
                 mask_size = mask.shape[:2]
@@ -226,7 +226,7 @@ class SegmentationDataset(Dataset):
         img = imutils.read_image(self.image_paths[name])
         label = imutils.read_mask(self.label_dir / f"{name}.png")
         if self.gt_labels:
-            label = imutils.gt_to_binary(label, self.label_dir / f"{name}.png")
+            label = imutils.gt_to_binary(label, self.label_dir / f"{name}.png", "--seg_label_dir")
         scale = rng.uniform(*self.scale_range)
         img = imutils.pil_rescale(img, scale, order=3)
         label = imutils.pil_rescale(label, scale, order=0)
