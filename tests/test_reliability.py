@@ -332,3 +332,64 @@ def test_bad_input_ends_in_one_line(tiny_root, tmp_path, setup, names, alone):
         assert lines == errors
     assert not (tmp_path / "marker").exists()
     print(errors[0])  # the messages, for a reader of `pytest -s`
+
+
+# ------------------------------------------------------------------------------------------ small ones
+
+def test_duplicated_list_entries_are_warned_once_and_dropped(tmp_path, caplog):
+    from voc12 import dataloader
+
+    (tmp_path / "list.txt").write_text("a\nb\na\nc\nb\n")
+    with caplog.at_level("WARNING"):
+        assert dataloader.read_list(tmp_path / "list.txt") == ["a", "b", "c"]
+        assert dataloader.read_list(tmp_path / "list.txt") == ["a", "b", "c"]
+    warnings = [r.getMessage() for r in caplog.records if "more than once" in r.getMessage()]
+    assert len(warnings) == 1 and "2 name(s) more than once (first: 'a')" in warnings[0]
+
+
+@pytest.mark.slow
+def test_training_finished_in_the_resume_file_logs_no_training(tiny_root, tmp_path, monkeypatch, caplog, cpu_runtime):
+    from misc import trainloop
+    from step import train_cam
+    from tests.conftest import stage_args
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_last_epoch(*a, **k):  # the resume file holds the last epoch, the final checkpoint is not written
+        trainloop_fit(*a, **k)
+        raise Killed
+
+    trainloop_fit = trainloop.fit
+    monkeypatch.setattr(trainloop, "fit", killed_after_last_epoch)
+    args = stage_args(tiny_root, tmp_path, "--cam_num_epoches", "1")
+    with pytest.raises(Killed):
+        train_cam.run(args)
+    monkeypatch.setattr(trainloop, "fit", trainloop_fit)
+    with caplog.at_level("INFO"):
+        train_cam.run(args)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "all 1 epochs were done before" in text and "trained " not in text
+    assert (tmp_path / "sess" / "cam.pth").is_file()
+
+
+def test_a_rejected_checkpoint_is_the_projects_one_line(tmp_path):
+    import torch
+
+    from misc import fileio
+    from misc.errors import UserError
+    from net import RepVGG_cam
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'marker'}",))
+
+    torch.save({"model": Evil()}, tmp_path / "evil.pth")
+    for load in (lambda: fileio.read_state_dict(tmp_path / "evil.pth", "an official RepVGG -train.pth checkpoint"),
+                 lambda: RepVGG_cam.load_cam_net(tmp_path / "evil.pth", deploy=True)):
+        with pytest.raises(UserError) as info:
+            load()
+        message = str(info.value)
+        assert "\n" not in message and "weights_only" not in message and "Weights only load failed" not in message
+        assert "it names posix.system, which is not a tensor or a plain value" in message
+    assert not (tmp_path / "marker").exists()
