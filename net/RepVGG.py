@@ -34,7 +34,6 @@ __all__ = [
     "build_repvgg",
     "repvgg_model_convert",
     "load_imagenet_weights",
-    "load_backbone_weights",
 ]
 
 
@@ -146,6 +145,7 @@ class RepVGG(nn.Module):
 
     out_channels: tuple[int, ...]  # stage0..stage4 widths, e.g. (64, 128, 256, 512, 2048) for B1g2
     variant: str = "custom RepVGG"  # set by build_repvgg; used in checkpoint error messages
+    output_stride: int = 32         # 16 after build_repvgg's stage-4 stride drop
 
     def __init__(self, num_blocks: list[int] | tuple[int, ...], width_multiplier: list[float] | tuple[float, ...],
                  override_groups_map: dict[int, int] | None = None, deploy: bool = False,
@@ -182,10 +182,21 @@ class RepVGG(nn.Module):
             self.cur_layer_idx += 1
         return nn.Sequential(*blocks)
 
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """Widths of the four levels of `forward_features` (stage1..stage4)."""
+        return self.out_channels[1:]
+
+    @property
+    def feature_strides(self) -> tuple[int, ...]:
+        return (4, 8, 16, self.output_stride)
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stage outputs [stage0, ..., stage4]; strides 2, 4, 8, 16 and 16 (last_stride=1) or 32."""
+        """Stage outputs [stage1, ..., stage4] (the backbone levels of net.backbones); strides 4, 8, 16 and
+        16 (last_stride=1) or 32."""
         features = []
-        for stage in (self.stage0, self.stage1, self.stage2, self.stage3, self.stage4):
+        x = self.stage0(x)
+        for stage in (self.stage1, self.stage2, self.stage3, self.stage4):
             x = stage(x)
             features.append(x)
         return features
@@ -244,6 +255,7 @@ def build_repvgg(name: str, deploy: bool = False, last_stride: int = 1) -> RepVG
     model.variant = name
     if last_stride == 1:
         _drop_last_stride(model.stage4)
+        model.output_stride = 16
     return model
 
 
@@ -339,23 +351,3 @@ def load_imagenet_weights(model: RepVGG, path: str | os.PathLike) -> None:
             f"{len(mismatched)} mismatched shapes (first: {'; '.join(shapes) or '-'}); "
             f"{_mismatch_hint(state, model)}")
     model.load_state_dict(state, strict=True)
-
-
-_WARNED_MISSING: set[str] = set()
-
-
-def load_backbone_weights(model: RepVGG, path: str | None, backbone: str) -> bool:
-    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False.
-    An empty `path` is the user's explicit `none` (start from scratch): no warning."""
-    if path == "":
-        return False
-    if not path or not os.path.isfile(path):
-        key = str(path or "")
-        if key not in _WARNED_MISSING:
-            _WARNED_MISSING.add(key)
-            shown = path or "(no checkpoint path given)"
-            log.warning("%s not found: the %s backbone starts from scratch (ImageNet weights: see weights/README.md)",
-                        shown, backbone)
-        return False
-    load_imagenet_weights(model, path)
-    return True

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, upsample_crop
 from misc.torchutils import autocast
 from net import checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 NETWORK = "RepVGG_MSG_SR"
 CAM_NETWORK = __name__  # "net.RepVGG_MSG_SR": the --cam_network value that selects this baseline
@@ -39,15 +39,14 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16: stride 1 in stage4, no dilation
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used
-        channels = self.repvgg.out_channels[1:]   # stages 1-4
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        channels = self.backbone.feature_channels   # levels 1-4: strides 4, 8, 16, 16
         self.cg = nn.ModuleList(_cg_unit(c) for c in channels)
         self.heads = nn.ModuleList(nn.Conv2d(c, 2, 1, bias=False) for c in channels)
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """CG-unit outputs g_1..g_4 of stages 1-4 [B, C_i, H/s_i, W/s_i], s = 4, 8, 16, 16 (stage 0 runs too)."""
-        stages = self.repvgg.forward_features(x)[1:]
+        stages = self.backbone.forward_features(x)
         return [cg(f) for cg, f in zip(self.cg, stages)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -60,7 +59,7 @@ class Net(nn.Module):
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, CG units and heads); the second group trains at 10x lr."""
-        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return backbone, [*self.cg.parameters(), *self.heads.parameters()]
 
 
@@ -78,7 +77,7 @@ def msg_batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
 def build_msg_net(backbone: str, weights: str | None) -> Net:
     """A train-time MSG classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
     model = Net(backbone)
-    load_backbone_weights(model.repvgg, weights, backbone)
+    load_pretrained(model.backbone, backbone, weights)
     return model
 
 

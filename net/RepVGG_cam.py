@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
 from misc.torchutils import autocast
 from net import checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 NETWORK = "RepVGG_cam"
 
@@ -25,13 +25,12 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16: stride 1 in stage4, no dilation
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used
-        self.classifier = nn.Conv2d(self.repvgg.out_channels[-1], 1, 1, bias=False)
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        self.classifier = nn.Conv2d(self.backbone.feature_channels[-1], 1, 1, bias=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Stage-4 features [B, C, H/16, W/16], post-ReLU."""
-        return self.repvgg.forward_features(x)[-1]
+        return self.backbone.forward_features(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Building logit [B, 1] = w . GAP(f)."""
@@ -49,14 +48,14 @@ class Net(nn.Module):
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, new-layer parameters); the second group trains at 10x lr."""
-        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return backbone, list(self.classifier.parameters())
 
 
 def build_cam_net(backbone: str, weights: str | None) -> Net:
     """A train-time classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
     model = Net(backbone)
-    load_backbone_weights(model.repvgg, weights, backbone)
+    load_pretrained(model.backbone, backbone, weights)
     return model
 
 

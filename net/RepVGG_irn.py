@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from misc import indexing
 from misc.errors import UserError
 from net import RepVGG_amn, checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 log = logging.getLogger(__name__)
 NETWORK = "RepVGG_irn"
@@ -66,10 +66,10 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        # last_stride=1 drops the stride of repvgg.stage4: x3 and x4 both at /16, as in IRN
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
-        self.repvgg.requires_grad_(False)
-        c1, c2, c3, c4 = self.repvgg.out_channels[1:]
+        # output stride 16: x3 and x4 both at /16, as in IRN
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        self.backbone.requires_grad_(False)
+        c1, c2, c3, c4 = self.backbone.feature_channels
         self.edge_sides = nn.ModuleList(_block(c, EDGE_CHANNELS) for c in (c1, c2, c3, c4))
         self.edge_fuse = nn.Conv2d(4 * EDGE_CHANNELS, 1, 1, bias=True)
         self.dp1, self.dp2, self.dp3, self.dp4 = _block(c1, 64), _block(c2, 128), _block(c3, 256), _block(c4, 256)
@@ -81,14 +81,14 @@ class Net(nn.Module):
     def train(self, mode: bool = True) -> "Net":
         """The heads follow `mode`; the frozen backbone stays in eval mode (trainloop.fit calls train())."""
         super().train(mode)
-        self.repvgg.train(False)
+        self.backbone.train(False)
         return self
 
     def backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[x1, x2, x3, x4] at /4, /8, /16, /16, detached (the backbone is not trained)."""
         with torch.no_grad():
-            features = self.repvgg.forward_features(x)
-        return [f.detach() for f in features[1:]]
+            features = self.backbone.forward_features(x)
+        return [f.detach() for f in features]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Edge logits [B, 1, h, w] and displacements [B, 2, h, w] (dy, dx) at h = ceil(H/4), w = ceil(W/4)."""
@@ -209,13 +209,13 @@ def build_irn_net(backbone: str, weights: str | None, fallback: str | os.PathLik
     boundary branch would see no useful features; the AR network's backbone was trained on these tiles.
     """
     model = Net(backbone)
-    if load_backbone_weights(model.repvgg, weights, backbone) or fallback is None or not os.path.isfile(fallback):
+    if load_pretrained(model.backbone, backbone, weights) or fallback is None or not os.path.isfile(fallback):
         return model
     amn = RepVGG_amn.load_amn_net(fallback, deploy=False)  # one-line errors for a wrong or damaged file
     if amn.backbone_name != backbone:
         raise UserError(f"{fallback} is not a train-time {backbone} AR checkpoint but a {amn.backbone_name} one; "
                         f"rerun --train_amn_pass True with --amn_backbone {backbone}")
-    model.repvgg.load_state_dict(amn.repvgg.state_dict(), strict=True)
+    model.backbone.load_state_dict(amn.backbone.state_dict(), strict=True)
     log.info("IRN backbone: no ImageNet weights, so the frozen %s backbone comes from the AR network %s",
              backbone, fallback)
     return model
