@@ -112,9 +112,10 @@ def load_npy_object(path: str | os.PathLike, remedy: str) -> Any:
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                                     else np.lib.format.read_array_header_2_0(f))
-            if not dtype.hasobject:
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            # object arrays (pickles) always have a latin-1 header, version 1.0 or 2.0
+            dtype = readers[version](f)[2] if version in readers else None
+            if dtype is None or not dtype.hasobject:
                 f.seek(0)
                 return np.load(f, allow_pickle=False)
             obj = SafeUnpickler(f).load()

@@ -393,3 +393,15 @@ def test_a_rejected_checkpoint_is_the_projects_one_line(tmp_path):
         assert "\n" not in message and "weights_only" not in message and "Weights only load failed" not in message
         assert "it names posix.system, which is not a tensor or a plain value" in message
     assert not (tmp_path / "marker").exists()
+
+
+def test_weights_none_starts_from_scratch_without_a_warning(tiny_root, tmp_path, caplog):
+    from net import backbones
+    from tests.conftest import stage_args
+
+    args = stage_args(tiny_root, tmp_path)
+    assert args.MODEL_WEIGHTS == "" and args.amn_model_weights == ""
+    model = backbones.build_backbone("RepVGG-Tiny")
+    with caplog.at_level("WARNING"):
+        assert not backbones.load_pretrained(model, "RepVGG-Tiny", args.MODEL_WEIGHTS)
+    assert not [r for r in caplog.records if "starts from scratch" in r.getMessage()]
