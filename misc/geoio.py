@@ -1,6 +1,6 @@
 """GeoTIFF-aware image reading and mask writing for prediction on any image (S11).
 
-Small images are read whole (`read_image`) and their masks written by `write_mask`: a PNG, and a GeoTIFF
+PNG/JPEG images are read whole (misc.imutils) and their masks written by `write_mask`: a PNG, and a GeoTIFF
 beside it when the image is georeferenced (a GeoTIFF, or an XYZ tile named OAM-x-y-z.png: `xyz_geo`).
 
 GeoTIFF scenes of any size go through `predict_geotiff`, which reads and writes by windows and never holds
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from misc import fileio, imutils
+from misc import fileio
 from misc.errors import UserError, brief
 
 log = logging.getLogger(__name__)
@@ -33,34 +33,7 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 NODATA = 255        # output value where the input has no data
 PNG_MAX_SIDE = 4096  # scenes up to this many pixels a side also get a PNG mask
 BLOCK = 512          # tile size of the output GeoTIFFs
-
-
-def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """HxWx3 uint8 RGB, and for a georeferenced GeoTIFF {"crs", "transform"} (else None).
-
-    GeoTIFFs: the first 3 bands (1 band is repeated); other dtypes are scaled by the image maximum
-    to 0..255, as misc.imutils does for 16-bit PNGs."""
-    path = Path(path)
-    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
-        return imutils.read_image(path), None
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                if src.count == 2:
-                    raise UserError(f"{path} has 2 bands; expected 1 (grey) or at least 3 (RGB first)")
-                bands = src.read([1, 2, 3] if src.count >= 3 else [1, 1, 1])
-                geo = {"crs": src.crs, "transform": src.transform}
-                georeferenced = src.crs is not None or not src.transform.is_identity
-    except RasterioIOError as err:
-        raise UserError(f"{path} is not a readable image ({brief(err)}); remove it from --seg_infer_dir") from None
-    if bands.dtype != np.uint8:
-        bands = bands.astype(np.float32)
-        bands = (bands / max(float(bands.max()), 1.0) * 255.0).astype(np.uint8)
-    return np.ascontiguousarray(bands.transpose(1, 2, 0)), geo if georeferenced else None
+GDAL_CACHE_MB = 256  # GDAL's block cache while a scene is predicted: rows of input blocks for one band
 
 
 def is_geotiff(path: str | Path) -> bool:
@@ -139,14 +112,15 @@ def predict_geotiff(path: str | Path, out_dir: Path, name: str, blocks: Blocks, 
     (net.deeplabv3plus.scene_logits); `read(r0, r1, c0, c1)` gives it uint8 HxWx3 RGB (first 3 bands, one
     band repeated; other dtypes scaled by the scene's maximum to 0..255). Finished rows are buffered to
     whole 512-pixel blocks and written with windowed writes. The PNG is written first and the GeoTIFF last,
-    so a <name>.tif means the scene is done.
+    so a <name>.tif means the scene is done. GDAL's block cache is held to GDAL_CACHE_MB (its default, 5% of
+    the RAM, would fill with blocks of the input that are never read again).
     """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
     from rasterio.windows import Window
 
     path = Path(path)
-    with _open_scene(path) as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _open_scene(path) as src:
         height, width = src.height, src.width
         bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
         scale = _scale_to_uint8(src)
@@ -172,11 +146,15 @@ def predict_geotiff(path: str | Path, out_dir: Path, name: str, blocks: Blocks, 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 with rasterio.open(work, "w", **profile) as dst:
-                    buffer = _RowBuffer(dst, src, prob_band)
+                    buffer, done, next_log = _RowBuffer(dst, src, prob_band), 0, 0.1
                     for row, col, logits in blocks(read, height, width):
-                        mask, prob = buffer.add(row, col, logits)
+                        mask = buffer.add(row, col, logits)
                         if whole is not None:
                             whole[row:row + mask.shape[0], col:col + mask.shape[1]] = np.where(mask == NODATA, 0, mask)
+                        done += mask.size
+                        if done >= next_log * height * width and height * width >= 16e6:  # large scenes only
+                            log.info("%s: %.0f%% of %.0f MP", path.name, 100 * done / (height * width), height * width / 1e6)
+                            next_log += 0.1
                     buffer.flush()
             if whole is not None:
                 fileio.save_png(out_dir / f"{name}.png", whole)
@@ -194,7 +172,8 @@ class _RowBuffer:
         self.dst, self.src, self.prob_band = dst, src, prob_band
         self.col, self.top, self.parts = -1, 0, []
 
-    def add(self, row: int, col: int, logits) -> tuple[np.ndarray, np.ndarray]:
+    def add(self, row: int, col: int, logits) -> np.ndarray:
+        """Store the mask (and probability) of the block at (row, col); returns its mask."""
         from rasterio.windows import Window
 
         if col != self.col:
@@ -202,13 +181,15 @@ class _RowBuffer:
             self.col, self.top = col, row
         height, width = logits.shape[-2:]
         valid = self.src.dataset_mask(window=Window(col, row, width, height)) != 0
-        prob = logits.softmax(0)[1].numpy()
         mask = np.where(valid, logits.argmax(0).numpy().astype(np.uint8), NODATA).astype(np.uint8)
-        percent = np.where(valid, np.rint(prob * 100), NODATA).astype(np.uint8)
-        self.parts.append(np.stack([mask, percent]) if self.prob_band else mask[None])
+        if self.prob_band:
+            percent = np.where(valid, np.rint(logits.softmax(0)[1].numpy() * 100), NODATA).astype(np.uint8)
+            self.parts.append(np.stack([mask, percent]))
+        else:
+            self.parts.append(mask[None])
         if sum(p.shape[1] for p in self.parts) >= BLOCK:
             self.flush(whole_blocks=True)
-        return mask, prob
+        return mask
 
     def flush(self, whole_blocks: bool = False) -> None:
         from rasterio.windows import Window

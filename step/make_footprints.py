@@ -32,6 +32,7 @@ from misc import fileio, footprints, geoio, imutils, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
+from step.segmentation import seg_settings
 from step.stages import stage_tag
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,18 @@ def mask_paths(seg_dir: Path) -> list[Path]:
 
 def polygonise_masks(paths: Sequence[Path], image_dir: Path | None,
                      desc: str = TAG) -> tuple[list[MaskInfo], dict[str | None, list[Polygon]]]:
-    """Every mask's polygons, grouped by CRS (each CRS-less mask a group of its own, keyed by its path)."""
+    """Every mask's polygons, grouped by CRS (each CRS-less mask a group of its own, keyed by its path).
+    Masks larger than misc.footprints.MASK_WINDOW pixels a side are read and polygonised by windows."""
     masks, groups = [], {}
     for path in progress(paths, desc=desc, unit="mask"):
-        grid = footprints.read_mask_grid(path)
+        polys, height, width, first = [], 0, 0, None
+        for row, col, grid in footprints.read_mask_windows(path):  # large scenes by windows, merged below
+            first = first or grid
+            height, width = max(height, row + grid.mask.shape[0]), max(width, col + grid.mask.shape[1])
+            polys += footprints.polygonise(grid.mask, grid.transform, grid.nodata)
         image = imutils.find_image(image_dir, path.stem) if image_dir is not None else None
-        masks.append(MaskInfo(path.stem, path, grid.crs, grid.transform, grid.mask.shape, image))
-        key = grid.crs if grid.crs is not None else str(path)
-        groups.setdefault(key, []).extend(footprints.polygonise(grid.mask, grid.transform, grid.nodata))
+        masks.append(MaskInfo(path.stem, path, first.crs, first.transform, (height, width), image))
+        groups.setdefault(first.crs if first.crs is not None else str(path), []).extend(polys)
     crs_less = [m for m in masks if m.crs is None]
     if crs_less and len(crs_less) < len(masks):
         raise UserError(f"{crs_less[0].path} has no CRS but other masks in {paths[0].parent} have one; pixel and map "
@@ -158,7 +163,7 @@ def run(args: argparse.Namespace) -> None:
 
 def write_all(args: argparse.Namespace) -> dict:
     timer = Timer()
-    seg_dir = Path(args.seg_out_dir or Path(args.work_space) / "seg")
+    seg_dir = seg_settings(args).out_dir
     image_dir = Path(args.seg_infer_dir) if args.seg_infer_dir else Path(args.image_dir)
     out = Path(args.footprints_out)
     if out.suffix.lower() != ".geojson":

@@ -78,6 +78,8 @@ def test_windowed_scene_equals_whole_image_prediction(tmp_path, model):
     with rasterio.open(tmp_path / "scene.tif") as src:
         assert src.crs == UTM33 and src.transform == ORIGIN and src.count == 2 and src.nodata == geoio.NODATA
         assert src.profile["tiled"] and src.compression.name == "deflate"
+        if geoio.cog_available():
+            assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         mask, percent = src.read()
     assert (mask[:, :7] == geoio.NODATA).all() and (percent[:, :7] == geoio.NODATA).all()
     np.testing.assert_array_equal(mask[:, 7:], whole.argmax(0).numpy()[:, 7:])
@@ -195,6 +197,26 @@ def test_footprints_with_the_default_cleaning_stay_close_to_the_mask(tmp_path):
     name = f"OAM-{X}-{Y}-{Z}"
     back = footprints.rasterize_footprints(polys, footprints.xyz_transform(X, Y, Z)[0], (256, 256)).astype(bool)
     assert len(features) == 3 and (back & (masks[name] == 1)).sum() / (back | (masks[name] == 1)).sum() >= 0.9
+
+
+def test_a_scene_mask_read_by_windows_gives_whole_buildings(tmp_path, monkeypatch):
+    mask = np.zeros((1, 100, 120), np.uint8)
+    mask[0, 30:70, 20:90] = 1                      # crosses the window edges at row 40 and column 40 and 80
+    mask[0, 5:15, 100:115] = 1
+    mask[0, 80:, :] = geoio.NODATA                 # no data: never building
+    (tmp_path / "seg").mkdir()
+    write_geotiff(tmp_path / "seg" / "scene.tif", mask, nodata=geoio.NODATA)
+    args = footprint_args(tmp_path, "--footprint_simplify", "0", "--footprint_orthogonalise", "False")
+    monkeypatch.setattr(footprints, "MASK_WINDOW", 40)
+    assert len(list(footprints.read_mask_windows(tmp_path / "seg" / "scene.tif"))) == 9
+    make_footprints.write_all(args)
+    features = json.loads((tmp_path / "result" / "footprints.geojson").read_text())["features"]
+    assert len(features) == 2
+    polys = footprints.reproject([shapely_shape(f["geometry"]) for f in features], footprints.LONLAT, UTM33)
+    back = footprints.rasterize_footprints(polys, ORIGIN, (100, 120))
+    np.testing.assert_array_equal(back, mask[0] == 1)
+    areas = sorted(f["properties"]["area_m2"] for f in features)  # 0.25 m2 pixels; UTM's scale 0.9996 there
+    assert areas == pytest.approx([37.5 / 0.9996 ** 2, 700 / 0.9996 ** 2], rel=1e-4)
 
 
 def test_empty_masks_give_an_empty_collection(tmp_path):
