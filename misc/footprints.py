@@ -378,6 +378,7 @@ def _orthogonalise(polys: list[Polygon], simplify_m: float) -> list[Polygon]:
     # 0.5 m is its own default. num_cores=1: no process pool inside a stage (2-core machines, loaders).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*inplace keyword.*")  # its own pandas-3 deprecation
+        warnings.filterwarnings("ignore", message=".*low IoU with original polygon.*")  # it then keeps the original
         out = regularize_geodataframe(frame, simplify=False, num_cores=1,
                                       simplify_tolerance=simplify_m if simplify_m > 0 else 0.5)
     return list(out.geometry)

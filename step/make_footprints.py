@@ -7,7 +7,7 @@ Reads:  every mask in --seg_out_dir (default <work_space>/seg): <name>.tif, a Ge
 Writes: --footprints_out (default <work_space>/footprints.geojson): one FeatureCollection in EPSG:4326, each
         feature with `area_m2` (true ground area) and `source` (its image, or its mask where the image is not
         found); the same layer in a .gpkg of the same name; overlays of the footprints on the first --num_vis
-        images in <work_space>/vis/footprints/.
+        images that hold any, in <work_space>/vis/footprints/.
 Steps (misc.footprints): polygonise each mask in its own grid; merge the pieces of one building cut by tile
 or window seams (all masks of one CRS together); drop specks under --footprint_min_area m2, simplify by
 --footprint_simplify m and square the corners (--footprint_orthogonalise), in metres on the ground; write.
@@ -132,8 +132,11 @@ def make_footprints(masks: Sequence[MaskInfo], groups: dict[str, list[Polygon]],
 
 
 def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | None:
-    """The mask's image, shrunk to visutils.VIS_MAX_SIDE, with the outlines of `polys` (in the mask's CRS) drawn."""
-    if mask.image is None:
+    """The mask's image, shrunk to visutils.VIS_MAX_SIDE, with the outlines of `polys` (in the mask's CRS)
+    drawn; None when the image is not found or no footprint lies on it."""
+    box = mask.box
+    on_it = [p for p in polys if p.intersects(box)]
+    if mask.image is None or not on_it:
         return None
     if geoio.is_geotiff(mask.image):
         image = geoio.read_preview(mask.image, visutils.VIS_MAX_SIDE)
@@ -142,16 +145,13 @@ def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | 
             image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
     else:
         image = imutils.read_image(mask.image)
-    scale = image.shape[0] / mask.shape[0]
-    to_pixels = Affine.scale(scale) * ~mask.transform
-    box = mask.box
+    to_pixels = Affine.scale(image.shape[0] / mask.shape[0]) * ~mask.transform
     rings = []
-    for poly in polys:
-        if poly.intersects(box):
-            for ring in (poly.exterior, *poly.interiors):
-                xy = np.asarray(ring.coords)
-                cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
-                rings.append(np.column_stack([cols, rows]))
+    for poly in on_it:
+        for ring in (poly.exterior, *poly.interiors):
+            xy = np.asarray(ring.coords)
+            cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
+            rings.append(np.column_stack([cols, rows]))
     return visutils.footprint_overlay(np.ascontiguousarray(image), rings)
 
 
