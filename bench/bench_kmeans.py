@@ -1,5 +1,5 @@
 """Benchmark of the S3b k-means (misc.bac): chunked matrix-product form vs the kmeans_pytorch-style
-N x k x D broadcast, in time per iteration and peak resident memory (SPEC item 13).
+N x k x D broadcast, in time per iteration and peak resident memory.
 
     .venv/bin/python bench/bench_kmeans.py [--n 200000 --dim 2048 --k 20 --iters 10]
 

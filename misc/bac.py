@@ -1,7 +1,7 @@
-"""Building-aware clustering, the maths of SPEC S3 (S3a split, S3b k-means and selection, S3c expanded CAM).
+"""Building-aware clustering, the maths of S3 (S3a split, S3b k-means and selection, S3c expanded CAM).
 
 Pure functions on tensors; `step.make_lpcam` wires them to files. The k-means reproduces the
-reference's `kmeans_pytorch.kmeans(distance='cosine')` (SPEC S3b.3, item 13) without its
+reference's `kmeans_pytorch.kmeans(distance='cosine')` without its
 N x k x D intermediate: assignments come from normalised matrix products over chunks of rows.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ DEFAULT_CHUNK = 1024  # rows per k-means chunk: 1024 x 2048 float32 = 8 MiB, so 
 def sample_positives(positives: Sequence[str], num: int, seed: int = 3,
                      rng: np.random.RandomState | None = None) -> list[str]:
     """The reference's draw: `np.random.seed(3); np.random.choice(positives, num)`, WITH replacement
-    (SPEC S3b.1, item 12), from a local RandomState so the global numpy state is untouched.
+    (numpy's default), from a local RandomState so the global numpy state is untouched.
 
     `num == 0` gives every positive once, in list order (no draw). Pass `rng` to keep drawing from the
     same stream afterwards (the reference's k-means initialisations follow this draw).
@@ -43,7 +43,7 @@ def sample_positives(positives: Sequence[str], num: int, seed: int = 3,
 
 def split_features(feats: torch.Tensor, seed_map: torch.Tensor, select_thres: float
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Building-candidate and context feature vectors of one tile (SPEC S3b.2).
+    """Building-candidate and context feature vectors of one tile (S3b).
 
     Args:
         feats: [C, h, w] stage-4 features.
@@ -70,7 +70,7 @@ def kmeans_cosine(x: torch.Tensor, k: int, tol: float = 5.0, max_iter: int = 300
 
     Per iteration: assign each row to argmax cos(x, c) (= argmin 1 - cos); set each centre to the mean of
     its RAW member rows (an empty cluster takes a random row); stop when (sum_k ||c_k - c_k_prev||)^2 < tol
-    or after `max_iter` iterations (a cap the reference lacks, SPEC item 13; hitting it is logged).
+    or after `max_iter` iterations (a cap the reference lacks; hitting it is logged).
     Memory is O(N*D) for `x` itself plus O(chunk_size * (D + k)); `x` may be float16, each chunk is
     computed in float32 (float64 stays float64). A zero row has cosine 0 to every centre and goes to
     cluster 0, as the reference's NaN row does.
@@ -187,16 +187,16 @@ def prototype_scores(centres: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def select_prototypes(bld_centres: torch.Tensor, ctx_centres: torch.Tensor, w: torch.Tensor,
                       class_thres: float = 0.9, context_thres: float = 0.9, context_thres_low: float = 0.0
                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Building-aware selection (SPEC S3b.4): P = {c in C_bld : p(c) > class_thres},
+    """Building-aware selection: P = {c in C_bld : p(c) > class_thres},
     Q = {c in C_ctx : context_thres_low <= p(c) < context_thres} (the reference's low bound is 0).
 
     If no building centre passes, P falls back to the top-1 building centre by p, with a warning
-    (SPEC item 10). `info` holds the scores and chosen indices for logging.
+    instead of the reference's crash. `info` holds the scores and chosen indices for logging.
     """
     bld_scores, ctx_scores = prototype_scores(bld_centres, w), prototype_scores(ctx_centres, w)
     bld_index = torch.nonzero(bld_scores > class_thres).flatten()
     fallback = bld_index.numel() == 0 and bld_scores.numel() > 0
-    if fallback:  # deviation: the reference crashes on an empty P (SPEC item 10)
+    if fallback:  # deviation: the reference crashes on an empty P
         bld_index = bld_scores.argmax().reshape(1)
         log.warning("no building cluster has sigmoid(w.c) > --bac_class_thres %.3g (best %.3f); using the top-1 "
                     "building cluster as the only prototype", class_thres, bld_scores.max().item())
@@ -220,10 +220,10 @@ def mean_cosine(feats: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
 
 def expanded_cam(feats_per_scale: Sequence[torch.Tensor], prototypes: torch.Tensor, context: torch.Tensor,
                  size: tuple[int, int]) -> torch.Tensor:
-    """The BAC expanded CAM (SPEC S3c) of B same-size tiles, max-normalised: [B, H, W] in [0, 1).
+    """The BAC expanded CAM (S3c) of B same-size tiles, max-normalised: [B, H, W] in [0, 1).
 
     Per scale: A_s = mean_p cos(f_s, p), minus mean_q cos(f_s, q) then ReLU when |Q| > 0; then
-    E = mean_s crop(up(A_s)) and E / (max E + 1e-5) (SPEC item 11: the reference has no epsilon).
+    E = mean_s crop(up(A_s)) and E / (max E + 1e-5) (the reference has no epsilon: NaN when the context cancels all).
 
     Args:
         feats_per_scale: per scale, flip-summed features [B, C, h_s, w_s] (or [C, h_s, w_s] for one tile).
@@ -240,7 +240,7 @@ def expanded_cam(feats_per_scale: Sequence[torch.Tensor], prototypes: torch.Tens
         up = upsample_crop(att.unsqueeze(1), size)[:, 0]
         total = up if total is None else total + up
     mean = total / len(feats_per_scale)
-    return max_normalise(mean.unsqueeze(1))[:, 0]  # deviation: + 1e-5 (SPEC item 11)
+    return max_normalise(mean.unsqueeze(1))[:, 0]  # deviation: + 1e-5, so an all-zero map gives 0, not NaN
 
 
 def format_scores(scores: torch.Tensor, chosen: torch.Tensor | None = None) -> str:

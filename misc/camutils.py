@@ -1,4 +1,4 @@
-"""Map arithmetic shared by the multi-scale stages (SPEC 2.0, S2, S3c, S7)."""
+"""Map arithmetic shared by the multi-scale stages (S2, S3c, S7)."""
 from __future__ import annotations
 
 import math

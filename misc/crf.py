@@ -25,7 +25,7 @@ from misc.pyutils import progress
 
 from misc.imutils import IGNORE
 
-# The reference's CRF (SPEC section 6, CRF row); BAC-AR-Net's bilateral term differs from IRN's 50/10.
+# The reference's CRF settings; BAC-AR-Net's bilateral term differs from IRN's 50/10.
 CRF_PARAMS = {"t": 10, "gt_prob": 0.7, "gauss_sxy": 3, "gauss_compat": 3,
               "bi_sxy": 60, "bi_srgb": 5, "bi_compat": 5}
 
@@ -58,7 +58,7 @@ def crf_inference_label(img: np.ndarray, labels: np.ndarray, n_labels: int = 2, 
 
 
 def confident_label(img: np.ndarray, building_map: np.ndarray, fg_thres: float, bg_thres: float) -> np.ndarray:
-    """SPEC S5: fg = CRF(1[m > t_fg]), bg = CRF(1[m > t_bg]); 1 where fg = 1, 255 where fg = 0,
+    """S5: fg = CRF(1[m > t_fg]), bg = CRF(1[m > t_bg]); 1 where fg = 1, 255 where fg = 0,
     then 0 where fg + bg = 0. A pixel equal to a threshold counts as below it (the reference pads a
     constant background plane and takes argmax, so ties go to background).
 

@@ -3,7 +3,7 @@
 Every writer goes through `atomic_path`: the data goes to a temporary file in the target
 folder, which is renamed over the target only when complete. An interrupted run therefore
 leaves either the old file or the new one, never a truncated file, and a rerun can trust
-every file it finds (SPEC decision 4).
+every file it finds.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def save_npy_dict(path: str | os.PathLike, data: dict[str, np.ndarray]) -> None:
-    """Write a dict of numpy arrays as `np.save(dict)`, the SPEC's stage-file format."""
+    """Write a dict of numpy arrays as `np.save(dict)`, the stage-file format (no pickled tensors)."""
     clean = {k: np.asarray(v) for k, v in data.items()}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -1,4 +1,4 @@
-"""The one image reader, and the pixel-level transforms shared by the datasets (SPEC 2.0, S1, S6).
+"""The one image reader, and the pixel-level transforms shared by the datasets (S1, S6, inference).
 
 Images are HxWx3 uint8 RGB numpy arrays; masks are HxW uint8. Resizing uses PIL
 (bicubic for images, nearest for labels), as the reference does.
@@ -57,7 +57,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 def gt_to_binary(mask: np.ndarray) -> np.ndarray:
-    """Ground truth as {0,1}: 0/255 masks map 255 to building (SPEC S4: int(v/255)); 0/1 masks stay."""
+    """Ground truth as {0,1}: 0/255 masks map 255 to building (the reference's int(v/255)); 0/1 masks stay."""
     if mask.max(initial=0) <= 1:
         return mask.astype(np.uint8)
     return (mask >= 128).astype(np.uint8)
@@ -74,7 +74,7 @@ def find_image(image_dir: str | os.PathLike, name: str) -> Path | None:
 
 
 def normalize(img: np.ndarray) -> np.ndarray:
-    """uint8 HxWx3 -> float32 HxWx3 with ImageNet mean/std (SPEC 2.0)."""
+    """uint8 HxWx3 -> float32 HxWx3 with ImageNet mean/std."""
     return (img.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
@@ -97,7 +97,7 @@ def pil_resize(img: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray
 
 
 def random_resize_long(img: np.ndarray, min_long: int, max_long: int, rng: random.Random) -> np.ndarray:
-    """Scale so the long side is a uniform integer in [min_long, max_long] (SPEC S1 step 1)."""
+    """Scale so the long side is a uniform integer in [min_long, max_long]."""
     target = rng.randint(min_long, max_long)
     height, width = img.shape[:2]
     scale = target / max(height, width)
@@ -106,7 +106,7 @@ def random_resize_long(img: np.ndarray, min_long: int, max_long: int, rng: rando
 
 def random_crop(arrays: list[np.ndarray], crop: int, fills: list[float], rng: random.Random) -> list[np.ndarray]:
     """Crop the same random `crop`x`crop` window from each array; smaller arrays are placed at a
-    random offset in a container filled with the matching value (SPEC S1 step 4, S6 step 4)."""
+    random offset in a container filled with the matching value (0, the mean colour, for a normalised image; 255 for a label)."""
     height, width = arrays[0].shape[:2]
     ch, cw = min(crop, height), min(crop, width)
     w_space, h_space = width - crop, height - crop

@@ -1,13 +1,13 @@
-"""Pixel pairs, boundary-aware affinities and the random walk of the optional IRN stage (SPEC S10).
+"""Pixel pairs, boundary-aware affinities and the random walk of the optional IRN stage (S10).
 
 A pair is a source pixel i and a destination j = i + d, with d one of the `search_directions` of
-radius r (SPEC: r = 5): the half disk 0 < dy^2 + dx^2 < r^2 with dy > 0, or dy = 0 and dx > 0, so
+radius r (the reference: 5; IRN: 10): the half disk 0 < dy^2 + dx^2 < r^2 with dy > 0, or dy = 0 and dx > 0, so
 each unordered pair of pixels closer than r is met exactly once.
 
 The path of a pair is every grid cell within distance < 1 of the straight line from i to j inside
 their bounding box (both ends included). Any 8-connected boundary line crossing the segment has a
 cell on the path, so a thin diagonal edge cannot be jumped. The affinity of the pair is
-a_ij = 1 - max over the path of the edge probability (SPEC S10).
+a_ij = 1 - max over the path of the edge probability, as in IRN.
 
 Two layouts of the pairs:
 - training (`PathIndex.sources`, `destinations`): sources are the cells whose every destination lies
@@ -162,7 +162,7 @@ def transition_matrix(affinity: torch.Tensor, index: PathIndex, beta: float, den
 def random_walk(x: torch.Tensor, transition: torch.Tensor, exp_times: int) -> torch.Tensor:
     """T^(2^exp_times) applied to each row of x [C, N].
 
-    A dense T is squared exp_times times (SPEC S10's form; O(N^3), fast on a GPU). A sparse T is
+    A dense T is squared exp_times times (the reference's form; O(N^3), fast on a GPU). A sparse T is
     applied 2^exp_times times instead: the same product in exact arithmetic, at O(2^k * nnz), which
     is what a CPU can afford at N = 4096 (a 256 x 256 tile).
     """

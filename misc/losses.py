@@ -16,7 +16,7 @@ def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, eps: floa
     class over the whole batch, then over the classes present.
 
     logits [B, 2, h, w], labels [B, h, w] in {0, 1, 255}. The reference averages both class terms and
-    returns NaN when a batch lacks one class (SPEC item 25); here an absent class is left out, and a
+    returns NaN when a batch lacks one class; here an absent class is left out, and a
     batch with no labelled pixel gives 0 (still connected to the graph).
     """
     num_classes = logits.shape[1]
@@ -38,7 +38,7 @@ def multiscale_jsd(probs: list[torch.Tensor], labels: torch.Tensor, threshold: f
     averaged over B*h*w, gated by confidence.
 
     probs: softmax maps [B, C, h, w] at the same size (original, downscaled, upscaled input).
-    Gate (reference, SPEC item 24): per image, 1 if max over (C, labelled pixels) of M >= threshold.
+    Gate (the reference's): per image, 1 if max over (C, labelled pixels) of M >= threshold, so almost always 1.
     `per_pixel_gate=True` gates each labelled pixel by max_c M(x) >= threshold instead (an ablation).
     """
     mixture = torch.stack(probs).mean(dim=0).clamp(1e-3, 1 - 1e-3)

@@ -1,4 +1,4 @@
-"""The one segmentation metric: a dataset-level confusion matrix (SPEC S4, decision 8).
+"""The one segmentation metric: a dataset-level confusion matrix.
 
 The confusion N[g, p] counts pixels with ground truth g and prediction p over all pixels of all
 listed tiles; scores are computed once from the total, never averaged per image.
@@ -66,7 +66,7 @@ class ConfusionMeter:
 
 
 def threshold_building(building_map: np.ndarray, threshold: float) -> np.ndarray:
-    """SPEC 2.0 thresholded prediction: building iff map > t (a tie goes to background)."""
+    """Building iff map > t; a tie goes to background (the reference's argmax over a padded plane t)."""
     return (building_map > threshold).astype(np.uint8)
 
 

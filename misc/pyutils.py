@@ -98,7 +98,7 @@ def stage_timer(tag: str) -> Iterator[Timer]:
 
 
 def weights_paths(name: str) -> tuple[Path, Path]:
-    """One naming scheme for weights (SPEC item 28): `sess/repvgg_cam` -> (`.pth`, `_deploy.pt`).
+    """One naming scheme for weights: `sess/repvgg_cam` -> (`.pth`, `_deploy.pt`).
 
     A name given with a `.pth` suffix is accepted and the suffix dropped.
     """

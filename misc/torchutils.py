@@ -114,10 +114,10 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 class PolyOptimizer(torch.optim.SGD):
-    """SGD whose learning rate follows lr_t = lr_0 * (1 - t/T)^0.9, set before each step (SPEC S1).
+    """SGD whose learning rate follows lr_t = lr_0 * (1 - t/T)^0.9, set before each step.
 
     `momentum` defaults to the reference's effective 1e-4 (its weight decay landed in the momentum
-    slot, SPEC S1 "momentum quirk"); pass 0.9 for the clean form.
+    slot, a bug inherited from IRN); pass 0.9 for the clean form.
     """
 
     def __init__(self, param_groups: list[dict], lr: float, weight_decay: float, max_step: int,

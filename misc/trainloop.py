@@ -171,22 +171,15 @@ def steps_per_epoch(num_items: int, batch_size: int) -> int:
 
 @dataclass
 class TrainJob:
-    """What one training stage fills in; `train` does the rest."""
-    tag: str                                                    # the stage tag, for the log
+    """What one training stage fills in; `train` does the rest. `cfg` holds the loop's settings, the stage
+    tag and the fingerprint (every input and setting the weights depend on)."""
     checkpoint: Path                                            # the final .pth (its .resume.pth beside it)
-    fingerprint: dict                                           # every input and setting the weights depend on
     dataset: Dataset
     build: Callable[[], nn.Module]                              # a fresh model (called after seeding)
     optimizer: Callable[[nn.Module, int], torch.optim.Optimizer]  # (model, total steps)
     loss: Callable[[nn.Module, dict], torch.Tensor]             # the scalar loss of one batch
     save: Callable[[nn.Module, Path, dict], None]               # (model on CPU, path, extra entries)
-    epochs: int
-    batch_size: int
-    seed: int = 0
-    amp: str = "none"
-    num_workers: int = 0
-    resume: bool = True
-    sync_bn: bool = False
+    cfg: FitConfig
     describe: str = ""                                          # extra words for the start line
     on_epoch_end: Callable[[nn.Module, int], None] | None = None
     after_fit: Callable[[nn.Module], None] | None = None        # e.g. statistics the checkpoint keeps
@@ -201,30 +194,27 @@ class TrainResult:
 
 def train(job: TrainJob) -> TrainResult:
     """Train `job` (or keep its finished checkpoint); every rank returns the same `trained`."""
-    rt, start = runtime(), time.perf_counter()
+    rt, cfg, start = runtime(), job.cfg, time.perf_counter()
     tiles = len(job.dataset)
-    if job.resume and finished(job.checkpoint, job.fingerprint):
+    if cfg.resume and finished(job.checkpoint, cfg.fingerprint):
         log.info("[%s] %s already trained with these settings (%d tiles, %d epochs); pass --resume False to "
-                 "retrain", job.tag, job.checkpoint, tiles, job.epochs)
+                 "retrain", cfg.tag, job.checkpoint, tiles, cfg.epochs)
         return TrainResult(False, time.perf_counter() - start, [])
-    torch.manual_seed(job.seed)  # the same initial weights on every rank and rerun
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and rerun
     model = job.build().to(rt.device)
-    optimizer = job.optimizer(model, steps_per_epoch(tiles, job.batch_size) * job.epochs)
-    log.info("[%s] tiles=%d batch=%d epochs=%d%s device=%s ranks=%d", job.tag, tiles, job.batch_size, job.epochs,
+    optimizer = job.optimizer(model, steps_per_epoch(tiles, cfg.batch_size) * cfg.epochs)
+    log.info("[%s] tiles=%d batch=%d epochs=%d%s device=%s ranks=%d", cfg.tag, tiles, cfg.batch_size, cfg.epochs,
              f" {job.describe}" if job.describe else "", rt.device, rt.world_size)
-    cfg = FitConfig(epochs=job.epochs, batch_size=job.batch_size, seed=job.seed, amp=job.amp,
-                    num_workers=job.num_workers, resume=job.resume, fingerprint=job.fingerprint, tag=job.tag,
-                    sync_bn=job.sync_bn)
     epoch_end = (lambda epoch: job.on_epoch_end(model, epoch)) if job.on_epoch_end else None
     losses = fit(model, job.dataset, optimizer, job.loss, cfg, rt, job.checkpoint, on_epoch_end=epoch_end)
     if job.after_fit is not None:
         job.after_fit(model)
     if rt.is_main:
-        job.save(model.cpu(), Path(job.checkpoint), {"fingerprint": job.fingerprint})
+        job.save(model.cpu(), Path(job.checkpoint), {"fingerprint": cfg.fingerprint})
         resume_path(job.checkpoint).unlink(missing_ok=True)
     barrier()
     seconds = time.perf_counter() - start
-    log.info("[%s] trained %d tiles for %d epochs in %.0fs (%.1f img/s), final loss %s -> %s", job.tag, tiles,
-             job.epochs, seconds, tiles * job.epochs / max(seconds, 1e-9),
+    log.info("[%s] trained %d tiles for %d epochs in %.0fs (%.1f img/s), final loss %s -> %s", cfg.tag, tiles,
+             cfg.epochs, seconds, tiles * cfg.epochs / max(seconds, 1e-9),
              f"{losses[-1]:.4f}" if losses else "n/a (resumed after the last epoch)", job.checkpoint)
     return TrainResult(True, seconds, losses)

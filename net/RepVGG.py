@@ -1,13 +1,13 @@
 """RepVGG family (Ding et al., "RepVGG: Making VGG-style ConvNets Great Again", CVPR 2021).
 
-Follows SPEC.md section 3 (the RepVGG-B1g2 backbone) and section 4 item 5 (deploy conversion as
-an explicit, tested function instead of commented-out code).
+Blocks, key names and group maps as in DingXiaoH/RepVGG; the deploy conversion is an explicit, tested
+function (the release only had it as commented-out code).
 
 Parameter names match the official DingXiaoH/RepVGG checkpoints (rbr_dense / rbr_1x1 / rbr_identity
 at training time, rbr_reparam once deployed), so weights/RepVGG-B1g2-train.pth loads with strict=True.
 
 There is one constructor path, `build_repvgg(name, deploy, last_stride)`. The stage-4 stride edit
-(SPEC section 3, "Stage-4 modification", OS 16) lives there, so a model built with deploy=True and a
+(stride 1 in stage4, no dilation: OS 16) lives there, so a model built with deploy=True and a
 training-time model converted with `switch_to_deploy` have identical geometry (STYLE B3: the timm
 trap, where a deploy-time constructor silently used different padding and still loaded strictly).
 """
@@ -34,7 +34,6 @@ __all__ = [
     "build_repvgg",
     "repvgg_model_convert",
     "load_imagenet_weights",
-    "load_backbone_weights",
 ]
 
 
@@ -49,7 +48,7 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int, 
 
 
 def _fuse_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """K' = K * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps) (SPEC section 3)."""
+    """K' = K * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)."""
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
     return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
@@ -141,11 +140,12 @@ class RepVGG(nn.Module):
     """RepVGG trunk: stage0 (one block) and stage1..stage4, then global pooling and a linear classifier.
 
     Blocks are numbered 1.. from the first block of stage1 (stage0 is not counted); `override_groups_map`
-    maps those numbers to a group count (SPEC section 3, "Groups").
+    maps those numbers to a group count (B1g2: groups=2 on blocks 2, 4, ..., 26).
     """
 
     out_channels: tuple[int, ...]  # stage0..stage4 widths, e.g. (64, 128, 256, 512, 2048) for B1g2
     variant: str = "custom RepVGG"  # set by build_repvgg; used in checkpoint error messages
+    output_stride: int = 32         # 16 after build_repvgg's stage-4 stride drop
 
     def __init__(self, num_blocks: list[int] | tuple[int, ...], width_multiplier: list[float] | tuple[float, ...],
                  override_groups_map: dict[int, int] | None = None, deploy: bool = False,
@@ -182,10 +182,21 @@ class RepVGG(nn.Module):
             self.cur_layer_idx += 1
         return nn.Sequential(*blocks)
 
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """Widths of the four levels of `forward_features` (stage1..stage4)."""
+        return self.out_channels[1:]
+
+    @property
+    def feature_strides(self) -> tuple[int, ...]:
+        return (4, 8, 16, self.output_stride)
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stage outputs [stage0, ..., stage4]; strides 2, 4, 8, 16 and 16 (last_stride=1) or 32."""
+        """Stage outputs [stage1, ..., stage4] (the backbone levels of net.backbones); strides 4, 8, 16 and
+        16 (last_stride=1) or 32."""
         features = []
-        for stage in (self.stage0, self.stage1, self.stage2, self.stage3, self.stage4):
+        x = self.stage0(x)
+        for stage in (self.stage1, self.stage2, self.stage3, self.stage4):
             x = stage(x)
             features.append(x)
         return features
@@ -223,7 +234,7 @@ VARIANTS: dict[str, RepVGGConfig] = {
 
 
 def _drop_last_stride(stage4: nn.Sequential) -> None:
-    """SPEC section 3 "Stage-4 modification": stride 1 in stage4, no dilation, so OS 16 instead of 32."""
+    """The reference's stage-4 edit: stride 1 in stage4, no dilation, so OS 16 instead of 32."""
     for name, module in stage4.named_modules():
         if not isinstance(module, nn.Conv2d):
             continue
@@ -244,6 +255,7 @@ def build_repvgg(name: str, deploy: bool = False, last_stride: int = 1) -> RepVG
     model.variant = name
     if last_stride == 1:
         _drop_last_stride(model.stage4)
+        model.output_stride = 16
     return model
 
 
@@ -339,20 +351,3 @@ def load_imagenet_weights(model: RepVGG, path: str | os.PathLike) -> None:
             f"{len(mismatched)} mismatched shapes (first: {'; '.join(shapes) or '-'}); "
             f"{_mismatch_hint(state, model)}")
     model.load_state_dict(state, strict=True)
-
-
-_WARNED_MISSING: set[str] = set()
-
-
-def load_backbone_weights(model: RepVGG, path: str | None, backbone: str) -> bool:
-    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False."""
-    if not path or not os.path.isfile(path):
-        key = str(path or "")
-        if key not in _WARNED_MISSING:
-            _WARNED_MISSING.add(key)
-            shown = path or "(no checkpoint path given)"
-            log.warning("%s not found: the %s backbone starts from scratch (ImageNet weights: see weights/README.md)",
-                        shown, backbone)
-        return False
-    load_imagenet_weights(model, path)
-    return True

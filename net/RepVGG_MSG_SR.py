@@ -1,14 +1,14 @@
-"""The MSG-SR-Net baseline classifier (SPEC S1 variant B, S2 variant B; section 4 items 1, 2 and 4).
+"""The MSG-SR-Net baseline classifier (S1 and S2 variant B), with the fixes that let it train and make maps.
 
 A comparison baseline, never on the default path: the same RepVGG backbone at output stride 16, a "CG unit"
 (1x1 convolution with bias, batch norm, ReLU) on each of stages 1-4 (strides 4, 8, 16, 16), and on each level
 GAP and a bias-free 1x1 classifier with TWO outputs (no building, building). The release's one-logit heads
-made its cross-entropy fail for positives and vanish for negatives; two channels are the fix SPEC recommends.
+made its cross-entropy fail for positives and vanish for negatives; two channels (as in the reference's ResNet version) fix that.
 Loss: 0.3 (L1 + L2 + L3) + L4 with cross-entropy on the image label. Its maps weight the levels
 (1/3, 1/3, 1/3, 1) after normalising each by its maximum.
 
 Checkpoints use the format of `net.checkpoints` with network "RepVGG_MSG_SR" and are train-time only (the
-MSG maps are made from the training-time network, SPEC S2 variant B), under a name of their own
+MSG maps are made from the training-time network, with no deploy step), under a name of their own
 (--msg_weights_name), so they never replace the single-head classifier that BAC needs.
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, upsample_crop
 from misc.torchutils import autocast
 from net import checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 NETWORK = "RepVGG_MSG_SR"
 CAM_NETWORK = __name__  # "net.RepVGG_MSG_SR": the --cam_network value that selects this baseline
-LOSS_WEIGHTS = (0.3, 0.3, 0.3, 1.0)   # stages 1-4 (SPEC S1 variant B)
-MAP_WEIGHTS = (1 / 3, 1 / 3, 1 / 3, 1.0)  # stages 1-4 (SPEC S2 variant B)
+LOSS_WEIGHTS = (0.3, 0.3, 0.3, 1.0)   # stages 1-4, the reference's loss weights
+MAP_WEIGHTS = (1 / 3, 1 / 3, 1 / 3, 1.0)  # stages 1-4, the reference's map weights
 BUILDING = 1                          # channel of the building class in every head
 
 
@@ -39,15 +39,14 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16 (SPEC section 3)
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used
-        channels = self.repvgg.out_channels[1:]   # stages 1-4
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        channels = self.backbone.feature_channels   # levels 1-4: strides 4, 8, 16, 16
         self.cg = nn.ModuleList(_cg_unit(c) for c in channels)
         self.heads = nn.ModuleList(nn.Conv2d(c, 2, 1, bias=False) for c in channels)
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """CG-unit outputs g_1..g_4 of stages 1-4 [B, C_i, H/s_i, W/s_i], s = 4, 8, 16, 16 (stage 0 runs too)."""
-        stages = self.repvgg.forward_features(x)[1:]
+        stages = self.backbone.forward_features(x)
         return [cg(f) for cg, f in zip(self.cg, stages)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -60,7 +59,7 @@ class Net(nn.Module):
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, CG units and heads); the second group trains at 10x lr."""
-        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return backbone, [*self.cg.parameters(), *self.heads.parameters()]
 
 
@@ -71,14 +70,14 @@ def msg_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
 
 
 def msg_batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """The MSG baseline's multi-level cross-entropy (SPEC S1 variant B)."""
+    """The MSG baseline's multi-level cross-entropy, 0.3 (L1 + L2 + L3) + L4."""
     return msg_loss(model(batch["img"]), batch["label"])
 
 
 def build_msg_net(backbone: str, weights: str | None) -> Net:
     """A train-time MSG classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
     model = Net(backbone)
-    load_backbone_weights(model.repvgg, weights, backbone)
+    load_pretrained(model.backbone, backbone, weights)
     return model
 
 

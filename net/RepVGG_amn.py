@@ -1,4 +1,4 @@
-"""The activation-refinement (AR) network of BAC-AR-Net (SPEC S6, S6d, S7): AMN with a RepVGG backbone.
+"""The activation-refinement (AR) network of BAC-AR-Net (S6, S6d, S7): AMN with a RepVGG backbone.
 
 Stage-4 features (OS 16) are scaled channel-wise by a linear encoding of the image label, then
 Dropout(0.1) and a four-rate ASPP (3x3, dilations 6/12/18/24, N(0, 0.01) weights, zero biases)
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from misc.camutils import max_normalise, stack_pyramids
 from misc.torchutils import autocast
 from net import checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 NETWORK = "RepVGG_amn"
 
@@ -40,28 +40,27 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used (SPEC S1)
-        channels = self.repvgg.out_channels[-1]
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        channels = self.backbone.feature_channels[-1]
         self.label_enc = nn.Linear(1, channels)
         self.classifier = nn.Sequential(nn.Dropout(0.1), ASPPSum(channels, 2))
 
     def forward(self, x: torch.Tensor, label_cls: torch.Tensor) -> torch.Tensor:
         """Logits [B, 2, H/16, W/16] of images x [B, 3, H, W] with image labels [B, 1]."""
-        feats = self.repvgg.forward_features(x)[-1]
+        feats = self.backbone.forward_features(x)[-1]
         scale = self.label_enc(label_cls.to(feats.dtype))[:, :, None, None]
         return self.classifier(feats * scale)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, new layers: classifier + label encoder)."""
-        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return backbone, list(self.classifier.parameters()) + list(self.label_enc.parameters())
 
 
 def build_amn_net(backbone: str, weights: str | None) -> Net:
-    """A train-time AR network; its backbone starts from ImageNet weights when present (SPEC S6)."""
+    """A train-time AR network; its backbone starts from ImageNet weights when present, not from S1."""
     model = Net(backbone)
-    load_backbone_weights(model.repvgg, weights, backbone)
+    load_pretrained(model.backbone, backbone, weights)
     return model
 
 
@@ -75,7 +74,7 @@ def load_amn_net(path: str | os.PathLike, deploy: bool, device: torch.device | s
 
 
 def deploy_amn_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """Fold every RepVGG block of the trained AR network and save it as the deploy file (SPEC S1d / S6d)."""
+    """Fold every RepVGG block of the trained AR network and save it as the deploy file (S6d)."""
     checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_amn_pass True")
 
 

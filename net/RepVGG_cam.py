@@ -1,9 +1,9 @@
-"""The BAC-AR-Net classifier (SPEC S1 variant A, S1d, S2 variant A): RepVGG at output stride 16,
+"""The BAC-AR-Net single-head classifier (S1, S1d, S2 variant A): RepVGG at output stride 16,
 GAP and a bias-free 1x1 convolution to one building logit.
 
 Checkpoints are dicts {"network", "backbone", "deploy", "model": state_dict}, so later stages build
 the right backbone from the file itself. The model keys are `repvgg.*` (the official RepVGG names,
-SPEC section 3) and `classifier.weight`.
+as in DingXiaoH/RepVGG) and `classifier.weight`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
 from misc.torchutils import autocast
 from net import checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 NETWORK = "RepVGG_cam"
 
@@ -25,13 +25,12 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)  # OS 16 (SPEC section 3)
-        self.repvgg.linear.requires_grad_(False)  # the ImageNet head is loaded but never used (SPEC S1)
-        self.classifier = nn.Conv2d(self.repvgg.out_channels[-1], 1, 1, bias=False)
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        self.classifier = nn.Conv2d(self.backbone.feature_channels[-1], 1, 1, bias=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Stage-4 features [B, C, H/16, W/16], post-ReLU."""
-        return self.repvgg.forward_features(x)[-1]
+        return self.backbone.forward_features(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Building logit [B, 1] = w . GAP(f)."""
@@ -44,19 +43,19 @@ class Net(nn.Module):
 
     @property
     def classifier_weight(self) -> torch.Tensor:
-        """w as a vector [C] (the prototype scorer of SPEC S3b)."""
+        """w as a vector [C]: S3b scores a prototype c by sigmoid(w.c)."""
         return self.classifier.weight.detach().flatten()
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, new-layer parameters); the second group trains at 10x lr."""
-        backbone = [p for n, p in self.repvgg.named_parameters() if not n.startswith("linear.")]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return backbone, list(self.classifier.parameters())
 
 
 def build_cam_net(backbone: str, weights: str | None) -> Net:
     """A train-time classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
     model = Net(backbone)
-    load_backbone_weights(model.repvgg, weights, backbone)
+    load_pretrained(model.backbone, backbone, weights)
     return model
 
 
@@ -70,7 +69,7 @@ def load_cam_net(path: str | os.PathLike, deploy: bool, device: torch.device | s
 
 
 def deploy_cam_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """Fold every RepVGG block of the trained classifier and save it as the deploy file (SPEC S1d / S6d)."""
+    """Fold every RepVGG block of the trained classifier and save it as the deploy file (S1d)."""
     checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_cam_pass True")
 
 

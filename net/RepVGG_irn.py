@@ -1,10 +1,10 @@
-"""The optional IRN network (SPEC S10): a frozen RepVGG backbone, a boundary branch and IRN's
+"""The optional IRN network (S10): a frozen RepVGG backbone, a boundary branch and IRN's
 displacement branch, plus AffinityDisplacementLoss.
 
 Backbone features (`--backbone`, ImageNet weights from --MODEL_WEIGHTS when present) are taken with
 no gradient and the backbone always runs in eval mode, so its batch-norm statistics stay put.
 The stride drop is on the LAST stage (repvgg.stage4), so x1..x4 sit at /4, /8, /16, /16 as in IRN;
-the release put it on stage3, which left x3 at /8 and cropped the wrong quadrant (SPEC item 21).
+the release put it on stage3, which left x3 at /8 and cropped the wrong (top-left) quadrant.
 
 - Boundary branch (IRN's simple form; the GSCNN gating of the release is left out): a 1x1 conv +
   GroupNorm + ReLU to 32 channels on each of x1..x4, upsampled to /4, concatenated, a 1x1 conv to
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from misc import indexing
 from misc.errors import UserError
 from net import RepVGG_amn, checkpoints
-from net.RepVGG import build_repvgg, load_backbone_weights
+from net.backbones import build_backbone, load_pretrained
 
 log = logging.getLogger(__name__)
 NETWORK = "RepVGG_irn"
@@ -66,10 +66,10 @@ class Net(nn.Module):
     def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
-        # last_stride=1 drops the stride of repvgg.stage4: x3 and x4 both at /16 (SPEC item 21)
-        self.repvgg = build_repvgg(backbone, deploy=deploy, last_stride=1)
-        self.repvgg.requires_grad_(False)
-        c1, c2, c3, c4 = self.repvgg.out_channels[1:]
+        # output stride 16: x3 and x4 both at /16, as in IRN
+        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+        self.backbone.requires_grad_(False)
+        c1, c2, c3, c4 = self.backbone.feature_channels
         self.edge_sides = nn.ModuleList(_block(c, EDGE_CHANNELS) for c in (c1, c2, c3, c4))
         self.edge_fuse = nn.Conv2d(4 * EDGE_CHANNELS, 1, 1, bias=True)
         self.dp1, self.dp2, self.dp3, self.dp4 = _block(c1, 64), _block(c2, 128), _block(c3, 256), _block(c4, 256)
@@ -81,14 +81,14 @@ class Net(nn.Module):
     def train(self, mode: bool = True) -> "Net":
         """The heads follow `mode`; the frozen backbone stays in eval mode (trainloop.fit calls train())."""
         super().train(mode)
-        self.repvgg.train(False)
+        self.backbone.train(False)
         return self
 
     def backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[x1, x2, x3, x4] at /4, /8, /16, /16, detached (the backbone is not trained)."""
         with torch.no_grad():
-            features = self.repvgg.forward_features(x)
-        return [f.detach() for f in features[1:]]
+            features = self.backbone.forward_features(x)
+        return [f.detach() for f in features]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Edge logits [B, 1, h, w] and displacements [B, 2, h, w] (dy, dx) at h = ceil(H/4), w = ceil(W/4)."""
@@ -125,7 +125,7 @@ class Net(nn.Module):
 
 
 class AffinityDisplacementLoss(nn.Module):
-    """IRN's losses on pairs of radius `radius` (SPEC S10: 5) from stride-4 labels {0, 1, 255}.
+    """IRN's losses on pairs of radius `radius` (the reference: 5; IRN: 10) from stride-4 labels {0, 1, 255}.
 
     a = 1 - max_path sigmoid(edge); pos = 1/2 mean_bg+(-log(a + 1e-5)) + 1/2 mean_fg+(-log(a + 1e-5));
     neg = mean_neg(-log(1 + 1e-5 - a)); dp_fg = sum_fg+ |d_i - d_j - (p_j - p_i)|_1 / (2 sum fg+);
@@ -163,7 +163,7 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
-    """L = (pos + neg) / 2 + (dp_fg + dp_bg) / 2 (SPEC S10)."""
+    """L = (pos + neg) / 2 + (dp_fg + dp_bg) / 2, as in IRN."""
     return (terms["pos"] + terms["neg"]) / 2 + (terms["dp_fg"] + terms["dp_bg"]) / 2
 
 
@@ -173,7 +173,7 @@ def edge_map(model: Net, pair: torch.Tensor, crop_size: int) -> torch.Tensor:
     mean of the two logits, the flipped one flipped back.
 
     Inputs are zero-padded (the mean colour, as the training crops) on the bottom and right to at least
-    `crop_size` (--irn_crop_size; the release hard-coded 256, SPEC item 22) and to a multiple of 16.
+    `crop_size` (--irn_crop_size; the release hard-coded 256) and to a multiple of 16.
     """
     padded, (h, w) = _pad_pair(pair, crop_size)
     return _flip_averaged_edge(model.edges(padded), h, w)
@@ -209,13 +209,13 @@ def build_irn_net(backbone: str, weights: str | None, fallback: str | os.PathLik
     boundary branch would see no useful features; the AR network's backbone was trained on these tiles.
     """
     model = Net(backbone)
-    if load_backbone_weights(model.repvgg, weights, backbone) or fallback is None or not os.path.isfile(fallback):
+    if load_pretrained(model.backbone, backbone, weights) or fallback is None or not os.path.isfile(fallback):
         return model
     amn = RepVGG_amn.load_amn_net(fallback, deploy=False)  # one-line errors for a wrong or damaged file
     if amn.backbone_name != backbone:
         raise UserError(f"{fallback} is not a train-time {backbone} AR checkpoint but a {amn.backbone_name} one; "
                         f"rerun --train_amn_pass True with --amn_backbone {backbone}")
-    model.repvgg.load_state_dict(amn.repvgg.state_dict(), strict=True)
+    model.backbone.load_state_dict(amn.backbone.state_dict(), strict=True)
     log.info("IRN backbone: no ImageNet weights, so the frozen %s backbone comes from the AR network %s",
              backbone, fallback)
     return model

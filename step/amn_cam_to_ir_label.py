@@ -1,9 +1,9 @@
-"""AMN's confident labels from the AR maps (the path towards the optional IRN stage, SPEC S9 note).
+"""AMN's confident labels from the AR maps (the path towards the optional IRN stage).
 
 Reads:  <amn_cam_out_dir>/<name>.npy (channel 1); --train_list images.
 Writes: <amn_ir_label_out_dir>/<name>.png {0,1,255} for every tile, all zeros for negatives (the
-        release wrote nothing for them, SPEC item 18); thresholds --amn_conf_fg_thres 0.45 /
-        --amn_conf_bg_thres 0.15 (AMN's values, SPEC item 17).
+        release wrote nothing, so IRN training crashed); thresholds --amn_conf_fg_thres 0.45 /
+        --amn_conf_bg_thres 0.15 (AMN's values).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""S5: confident {0, 1, 255} labels from the BAC maps with a dense CRF (SPEC S5).
+"""S5: confident {0, 1, 255} labels from the BAC maps with a dense CRF.
 
 Reads:  --train_list tiles under <voc12_root>/JPEGImages (raw uint8 RGB, no normalisation);
         <lpcam_out_dir>/<name>.npy `high_res[0]` for every positive (S3 output); --gt_dir masks for the
@@ -8,7 +8,7 @@ Writes: <ir_label_out_dir>/<name>.png, uint8 HxW in {0, 1, 255} (1 building, 0 b
         <work_space>/metrics_ir_label.json: tiles, positives, coverage and, with ground truth, the
         precision of confident building / background pixels over the positives.
 Label: fg = CRF(1[m > --conf_fg_thres]), bg = CRF(1[m > --conf_bg_thres]); 1 where fg, 0 where neither,
-255 elsewhere (misc.crf.confident_label). Thresholds 0.25 / 0.15 for BAC maps (SPEC item 17).
+255 elsewhere (misc.crf.confident_label). Thresholds 0.25 / 0.15 for BAC maps (the reference script's).
 
 The work is step.labels.make_ir_labels, shared with S9b (the AR maps, channel 1, thresholds 0.45 / 0.15).
 """

@@ -1,4 +1,4 @@
-"""S4 (and S2e): evaluate CAM-type maps against the ground truth (SPEC S4).
+"""S4 (and S2e): evaluate CAM-type maps against the ground truth.
 
 Reads:  <map dir>/<name>.npy for every positive of --infer_list (map dir: --eval_cam_dir, else the
         BAC maps --lpcam_out_dir if they exist, else the seed CAMs --cam_out_dir); --gt_dir masks.

@@ -1,4 +1,4 @@
-"""S11 evaluation: the DeepLabV3+ masks against the ground truth (SPEC S11, decision 8).
+"""S11 evaluation: the DeepLabV3+ masks against the ground truth.
 
 Reads:  <seg_out_dir>/<name>.png {0,1} and <gt_dir>/<name>.png (0/255) for EVERY tile of
         --seg_infer_list (default <voc12_root>/test.txt): negatives and tiles dropped by the 25% rule

@@ -1,4 +1,4 @@
-"""S10 (optional) evaluation: the random-walk masks against the ground truth (SPEC S10).
+"""S10 (optional) evaluation: the random-walk masks against the ground truth.
 
 Reads:  <sem_seg_out_dir>/<name>.png {0, 1} and <gt_dir>/<name>.png (0/255) for the positives of
         --infer_list (as S4 / S8 score their maps).

@@ -1,10 +1,10 @@
-"""S7: AR maps from the deployed AR network (SPEC S7).
+"""S7: AR maps from the deployed AR network.
 
 Reads:  <amn_weights_name>_deploy.pt; positives of --train_list; their S5 labels in --ir_label_out_dir.
 Writes: <amn_cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "high_res": float32[2, H, W],
         "cam": float32[2, ceil(H/4), ceil(W/4)]}, channel 0 background, 1 building. Negatives: no file.
 Z = mean over scales of up_{HxW}((z(I_s) + flip z(flip I_s)) / 2); P = softmax(Z); P~_c = P_c / (max P_c + 1e-5);
-out = P where the S5 label is confident background, else P~ (max-only normalisation, SPEC item 19).
+out = P where the S5 label is confident background, else P~ (max-only normalisation, as the reference; AMN uses min-max).
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""S2: seed CAMs from the deployed classifier (SPEC S2 variant A).
+"""S2: seed CAMs from the deployed single-head classifier (variant A).
 
 Reads:  <cam_weights_name>_deploy.pt; the positives of --train_list under <voc12_root>/JPEGImages.
 Writes: <cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "cam": float32[1, ceil(H/4), ceil(W/4)],
         "high_res": float32[1, H, W] in [0, 1)}. Negatives get no file.
 Per scale s: A_s = ReLU(w*F(I_s)) + flip(ReLU(w*F(flip I_s))); M = sum_s crop(up(A_s)), M /= max M + 1e-5.
 
-With --cam_network net.RepVGG_MSG_SR: the MSG-SR-Net baseline's maps (SPEC S2 variant B) from
+With --cam_network net.RepVGG_MSG_SR: the MSG-SR-Net baseline's maps (S2 variant B) from
 <msg_weights_name>.pth, {"keys", "high_res"} only. Per scale and level i the building channel of
 ReLU(W_i * g_i) (flips merged) is upsampled, cropped and divided by its maximum + 1e-5; the levels are
 weighted (1/3, 1/3, 1/3, 1) and summed, then the scales, and the sum is normalised again.
@@ -33,7 +33,7 @@ TAG = stage_tag(__name__)
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
-    if msg:  # the MSG maps come from the train-time network (SPEC S2 variant B)
+    if msg:  # the MSG maps come from the train-time network (no deploy step)
         weights_path, _ = weights_paths(args.msg_weights_name)
         model = RepVGG_MSG_SR.load_msg_net(weights_path, device=rt.device)
     else:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
-        if msg:  # SPEC S2 variant B has no stride-4 'cam'
+        if msg:  # as in the reference, the MSG maps have no stride-4 'cam'
             maps = {"high_res": RepVGG_MSG_SR.multiscale_msg_cam(model, packs, rt.device, args.amp)}
         else:
             maps = dict(zip(("high_res", "cam"), RepVGG_cam.multiscale_cam(model, packs, rt.device, args.amp)))

@@ -1,4 +1,4 @@
-"""S3: building-aware clustering (BAC) and the expanded CAM, S3a -> S3b -> S3c in one pass (SPEC S3, item 6).
+"""S3: building-aware clustering (BAC) and the expanded CAM, S3a -> S3b -> S3c in one pass (the release ran S3c only).
 
 Reads:  <cam_weights_name>_deploy.pt; the positives of --train_list under <voc12_root>/JPEGImages; the
         seed CAMs <seed_cam_dir>/<name>.npy of the sampled positives (S2).
@@ -39,7 +39,7 @@ from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
-SAMPLE_SEED = 3  # the reference's np.random.seed(3) (SPEC S3b.1)
+SAMPLE_SEED = 3  # the reference's np.random.seed(3)
 
 
 @dataclass
@@ -157,7 +157,7 @@ def cluster(features: dict[str, tuple[torch.Tensor, torch.Tensor]], draws: list[
         x = torch.cat([features[name][part] for name in draws])
         setattr(summary, f"n_{which}", x.shape[0])
         if which == "ctx" and x.shape[0] < k:
-            # |Q| = 0 is a valid outcome (SPEC S3c uses A_s as is), so too few context pixels is no error
+            # |Q| = 0 is a valid outcome (S3c then uses A_s without a context term), so too few context pixels is no error
             log.warning("[%s] only %d context features for k = %d: no context prototypes; raise "
                         "--bac_select_thres or sample more tiles to get some", TAG, x.shape[0], k)
             result.update({"ctx_centres": np.zeros((0, x.shape[1]), np.float32), "ctx_ids": np.zeros(0, np.int64),
@@ -229,7 +229,7 @@ def write_expanded_cams(model: RepVGG_cam.Net, split: Split, prototypes: dict[st
         for s in range(len(args.cam_scales)):
             with autocast(rt.device, args.amp):
                 f = model.features(stack_pyramids(packs, s).to(rt.device))
-            feats.append(merge_flips(f.float()))  # f(I_s) + flip(f(flip I_s)), SPEC S3c
+            feats.append(merge_flips(f.float()))  # f(I_s) + flip(f(flip I_s))
         maps = bac.expanded_cam(feats, p, q, tuple(int(v) for v in packs[0]["size"]))
         for i, pack in enumerate(packs):
             fileio.save_npy_dict(Path(args.lpcam_out_dir) / f"{pack['name']}.npy", {

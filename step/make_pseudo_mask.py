@@ -1,4 +1,4 @@
-"""S9: the final pseudo masks (SPEC S9): building iff the AR map's building channel > --amn_eval_thres.
+"""S9: the final pseudo masks: building iff the AR map's building channel > --amn_eval_thres.
 
 Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --train_list.
 Writes: <pseudo_mask_out_dir>/<name>.png, uint8 {0, 1}, for every tile of --train_list (zeros for

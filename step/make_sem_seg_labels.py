@@ -1,4 +1,4 @@
-"""S10 (optional): random-walk masks from the AR maps and the IRN boundaries (SPEC S10, item 20).
+"""S10 (optional): random-walk masks from the AR maps and the IRN boundaries.
 
 Reads:  <irn_weights_name>.pth; --train_list tiles; for each positive <amn_cam_out_dir>/<name>.npy,
         its stride-4 `cam` (building channel: [1] of a [2, h, w] map, [0] of a [1, h, w] one).
@@ -8,7 +8,7 @@ Mask: c = cam^1.3; edge = sigmoid of the flip-averaged IRN edge logits at stride
 T^(2^exp_times) with T = D^-1 A, A = affinity^beta (misc.indexing), applied to c * (1 - edge);
 upsampled x4 (bilinear) and cropped to the tile, divided by its maximum, building iff > --sem_seg_bg_thres
 (the background plane of argmax; a tie goes to background).
-The release skipped every tile, read a missing `cam` key and moved a numpy array to a hard-wired GPU (SPEC item 20).
+The release skipped every tile, read a missing `cam` key and moved a numpy array to a hard-wired GPU.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def sem_seg_mask(cam: torch.Tensor, edge: torch.Tensor, size: tuple[int, int], i
     walked = indexing.propagate_to_edge(cam.float().clamp(min=0).pow(CAM_POWER)[None], edge.float(), index,
                                         beta=beta, exp_times=exp_times, dense=dense)
     up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0, 0, : size[0], : size[1]]
-    # deviation: + 1e-5, so a tile whose walk is all zero gives background rather than NaN (cf. SPEC item 11)
+    # deviation: + 1e-5, so a tile whose walk is all zero gives background rather than NaN
     up = up / (up.max() + 1e-5)
     return metrics.threshold_building(up.cpu().numpy(), bg_thres)
 

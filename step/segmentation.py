@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from misc.pyutils import weights_paths
-from net import deeplabv3plus
+from net import backbones
 
 PSEUDO, GROUND_TRUTH = "pseudo masks", "ground truth"
 
@@ -28,13 +28,10 @@ class SegSettings:
 
 
 def seg_settings(args: argparse.Namespace) -> SegSettings:
-    backbone = deeplabv3plus.check_backbone(args.seg_backbone or args.backbone)
+    backbone = backbones.check(args.seg_backbone or args.backbone, "--seg_backbone")
     weights = args.seg_weights
     if weights is None:
-        if backbone == args.backbone:
-            weights = args.MODEL_WEIGHTS
-        else:
-            weights = f"weights/{backbone}.pth" if backbone == deeplabv3plus.RESNET50 else f"weights/{backbone}-train.pth"
+        weights = args.MODEL_WEIGHTS if backbone == args.backbone else backbones.default_weights(backbone)
     gt = args.seg_label_dir is not None
     return SegSettings(
         backbone=backbone, imagenet_weights=weights, checkpoint=weights_paths(args.seg_weights_name)[0],

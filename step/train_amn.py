@@ -4,7 +4,7 @@ Reads:  --train_list tiles (negatives too), their S5 labels <ir_label_out_dir>/<
         --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present (not the S1 classifier).
 Writes: <amn_weights_name>.pth (the last epoch; --amn_select_by_gt keeps the best epoch by pixel
         ground truth, as the released code did), <amn_weights_name>_deploy.pt, .resume.pth per epoch.
-Loss: PCL + Lambda1 * MCL (SPEC S6); Adam, backbone 5e-5, new layers 1e-3, no schedule.
+Loss: PCL + Lambda1 * MCL; Adam, backbone 5e-5, new layers 1e-3, no schedule.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from misc import losses, metrics
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, runtime
-from misc.trainloop import TrainJob, train
+from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_amn
 from step.common import load_split
 from step.stages import stage_tag
@@ -60,14 +60,15 @@ def run(args: argparse.Namespace) -> None:
                                  {"params": new, "lr": args.amn_new_lr}], weight_decay=args.amn_weight_decay)
 
     result = train(TrainJob(
-        tag=TAG, checkpoint=train_path, fingerprint=fingerprint, dataset=dataset,
+        checkpoint=train_path, dataset=dataset,
         build=partial(RepVGG_amn.build_amn_net, args.amn_backbone, args.amn_model_weights), optimizer=adam,
         loss=partial(losses.refinement_loss, eps=args.eps, lambda1=args.Lambda1, scale_small=args.scale_factor,
                      scale_large=args.scale_factor2, threshold=args.threshold, pixel_gate=args.mcl_pixel_gate),
         save=lambda model, path, extra: RepVGG_amn.save_amn_net(model, path, deploy=False, extra=extra),
-        epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
-        num_workers=args.num_workers, resume=args.resume, sync_bn=args.sync_bn, describe=f"Lambda1={args.Lambda1:.2f}",
-        on_epoch_end=on_epoch_end, after_fit=keep_best))
+        cfg=FitConfig(epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
+                      num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      sync_bn=args.sync_bn),
+        describe=f"Lambda1={args.Lambda1:.2f}", on_epoch_end=on_epoch_end, after_fit=keep_best))
     if rt.is_main and (result.trained or not deploy_path.is_file()):
         RepVGG_amn.deploy_amn_net(train_path, deploy_path)
         log.info("[%s] deploy network -> %s", TAG, deploy_path)

@@ -4,10 +4,10 @@ Reads:  --train_list tiles (positives and negatives) under <voc12_root>/JPEGImag
         the ImageNet backbone --MODEL_WEIGHTS when present.
 Writes: <cam_weights_name>.pth (train-time), <cam_weights_name>_deploy.pt (re-parameterised),
         <cam_weights_name>.resume.pth after every epoch (removed at the end).
-Loss: BCE with logits on the image label (SPEC S1 variant A). Optimiser: poly SGD, head at 10x lr,
-momentum 1e-4 by default (the reference's effective value, SPEC S1 "momentum quirk").
+Loss: BCE with logits on the image label (the single head, variant A). Optimiser: poly SGD, head at 10x lr,
+momentum 1e-4 by default (the reference's effective value: its weight decay landed in the momentum slot).
 
-With --cam_network net.RepVGG_MSG_SR it trains the MSG-SR-Net baseline instead (SPEC S1 variant B: four
+With --cam_network net.RepVGG_MSG_SR it trains the MSG-SR-Net baseline instead (S1 variant B: four
 two-channel heads, 0.3 (L1 + L2 + L3) + L4 cross-entropy, same data and optimiser) and writes
 <msg_weights_name>.pth only (its maps come from the train-time network, S2 variant B).
 """
@@ -20,7 +20,7 @@ from functools import partial
 from misc import losses
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, poly_sgd, runtime
-from misc.trainloop import TrainJob, train
+from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_cam, RepVGG_MSG_SR
 from step.common import load_split
 from step.stages import stage_tag
@@ -51,13 +51,14 @@ def run(args: argparse.Namespace) -> None:
                    "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
                    **training_data(split.names, split.image_paths, split.cls_labels)}
     train(TrainJob(
-        tag=TAG, checkpoint=train_path, fingerprint=fingerprint, dataset=dataset,
+        checkpoint=train_path, dataset=dataset,
         build=partial(build, args.backbone, args.MODEL_WEIGHTS),
         optimizer=lambda model, steps: poly_sgd(model, args.cam_learning_rate, args.cam_weight_decay,
                                                 args.cam_momentum, steps),
         loss=loss, save=lambda model, path, extra: save(model, path, deploy=False, extra=extra),
-        epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
-        num_workers=args.num_workers, resume=args.resume, sync_bn=args.sync_bn,
+        cfg=FitConfig(epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
+                      num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      sync_bn=args.sync_bn),
         describe=f"({len(split.positives)} positives)"))
     if msg:  # no deploy file: the MSG maps come from the train-time network
         return

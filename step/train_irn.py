@@ -1,7 +1,7 @@
 """S10 (optional): train the IRN boundary and displacement branches on AMN's confident labels.
 
 Reads:  --train_list tiles (negatives too) and their labels <amn_ir_label_out_dir>/<name>.png
-        {0, 1, 255} (from --amn_cam_to_ir_label_pass; all zeros for negatives, SPEC item 18);
+        {0, 1, 255} (from --amn_cam_to_ir_label_pass; all zeros for negatives);
         --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present, else the backbone of the
         trained AR network <amn_weights_name>.pth when present (kept frozen either way).
 Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean displacement over the
@@ -9,7 +9,7 @@ Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean di
 Loss: AffinityDisplacementLoss with PathIndex radius --irn_radius (5) on the labels at stride 4.
 Optimiser: poly SGD, boundary branch at --irn_learning_rate, displacement branch at 10x, weight decay
 --irn_weight_decay, momentum --irn_momentum (default 1e-4, the reference's effective value, as S1's).
-Crops --irn_crop_size (256, SPEC item 22), random rescale (0.5, 1.5) and horizontal flip.
+Crops --irn_crop_size (256, the tile size; the reference's default was 512), random rescale (0.5, 1.5) and horizontal flip.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from misc.pyutils import progress, weights_paths
 from misc.torchutils import poly_sgd, runtime, shard
-from misc.trainloop import TrainJob, train
+from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_irn
 from step.common import load_split, loader
 from step.stages import stage_tag
@@ -64,15 +64,15 @@ def run(args: argparse.Namespace) -> None:
         log.info("[%s] mean displacement (%.3f, %.3f)", TAG, *model.mean_shift.running_mean.tolist())
 
     train(TrainJob(
-        tag=TAG, checkpoint=train_path, fingerprint=fingerprint, dataset=dataset,
+        checkpoint=train_path, dataset=dataset,
         build=partial(RepVGG_irn.build_irn_net, args.amn_backbone, args.amn_model_weights, fallback=amn_path),
         optimizer=lambda model, steps: poly_sgd(model, args.irn_learning_rate, args.irn_weight_decay,
                                                 args.irn_momentum, steps),
         loss=partial(irn_loss, criterion=criterion),
         save=lambda model, path, extra: RepVGG_irn.save_irn_net(model, path, extra=extra),
-        epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
-        num_workers=args.num_workers, resume=args.resume,
-        sync_bn=False,  # GroupNorm heads and a frozen backbone: nothing to synchronise
+        cfg=FitConfig(epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
+                      num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      sync_bn=False),  # GroupNorm heads and a frozen backbone: nothing to synchronise
         describe=f"crop={args.irn_crop_size} radius={args.irn_radius}", after_fit=set_mean_shift))
 
 

@@ -1,4 +1,4 @@
-"""S11: train DeepLabV3+ (net.deeplabv3plus) on the S9 pseudo masks, or on ground truth (SPEC S11).
+"""S11: train DeepLabV3+ (net.deeplabv3plus) on the S9 pseudo masks, or on ground truth.
 
 Reads:  --train_list tiles under <voc12_root>/JPEGImages (no image labels needed); their masks
         <pseudo_mask_out_dir>/<name>.png {0,1}, or with --seg_label_dir <dir>/<name>.png ground truth
@@ -10,7 +10,7 @@ Loss: pixel cross-entropy, 255 ignored (crop padding). Optimiser: poly SGD, mome
 --seg_weight_decay, decoder and head at 10x --seg_learning_rate. Augmentation: SegmentationDataset
 (random scale 0.5-1.5, flip, crop --seg_crop_size).
 """
-# deviation: SPEC S11 trains DeepLabV3+ in PaddleSeg 2.9 with no configuration in the release; this is a
+# deviation: the reference trains DeepLabV3+ in PaddleSeg 2.9 with no configuration in the release; this is a
 # plain-torch DeepLabV3+ with the usual recipe (poly SGD 0.01, momentum 0.9, 10x decoder lr), not PaddleSeg's.
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from misc import losses
 from misc.errors import UserError
 from misc.torchutils import poly_sgd, runtime
-from misc.trainloop import TrainJob, train
+from misc.trainloop import FitConfig, TrainJob, train
 from net import deeplabv3plus
 from step.segmentation import GROUND_TRUTH, SegSettings, seg_settings
 from step.stages import stage_tag
@@ -60,11 +60,12 @@ def run(args: argparse.Namespace) -> None:
                        "seg_weight_decay", "seg_crop_size", "seed")},
                    **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
     train(TrainJob(
-        tag=TAG, checkpoint=s.checkpoint, fingerprint=fingerprint, dataset=dataset,
+        checkpoint=s.checkpoint, dataset=dataset,
         build=partial(deeplabv3plus.build_seg_net, s.backbone, s.imagenet_weights),
         optimizer=lambda model, steps: poly_sgd(model, args.seg_learning_rate, args.seg_weight_decay, MOMENTUM, steps),
         loss=losses.segmentation_loss,
         save=lambda model, path, extra: deeplabv3plus.save_seg_net(model, path, extra={**extra, "trained_on": s.trained_on}),
-        epochs=args.seg_num_epoches, batch_size=args.seg_batch_size, seed=args.seed, amp=args.amp,
-        num_workers=args.num_workers, resume=args.resume, sync_bn=args.sync_bn,
+        cfg=FitConfig(epochs=args.seg_num_epoches, batch_size=args.seg_batch_size, seed=args.seed, amp=args.amp,
+                      num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
+                      sync_bn=args.sync_bn),
         describe=f"DeepLabV3+ ({s.backbone}) on {s.trained_on}"))

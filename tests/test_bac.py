@@ -1,4 +1,4 @@
-"""misc/bac.py (SPEC S3 maths) and step/make_lpcam.py (S3a -> S3b -> S3c on the tiny dataset)."""
+"""misc/bac.py (S3 maths) and step/make_lpcam.py (S3a -> S3b -> S3c on the tiny dataset)."""
 from __future__ import annotations
 
 import logging
@@ -181,7 +181,7 @@ def test_expanded_cam_batch_scale_invariance_and_no_nan():
     torch.testing.assert_close(both[0], both[1])
     single = bac.expanded_cam([f[0]], p, q, (40, 40))  # [C, h, w] input is one tile
     torch.testing.assert_close(single[0], both[0])
-    zero = bac.expanded_cam([f], p, p, (40, 40))  # the context cancels everything: 0, not NaN (SPEC item 11)
+    zero = bac.expanded_cam([f], p, p, (40, 40))  # the context cancels everything: 0, not NaN
     assert torch.all(zero == 0)
 
 

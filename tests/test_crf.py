@@ -1,5 +1,5 @@
 """Tests of `misc.crf` (dense CRF, the S5 1/255/0 rule, label quality) and of `step.cam_to_ir_label` on a
-tiny generated dataset (SPEC S5)."""
+tiny generated dataset."""
 from __future__ import annotations
 
 import json

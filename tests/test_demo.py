@@ -1,4 +1,4 @@
-"""voc12/demo.py: the synthetic dataset is deterministic, complete in the SPEC section 1 layout, and not trivial."""
+"""voc12/demo.py: the synthetic dataset is deterministic, complete in the RRDSD layout (voc12/layout.py), and not trivial."""
 from __future__ import annotations
 
 import csv

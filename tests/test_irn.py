@@ -175,20 +175,20 @@ def test_loss_is_zero_where_expected_and_finite():
 
 def test_net_strides_frozen_backbone_and_padded_inference():
     model = RepVGG_irn.Net("RepVGG-Tiny")
-    strides = [64 // f.shape[-1] for f in model.repvgg.forward_features(torch.randn(1, 3, 64, 64))[1:]]
-    assert strides == [4, 8, 16, 16]  # SPEC item 21: the last two maps both at /16
+    strides = [64 // f.shape[-1] for f in model.backbone.forward_features(torch.randn(1, 3, 64, 64))]
+    assert strides == [4, 8, 16, 16]  # the last two maps both at /16, as in IRN
     model.train()
-    assert not model.repvgg.training and model.edge_fuse.training
+    assert not model.backbone.training and model.edge_fuse.training
     edge, dp = model(torch.randn(2, 3, 72, 56))
     assert edge.shape == (2, 1, 18, 14) and dp.shape == (2, 2, 18, 14)
     terms = RepVGG_irn.AffinityDisplacementLoss(5)(edge, dp, torch.zeros(2, 18, 14, dtype=torch.long))
     RepVGG_irn.total_loss(terms).backward()
-    assert all(p.grad is None for p in model.repvgg.parameters())
+    assert all(p.grad is None for p in model.backbone.parameters())
     assert all(p.grad is not None for p in model.edge_fuse.parameters())
     model.eval()
     image = torch.randn(1, 3, 40, 52)
     pair = torch.cat([image, image.flip(-1)])
-    for crop in (64, 96):  # SPEC item 22: the padded size is a parameter
+    for crop in (64, 96):  # the padded size is a parameter (the release hard-coded 256)
         edge, dp = RepVGG_irn.edge_map(model, pair, crop), RepVGG_irn.displacement_map(model, pair, crop)
         assert edge.shape == (10, 13) and dp.shape == (2, 10, 13) and 0 <= edge.min() <= edge.max() <= 1
         # both equal the one forward pass of the padded pair (edges flip-averaged, displacement unflipped)
@@ -215,21 +215,21 @@ def test_backbone_falls_back_to_the_ar_network_without_imagenet_weights(tmp_path
     from net import RepVGG_amn
     amn = RepVGG_amn.Net("RepVGG-Tiny")
     with torch.no_grad():
-        for p in amn.repvgg.parameters():
+        for p in amn.backbone.parameters():
             p.add_(1.0)  # anything but the fresh initialisation
     RepVGG_amn.save_amn_net(amn, tmp_path / "amn.pth", deploy=False)
     irn = RepVGG_irn.build_irn_net("RepVGG-Tiny", str(tmp_path / "none.pth"), fallback=tmp_path / "amn.pth")
-    for (name, a), b in zip(amn.repvgg.state_dict().items(), irn.repvgg.state_dict().values()):
+    for (name, a), b in zip(amn.backbone.state_dict().items(), irn.backbone.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     fresh = RepVGG_irn.build_irn_net("RepVGG-Tiny", str(tmp_path / "none.pth"), fallback=tmp_path / "absent.pth")
-    assert not torch.equal(fresh.repvgg.stage0.rbr_dense.conv.weight, amn.repvgg.stage0.rbr_dense.conv.weight)
+    assert not torch.equal(fresh.backbone.stage0.rbr_dense.conv.weight, amn.backbone.stage0.rbr_dense.conv.weight)
     with pytest.raises(UserError, match="not a train-time RepVGG-A0 AR checkpoint"):
         RepVGG_irn.build_irn_net("RepVGG-A0", None, fallback=tmp_path / "amn.pth")
 
 
 def test_random_walk_flags_are_typed():
     args = run_sample.build_parser().parse_args(["--beta", "10", "--exp_times", "8", "--sem_seg_bg_thres", "0.3"])
-    assert (args.beta, args.exp_times, args.sem_seg_bg_thres) == (10, 8, 0.3)  # SPEC item 29: not strings
+    assert (args.beta, args.exp_times, args.sem_seg_bg_thres) == (10, 8, 0.3)  # typed: the release's --beta arrived as a string
     args = run_sample.resolve_paths(run_sample.build_parser().parse_args(["--work_space", "ws"]))
     assert args.sem_seg_out_dir.endswith("sem_seg") and args.irn_radius == 5 and args.irn_crop_size == 256
 

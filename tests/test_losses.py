@@ -1,4 +1,4 @@
-"""PCL and MCL against hand computations (SPEC S6)."""
+"""PCL and MCL against hand computations (S6)."""
 from __future__ import annotations
 
 import math

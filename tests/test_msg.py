@@ -1,4 +1,4 @@
-"""The MSG-SR-Net baseline (SPEC S1 / S2 variant B, section 4 items 1, 2, 4): two-channel heads, the
+"""The MSG-SR-Net baseline (S1 / S2 variant B): two-channel heads, the
 multi-level loss, the level-weighted maps, and S1 -> S2 -> S4 under its own checkpoint name."""
 from __future__ import annotations
 

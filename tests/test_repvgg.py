@@ -1,4 +1,4 @@
-"""net/RepVGG.py: deploy equivalence, output stride, official key format, checkpoint loading (SPEC section 3)."""
+"""net/RepVGG.py: deploy equivalence, output stride, official key format, checkpoint loading."""
 from __future__ import annotations
 
 import copy
@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 from misc.errors import UserError
-from net import RepVGG as repvgg_mod
+from net import backbones
 from net.RepVGG import (
     VARIANTS,
     RepVGGBlock,
     build_repvgg,
-    load_backbone_weights,
     load_imagenet_weights,
     repvgg_model_convert,
 )
@@ -42,7 +41,7 @@ def randomise_bn(module: nn.Module, seed: int = 0) -> None:
 
 
 def n_params(model: nn.Module) -> int:
-    """Parameter count excluding the ImageNet classifier (SPEC section 3 counts)."""
+    """Parameter count excluding the ImageNet classifier."""
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("linear."))
 
 
@@ -118,8 +117,9 @@ def test_output_stride(deploy, convert, last_stride, last_size):
     with torch.no_grad():
         feats = model.forward_features(torch.randn(1, 3, 256, 256))
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
-    assert [f.shape[-1] for f in feats] == [128, 64, 32, 16, last_size]
-    assert tuple(f.shape[1] for f in feats) == model.out_channels
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, last_size]  # stage1..stage4: the backbone levels
+    assert tuple(f.shape[1] for f in feats) == model.feature_channels == model.out_channels[1:]
+    assert model.feature_strides == (4, 8, 16, 256 // last_size)
 
 
 def test_unknown_variant_lists_valid_names():
@@ -229,13 +229,13 @@ def test_corrupt_and_absent_files(tmp_path):
 def test_load_backbone_weights_warns_once(tmp_path, caplog):
     model = build_repvgg("RepVGG-Tiny")
     path = str(tmp_path / "RepVGG-B1g2-train.pth")
-    with caplog.at_level(logging.WARNING, logger=repvgg_mod.__name__):
-        assert load_backbone_weights(model, path, "RepVGG-B1g2") is False
-        assert load_backbone_weights(model, path, "RepVGG-B1g2") is False
+    with caplog.at_level(logging.WARNING, logger=backbones.__name__):
+        assert backbones.load_pretrained(model, "RepVGG-B1g2", path) is False
+        assert backbones.load_pretrained(model, "RepVGG-B1g2", path) is False
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].getMessage() == (f"{path} not found: the RepVGG-B1g2 backbone starts from scratch "
                                         "(ImageNet weights: see weights/README.md)")
 
     torch.save(model.state_dict(), path)
-    assert load_backbone_weights(build_repvgg("RepVGG-Tiny"), path, "RepVGG-Tiny") is True
+    assert backbones.load_pretrained(build_repvgg("RepVGG-Tiny"), "RepVGG-Tiny", path) is True

@@ -11,8 +11,9 @@ import torch
 from misc import fileio, imutils
 from misc.errors import UserError
 from step.report import stage_table
-from net import deeplabv3plus
-from net.deeplabv3plus import DeepLabV3Plus, ResNet50Encoder
+from net import deeplabv3plus, resnet
+from net.deeplabv3plus import DeepLabV3Plus
+from net.resnet import ResNet50
 from net.RepVGG import repvgg_model_convert
 from step import eval_seg, make_seg, segmentation, stages, train_seg
 from tests.conftest import stage_args
@@ -51,7 +52,7 @@ def test_repvgg_deeplab_any_input_size_and_deploy_equivalence():
     x = torch.randn(1, 3, 67, 91)
     with torch.no_grad():
         expected = model(x)
-        assert [f.shape[-2:] for f in model.encoder(x)] == [(34, 46), (17, 23), (9, 12), (5, 6), (5, 6)]
+        assert [f.shape[-2:] for f in model.encoder.forward_features(x)] == [(17, 23), (9, 12), (5, 6), (5, 6)]
         torch.testing.assert_close(repvgg_model_convert(model)(x), expected, atol=1e-4, rtol=1e-4)
     assert all(p.requires_grad for n, p in model.named_parameters() if "linear" not in n)
 
@@ -60,14 +61,14 @@ def test_resnet50_deeplab_odd_input_and_os16():
     model = DeepLabV3Plus("resnet50").eval()
     x = torch.randn(1, 3, 33, 45)
     with torch.no_grad():
-        features = model.encoder(x)
+        features = model.encoder.forward_features(x)
         assert model(x).shape == (1, 2, 33, 45)
-    assert [tuple(f.shape[1:]) for f in features] == [(64, 17, 23), (256, 9, 12), (512, 5, 6), (1024, 3, 3), (2048, 3, 3)]
+    assert [tuple(f.shape[1:]) for f in features] == [(256, 9, 12), (512, 5, 6), (1024, 3, 3), (2048, 3, 3)]
     assert model.encoder.layer4[0].conv2.dilation == (1, 1) and model.encoder.layer4[1].conv2.dilation == (2, 2)
 
 
 def test_resnet50_loads_torchvision_state_dict(tmp_path):
-    source = ResNet50Encoder()
+    source = ResNet50()
     state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in source.state_dict().items()
              if not k.endswith("num_batches_tracked")}  # torchvision's files have no num_batches_tracked
     state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
@@ -84,12 +85,12 @@ def test_resnet50_loads_torchvision_state_dict(tmp_path):
     for key in ("conv1.weight", "layer1.0.downsample.0.weight", "layer4.2.bn3.running_var"):
         torch.testing.assert_close(loaded[key], state[key])
     torch.save({"module." + k: v for k, v in state.items() if not k.startswith("fc.")}, path)  # DataParallel, no fc
-    deeplabv3plus.load_resnet_weights(ResNet50Encoder(), str(path))
+    resnet.load_resnet_weights(ResNet50(), str(path))
     del state["layer4.2.bn3.running_var"]
     with pytest.raises(UserError, match="1 missing keys .first: layer4.2.bn3.running_var"):
-        deeplabv3plus.load_resnet_state_dict(ResNet50Encoder(), state)
+        resnet.load_resnet_state_dict(ResNet50(), state)
     with pytest.raises(UserError, match="looks like a RepVGG checkpoint"):
-        deeplabv3plus.load_resnet_state_dict(ResNet50Encoder(), DeepLabV3Plus("RepVGG-Tiny").encoder.repvgg.state_dict())
+        resnet.load_resnet_state_dict(ResNet50(), DeepLabV3Plus("RepVGG-Tiny").encoder.state_dict())
 
 
 def test_window_starts_cover_the_image_with_the_border_window_shifted_inward():

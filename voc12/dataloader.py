@@ -1,4 +1,4 @@
-"""The data layer: lists, image labels, dataset checks and the torch datasets (SPEC 1, 2.0, S1, S6).
+"""The data layer: lists, image labels, dataset checks and the torch datasets.
 
 The RRDSD layout (`voc12.layout`): `<root>/JPEGImages/<name>.png|.jpg|.tif`, ground truth
 `<root>/SegmentationClassAug/<name>.png` (0/255), `cls_labels.npy` ({name: [0|1]}) and list files
@@ -40,7 +40,7 @@ def read_list(path: str | os.PathLike, flag: str = "--train_list") -> list[str]:
 
 
 def load_cls_labels(path: str | os.PathLike) -> dict[str, int]:
-    """{name: 0|1} from `cls_labels.npy` (np.save of a dict name -> [label], SPEC 1.1)."""
+    """{name: 0|1} from `cls_labels.npy` (np.save of a dict name -> [label], the reference's format)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image labels {path} do not exist; make them with `python -m voc12.prepare` or set --cls_labels")
@@ -131,7 +131,7 @@ class ClassificationDataset(Dataset):
 
 
 class ClassificationDatasetMSF(Dataset):
-    """Multi-scale + flip inference set (SPEC 2.0): per scale a [2, 3, h, w] tensor (image, its flip)."""
+    """Multi-scale + flip inference set: per scale a [2, 3, h, w] tensor (image, its flip)."""
 
     def __init__(self, names: Sequence[str], image_paths: dict[str, Path], cls_labels: dict[str, int] | None,
                  scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0)) -> None:

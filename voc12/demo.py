@@ -1,4 +1,4 @@
-"""A synthetic aerial building dataset in the RRDSD layout (SPEC section 1), for the demo pipeline and the tests.
+"""A synthetic aerial building dataset in the RRDSD layout (voc12/layout.py), for the demo pipeline and the tests.
 
 Why: the real RRDSD tiles cannot be downloaded here, yet the pipeline (S1 classifier -> CAM -> BAC -> AR)
 needs a dataset with image-level labels and roof masks to run end to end. This module draws one from a seed,

@@ -1,4 +1,4 @@
-"""Writing the RRDSD dataset layout (SPEC section 1), shared by `voc12.demo` and `voc12.prepare`.
+"""Writing the RRDSD dataset layout, shared by `voc12.demo` and `voc12.prepare`.
 
     <root>/JPEGImages/<name>.png            RGB tile
     <root>/SegmentationClassAug/<name>.png  0 = background, 255 = building
@@ -9,7 +9,7 @@
     <root>/all_tiles.txt                    every tile written
     <root>/tiles.csv                        name, group, building fraction, label (1, 0 or 'dropped')
 
-Label rule (SPEC decision 7): 1 if at least 25% of the pixels are building, 0 if none, otherwise
+Label rule (the reference's write_numpy.py): 1 if at least 25% of the pixels are building, 0 if none, otherwise
 the tile is left out of the image-level lists but kept for segmentation evaluation. Splits are by
 group (area or scene), never by tile.
 """

@@ -1,4 +1,4 @@
-"""Turn georeferenced or plain aerial scenes into the RRDSD dataset layout (SPEC section 1).
+"""Turn georeferenced or plain aerial scenes into the RRDSD dataset layout (voc12/layout.py).
 
     python -m voc12.prepare xyz --src DIR [DIR ...] --zoom Z --out DIR [--test_groups G1,G2]
     python -m voc12.prepare geotiff --src SCENE.tif [...] --labels FOOTPRINTS.geojson --out DIR
