@@ -458,6 +458,7 @@ def _write_gpkg(path: Path, polys: list[Polygon], records: list[dict], crs: str 
     except ImportError as err:
         raise UserError(f"cannot write {path}: pyogrio is not usable ({brief(err)}); "
                         "pip install -r requirements.txt") from None
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)  # its "Created N records" says what the stage's line says
     # area_m2 and source come first and exist even in an empty layer, so every file has the same schema
     names = list(dict.fromkeys(["area_m2", "source"] + [k for r in records for k in r]))
     columns = [_ogr_column([r.get(k) for r in records], "float" if k == "area_m2" else None) for k in names]

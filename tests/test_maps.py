@@ -276,6 +276,9 @@ def test_eval_seg_adds_building_scores_and_a_tile_csv(tiny_root, tmp_path):
     assert result["scores"]["object_recall"] == pytest.approx(tp / (tp + fn))
     assert result["scores"]["object_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert "building_iou" in result["scores"]
+    from step.report import stage_table
+
+    assert f"| {result['stage']} | {result['scores']['object_f1']:.4f} |" in stage_table(tmp_path / "result")
     lines = (tmp_path / "result" / "metrics_seg_tiles.csv").read_text().splitlines()
     assert lines[0] == "name,pixels,tp,fp,fn,building_iou" and len(lines) == len(names) + 1
     assert lines[1].startswith(f"{names[0]},4096,0,1,")
