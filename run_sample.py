@@ -171,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_overlap", type=unit_interval_open, default=0.25, help="overlap of neighbouring windows, in [0, 1)")
     g.add_argument("--seg_scales", type=positive_float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
     g.add_argument("--seg_infer_batch", type=positive_int, default=8, help="windows per forward pass at prediction")
+    g.add_argument("--seg_prob_band", type=str2bool, default=False,
+                   help="GeoTIFF masks get a second band: the building probability in percent (0-100, 255 nodata)")
+    g.add_argument("--onnx_check_tolerance", type=positive_float, default=1e-3,
+                   help="S11 export_seg: largest allowed difference of the ONNX and torch probabilities on one tile")
+
+    g = p.add_argument_group("S12 building footprints (step.make_footprints)")
+    g.add_argument("--footprint_min_area", type=nonneg_float, default=1.0,
+                   help="drop polygons smaller than this many m2 on the ground (fAIr: 1)")
+    g.add_argument("--footprint_simplify", type=nonneg_float, default=0.2,
+                   help="Douglas-Peucker tolerance in metres on the ground, 0 = none (fAIr: 0.2)")
+    g.add_argument("--footprint_orthogonalise", type=str2bool, default=True,
+                   help="square the outlines' corners (buildingregulariser; fAIr: on)")
+    g.add_argument("--footprints_out", type=str, default=None,
+                   help="GeoJSON of the footprints, EPSG:4326; a .gpkg of the same name is written beside it "
+                        "[<work_space>/footprints.geojson]")
 
     for stage in STAGES:
         p.add_argument(f"--{stage.flag}_pass", type=str2bool, default=False, help=f"run {stage.tag}")
@@ -229,6 +244,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         "pseudo_mask_out_dir": ws / "pseudo_mask",
         "amn_ir_label_out_dir": ws / "amn_ir_label",
         "sem_seg_out_dir": ws / "sem_seg",
+        "footprints_out": ws / "footprints.geojson",
     }
     for key, value in defaults.items():
         if getattr(args, key) is None and value is not None:

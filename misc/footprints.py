@@ -1,6 +1,7 @@
 """Building polygons from predicted masks: polygonise, merge across seams, clean, write (GeoJSON + GeoPackage).
 
-Reads:  masks as arrays with their pixel grid (`read_mask_grid`: a GeoTIFF, or an XYZ tile `OAM-x-y-z.png`)
+Reads:  masks as arrays with their pixel grid (`read_mask_grid`: a GeoTIFF, or an XYZ tile `OAM-x-y-z.png`;
+        `read_mask_windows`: the same by windows, for scenes larger than memory)
 Writes: one FeatureCollection in EPSG:4326 (RFC 7946) and the same layer as a GeoPackage (`write_footprints`)
 
 The intended order is polygonise every mask in its own grid -> `merge_pieces` over all of them (a building
@@ -23,7 +24,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -133,6 +134,48 @@ def _read_geotiff_mask(path: Path) -> MaskGrid:
         transform = Affine.identity()
     return MaskGrid(mask.astype(np.uint8), transform, None if crs is None else crs.to_string(),
                     nodata if nodata.any() else None)
+
+
+MASK_WINDOW = 4096  # read_mask_windows' window side: 16 MP of mask (and its validity) at a time
+
+
+def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Iterator[tuple[int, int, MaskGrid]]:
+    """`read_mask_grid` by windows: (row, col, MaskGrid of the size x size window there), so a scene's mask
+    need not fit in memory. Each window's transform places it in the scene (pixel coordinates of the whole
+    scene when it has no CRS); polygonise each and `merge_pieces` joins the buildings cut by window edges.
+    PNG tiles and GeoTIFFs of at most `size` (default MASK_WINDOW) pixels a side come whole, as
+    (0, 0, read_mask_grid(path))."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    from rasterio.windows import Window
+
+    path, size = Path(path), size or MASK_WINDOW
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        yield 0, 0, read_mask_grid(path)
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RasterioError as err:
+        raise UserError(f"{path} is not a readable GeoTIFF ({brief(err)}); rewrite the mask") from None
+    if max(src.height, src.width) <= size:
+        src.close()
+        yield 0, 0, _read_geotiff_mask(path)
+        return
+    with src:
+        if src.crs is None:
+            log.warning("%s has no CRS: its footprints stay in pixel coordinates (column, row) and have no area "
+                        "in m2; georeference the mask (e.g. gdal_edit.py -a_srs EPSG:xxxx) to place them", path)
+        for row in range(0, src.height, size):
+            for col in range(0, src.width, size):
+                window = Window(col, row, min(size, src.width - col), min(size, src.height - row))
+                nodata = src.read_masks(1, window=window) == 0
+                transform = (src.window_transform(window) if src.crs is not None
+                             else Affine.translation(col, row))
+                yield row, col, MaskGrid(src.read(1, window=window).astype(np.uint8), transform,
+                                         None if src.crs is None else src.crs.to_string(),
+                                         nodata if nodata.any() else None)
 
 
 def polygonise(mask: np.ndarray, transform: Affine, nodata_mask: np.ndarray | None = None) -> list[Polygon]:
@@ -335,6 +378,7 @@ def _orthogonalise(polys: list[Polygon], simplify_m: float) -> list[Polygon]:
     # 0.5 m is its own default. num_cores=1: no process pool inside a stage (2-core machines, loaders).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*inplace keyword.*")  # its own pandas-3 deprecation
+        warnings.filterwarnings("ignore", message=".*low IoU with original polygon.*")  # it then keeps the original
         out = regularize_geodataframe(frame, simplify=False, num_cores=1,
                                       simplify_tolerance=simplify_m if simplify_m > 0 else 0.5)
     return list(out.geometry)
@@ -414,6 +458,7 @@ def _write_gpkg(path: Path, polys: list[Polygon], records: list[dict], crs: str 
     except ImportError as err:
         raise UserError(f"cannot write {path}: pyogrio is not usable ({brief(err)}); "
                         "pip install -r requirements.txt") from None
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)  # its "Created N records" says what the stage's line says
     # area_m2 and source come first and exist even in an empty layer, so every file has the same schema
     names = list(dict.fromkeys(["area_m2", "source"] + [k for r in records for k in r]))
     columns = [_ogr_column([r.get(k) for r in records], "float" if k == "area_m2" else None) for k in names]

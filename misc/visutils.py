@@ -42,3 +42,11 @@ def seg_overlay(image: np.ndarray, logits: torch.Tensor, mask: np.ndarray, gt_pa
         mask = cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST)
         gt = cv2.resize(gt, dsize, interpolation=cv2.INTER_NEAREST) if gt is not None else None
     return overlay_panel(image, prob, mask, gt)
+
+
+def footprint_overlay(image: np.ndarray, rings: list[np.ndarray], colour: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
+    """The image (uint8 HxWx3 RGB) with polygon outlines drawn: each ring an Nx2 array of (column, row) pixels."""
+    out = np.ascontiguousarray(image.copy())
+    if rings:
+        cv2.polylines(out, [np.round(r).astype(np.int32).reshape(-1, 1, 2) for r in rings], True, colour, 1, cv2.LINE_AA)
+    return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -154,14 +154,23 @@ def flip_logits(model: nn.Module, x: torch.Tensor, amp: str = "none") -> torch.T
     return (logits[: len(x)] + logits[len(x):].flip(-1)) / 2
 
 
+def window_grid(height: int, width: int, window: int, overlap: float) -> tuple[list[int], list[int], int, int]:
+    """(row starts, column starts, window height, window width) of the sliding windows over an image.
+
+    The one definition of the grid: `predict` (whole image in memory) and `scene_logits` (by blocks) use it,
+    so both see the same windows."""
+    stride = max(1, int(round(window * (1 - overlap))))
+    return (window_starts(height, window, stride), window_starts(width, window, stride),
+            min(window, height), min(window, width))
+
+
 @torch.no_grad()
 def sliding_window_logits(model: nn.Module, x: torch.Tensor, window: int, overlap: float, batch: int = 8,
                           device: torch.device | str = "cpu", amp: str = "none") -> torch.Tensor:
     """Logits [C, H, W] (on the CPU) of one normalised image x [3, H, W], averaged over overlapping windows."""
     height, width = x.shape[-2:]
-    wh, ww = min(window, height), min(window, width)
-    stride = max(1, int(round(window * (1 - overlap))))
-    boxes = [(t, l) for t in window_starts(height, window, stride) for l in window_starts(width, window, stride)]
+    rows, cols, wh, ww = window_grid(height, width, window, overlap)
+    boxes = [(t, l) for t in rows for l in cols]
     total = count = None
     for chunk in iter_batches(boxes, max(1, batch)):
         crops = torch.stack([x[:, t:t + wh, l:l + ww] for t, l in chunk]).to(device)
@@ -192,3 +201,92 @@ def predict(model: nn.Module, image: np.ndarray, window: int = 256, overlap: flo
             logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
         total = logits if total is None else total + logits
     return total / len(scales)
+
+
+# --- prediction of scenes larger than memory -------------------------------------------------------
+
+SCENE_BAND = 4096  # columns predicted together by scene_logits (a multiple of the output's 512-pixel blocks)
+
+
+@torch.no_grad()
+def window_logits(model: nn.Module, crops: torch.Tensor, scales: Sequence[float] = (1.0,),
+                  device: torch.device | str = "cpu", amp: str = "none") -> torch.Tensor:
+    """Flip-averaged logits [B, C, h, w] (CPU) of normalised crops [B, 3, h, w], averaged over `scales`;
+    each crop is resized by a scale, predicted and resized back (bilinear)."""
+    size, crops = crops.shape[-2:], crops.to(device)
+    total = None
+    for scale in scales:
+        x = crops
+        if scale != 1.0:
+            x = F.interpolate(crops, size=(max(1, round(size[0] * scale)), max(1, round(size[1] * scale))),
+                              mode="bilinear", align_corners=False)
+        logits = flip_logits(model, x, amp)
+        if scale != 1.0:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        total = logits if total is None else total + logits
+    return (total / len(scales)).cpu()
+
+
+@torch.no_grad()
+def scene_logits(model: nn.Module, read: Callable[[int, int, int, int], np.ndarray], height: int, width: int,
+                 window: int = 256, overlap: float = 0.25, scales: Sequence[float] = (1.0,), batch: int = 8,
+                 device: torch.device | str = "cpu", amp: str = "none",
+                 band: int = SCENE_BAND) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Logits of a height x width scene that need not fit in memory, as blocks (row, col, logits [C, h, w]).
+
+    `read(r0, r1, c0, c1)` returns that part of the scene as uint8 HxWx3. The windows are those of
+    `window_grid` over the whole scene and overlapping logits are averaged as in `predict`, so at scale 1
+    the blocks equal `predict` of the whole image. The scene is done in vertical bands of `band` columns
+    and, within a band, one row of windows at a time; rows are yielded as soon as no later window covers
+    them. Memory: one band of (window + stride) rows of logits, whatever the scene's size. Windows that
+    straddle a band edge are predicted for both bands (about window / band extra work).
+    Scales other than 1 resize each window (`window_logits`), not the whole image as `predict` does.
+    """
+    rows, cols, wh, ww = window_grid(height, width, window, overlap)
+    band = max(band, ww)
+    for b0 in range(0, width, band):
+        b1 = min(width, b0 + band)
+        starts = [c for c in cols if c < b1 and c + ww > b0]
+        s0, s1 = starts[0], starts[-1] + ww                   # the columns this band's windows read
+        span, classes = s1 - s0, model_classes(model)
+        total, count, top = torch.zeros(classes, 0, span), torch.zeros(1, 0, span), 0  # rows [top, top + len)
+        for i, t in enumerate(rows):
+            x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(read(t, t + wh, s0, s1))))  # [3, wh, span]
+            grow = t + wh - top - total.shape[1]
+            if grow > 0:
+                total = torch.cat([total, torch.zeros(classes, grow, span)], dim=1)
+                count = torch.cat([count, torch.zeros(1, grow, span)], dim=1)
+            for chunk in iter_batches(starts, max(1, batch)):
+                crops = torch.stack([x[:, :, c - s0:c - s0 + ww] for c in chunk])
+                for c, lg in zip(chunk, window_logits(model, crops, scales, device, amp)):
+                    total[:, t - top:t - top + wh, c - s0:c - s0 + ww] += lg
+                    count[:, t - top:t - top + wh, c - s0:c - s0 + ww] += 1
+            done = (rows[i + 1] if i + 1 < len(rows) else height) - top  # rows no later window reaches
+            if done > 0:
+                yield top, b0, total[:, :done, b0 - s0:b1 - s0] / count[:, :done, b0 - s0:b1 - s0]
+                total, count, top = total[:, done:].clone(), count[:, done:].clone(), top + done
+
+
+def model_classes(model: nn.Module) -> int:
+    return int(getattr(model, "num_classes", 2))
+
+
+# --- ONNX export ----------------------------------------------------------------------------------
+
+ONNX_OPSET = 17  # onnxruntime 1.16 and later run it
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, size: int = 256, opset: int = ONNX_OPSET) -> None:
+    """Write `model` (eval mode, RepVGG blocks folded) as ONNX: input "image" float32 [N, 3, H, W] normalised
+    as `misc.imutils.normalize` does, output "logits" float32 [N, C, H, W]; N, H and W dynamic."""
+    import warnings
+
+    model = model.cpu().eval()
+    example = torch.zeros(1, 3, size, size)
+    axes = {0: "N", 2: "H", 3: "W"}
+    with warnings.catch_warnings():
+        # the TorchScript exporter: the export-based one needs onnxscript and gives the same graph here
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": axes, "logits": axes}, opset_version=opset, dynamo=False)

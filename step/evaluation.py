@@ -106,7 +106,16 @@ def mask_confusion(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag
     """Dataset-level confusion [2, 2] of the {0, 1} PNG masks in `pred_dir` against the ground truth, and the
     number of tiles whose ground truth has no building. `list_flag` names the list the tiles come from,
     `make_flag` the stage that writes the masks (both for the one-line errors)."""
-    meter, empty = metrics.ConfusionMeter(), 0
+    conf, empty, _ = mask_scores(names, pred_dir, gt_dir, list_flag, make_flag, desc, objects=False)
+    return conf, empty
+
+
+def mask_scores(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag: str, make_flag: str,
+                desc: str, objects: bool = True) -> tuple[np.ndarray, int, list[dict]]:
+    """`mask_confusion`, plus one row per tile: name, pixels, the building-level tp / fp / fn of
+    misc.metrics.match_buildings (with `objects`) and the tile's building IoU (None where the tile has no
+    building in prediction or truth)."""
+    meter, empty, rows = metrics.ConfusionMeter(), 0, []
     for name in progress(names, desc=desc):
         pred_path, gt_path = pred_dir / f"{name}.png", gt_dir / f"{name}.png"
         if not pred_path.is_file():
@@ -119,6 +128,19 @@ def mask_confusion(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag
                             f"{gt.shape[1]}x{gt.shape[0]}; the masks were made from other images")
         if pred.max(initial=0) > 1:
             raise UserError(f"{pred_path} holds values other than 0/1; rerun {make_flag}")
-        meter.add(gt, pred)
+        conf = metrics.confusion(gt, pred)
+        meter.matrix += conf
         empty += int(not gt.any())
-    return meter.matrix, empty
+        if objects:
+            tp, fp, fn = metrics.match_buildings(pred, gt)
+            union = conf[1].sum() + conf[:, 1].sum() - conf[1, 1]
+            rows.append({"name": name, "pixels": int(pred.size), "tp": tp, "fp": fp, "fn": fn,
+                         "building_iou": round(float(conf[1, 1] / union), 6) if union else None})
+    return meter.matrix, empty, rows
+
+
+def write_tile_csv(path: Path, rows: Sequence[dict]) -> None:
+    """The per-tile rows of `mask_scores` as CSV (an empty building_iou: no building in prediction or truth)."""
+    columns = ["name", "pixels", "tp", "fp", "fn", "building_iou"]
+    lines = [",".join(columns)] + [",".join("" if r[c] is None else str(r[c]) for c in columns) for r in rows]
+    fileio.save_lines(path, lines)

@@ -1,15 +1,22 @@
 """S11 prediction: building masks from the trained DeepLabV3+, for a list or any image folder.
 
 Reads:  <seg_weights_name>.pth; the tiles of --seg_infer_list under <voc12_root>/JPEGImages (default
-        <voc12_root>/test.txt), or every image in --seg_infer_dir (png/jpg/tif, any size; GeoTIFFs are
-        read with rasterio, first 3 bands).
-Writes: <seg_out_dir>/<name>.png, uint8 {0, 1} (argmax); for a georeferenced input also <name>.tif, a
-        1-band uint8 GeoTIFF with the input's transform and CRS (written before the PNG, so a PNG means done);
-        overlays of the first --num_vis images in <work_space>/vis/<seg_out_dir name>/.
+        <voc12_root>/test.txt), or every image in --seg_infer_dir (png/jpg/tif).
+Writes: <seg_out_dir>/<name>.png, uint8 {0, 1} (argmax), for every PNG/JPEG image. An image named as an XYZ
+        tile (OAM-x-y-z.png) in --seg_infer_dir also gets <name>.tif, georeferenced from its name (EPSG:3857),
+        written before the PNG, so a PNG means done.
+        GeoTIFFs, of any size, are predicted window by window (misc.geoio.predict_geotiff): <name>.tif, a tiled
+        deflate (Cloud-Optimised where GDAL can) GeoTIFF with the input's CRS and transform, band 1 the mask
+        {0, 1}, band 2 with --seg_prob_band True the building probability in percent, 255 where the input has
+        no data; and <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is
+        written last, so it means done.
+        Overlays of the first --num_vis images in <work_space>/vis/<seg_out_dir name>/.
 Prediction: sliding windows of --seg_window with --seg_overlap (border windows shifted inward, logits
-averaged where windows overlap), each window averaged with its horizontal flip; with --seg_scales the
-image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full size.
-Split by rank; a rerun skips images already predicted by the same model with the same settings.
+averaged where windows overlap), each window averaged with its horizontal flip. With --seg_scales, a PNG/JPEG
+image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full
+size; a GeoTIFF's windows are each resized instead (its scene is never whole in memory). At scale 1 both
+give the same logits. Split by rank; a rerun skips images already predicted by the same model with the same
+settings.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from misc import fileio, geoio, imutils, visutils
 from misc.errors import UserError
@@ -75,29 +83,75 @@ def check_window(window: int, overlap: float, scales: Sequence[float]) -> None:
         raise UserError(f"--seg_scales {','.join(map(str, scales))} must all be positive (e.g. 1.0 or 0.75,1.0,1.25)")
 
 
+def done_names(out_dir: Path, sources: dict[str, Source], existing: set[str]) -> set[str]:
+    """Of the names with outputs from the same model and settings, those finished: a GeoTIFF scene's .tif
+    is written last, any other image's .png."""
+    return {n for n in existing if n in sources
+            and (out_dir / f"{n}{'.tif' if geoio.is_geotiff(sources[n].path) else '.png'}").is_file()}
+
+
 def run(args: argparse.Namespace) -> None:
     rt, timer, s = runtime(), Timer(), seg_settings(args)
     check_window(args.seg_window, args.seg_overlap, args.seg_scales)
     model = deeplabv3plus.load_seg_net(s.checkpoint, rt.device)
     sources = infer_sources(args, s.infer_list)
-    settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp}
+    settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
+                "prob_band": args.seg_prob_band}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
-    done = reusable_outputs(s.out_dir, fingerprint, args.resume, ".png",
-                            also=(".tif",), stage="make_seg", variant=trained_on(s.checkpoint, s.trained_on))
+    existing = reusable_outputs(s.out_dir, fingerprint, args.resume, (".png", ".tif"), stage="make_seg",
+                                variant=trained_on(s.checkpoint, s.trained_on))
+    done = done_names(s.out_dir, sources, existing)
     names = inference_names(list(sources), done)
     vis_left, pixels = (args.num_vis if rt.is_main else 0), 0
     for name in progress(names, desc=TAG, disable=not rt.is_main):
-        image, geo = geoio.read_image(sources[name].path)
-        logits = deeplabv3plus.predict(model, image, args.seg_window, args.seg_overlap, args.seg_scales, args.seg_infer_batch,
-                         rt.device, args.amp)
-        mask = logits.argmax(0).numpy().astype(np.uint8)
-        geoio.write_mask(s.out_dir, name, mask, geo)
-        pixels += mask.size
-        if vis_left > 0:
-            fileio.save_png(Path(args.work_space) / "vis" / s.out_dir.name / f"{name}.png",
-                            visutils.seg_overlay(image, logits, mask, sources[name].gt))
-            vis_left -= 1
+        vis = Path(args.work_space) / "vis" / s.out_dir.name / f"{name}.png" if vis_left > 0 else None
+        if geoio.is_geotiff(sources[name].path):
+            pixels += predict_scene(model, sources[name].path, s.out_dir, name, args, rt.device, vis)
+        else:
+            pixels += predict_image(model, sources[name], s.out_dir, name, args, rt.device, vis,
+                                    xyz=bool(args.seg_infer_dir))
+        vis_left -= vis is not None
     barrier()
     log.info("[%s] %d masks (%.2f MP/s on this rank), %d reused, in %.0fs -> %s", TAG, len(names),
              pixels / 1e6 / max(timer.elapsed, 1e-9), len(done), timer.elapsed, s.out_dir)
+
+
+def predict_image(model: torch.nn.Module, source: Source, out_dir: Path, name: str, args: argparse.Namespace,
+                  device: torch.device, vis: Path | None, xyz: bool) -> int:
+    """A PNG/JPEG image, whole in memory; an XYZ tile name (with `xyz`) gives a georeferenced GeoTIFF too."""
+    image = imutils.read_image(source.path)
+    logits = deeplabv3plus.predict(model, image, args.seg_window, args.seg_overlap, args.seg_scales,
+                                   args.seg_infer_batch, device, args.amp)
+    mask = logits.argmax(0).numpy().astype(np.uint8)
+    geo = geoio.xyz_geo(name, *mask.shape) if xyz else None
+    geoio.write_mask(out_dir, name, mask, geo)
+    if vis is not None:
+        fileio.save_png(vis, visutils.seg_overlay(image, logits, mask, source.gt))
+    return mask.size
+
+
+def predict_scene(model: torch.nn.Module, path: Path, out_dir: Path, name: str, args: argparse.Namespace,
+                  device: torch.device, vis: Path | None) -> int:
+    """A GeoTIFF of any size, by windows (misc.geoio.predict_geotiff); its overlay from shrunk reads."""
+    def blocks(read, height, width):
+        return deeplabv3plus.scene_logits(model, read, height, width, args.seg_window, args.seg_overlap,
+                                          args.seg_scales, args.seg_infer_batch, device, args.amp)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = geoio.predict_geotiff(path, out_dir, name, blocks, prob_band=args.seg_prob_band)
+    if vis is not None:
+        fileio.save_png(vis, scene_overlay(path, out_dir / f"{name}.tif"))
+    return result.height * result.width
+
+
+def scene_overlay(image_path: Path, mask_path: Path) -> np.ndarray:
+    """visutils.overlay_panel of a scene from reads shrunk to visutils.VIS_MAX_SIDE (nodata as background)."""
+    image = geoio.read_preview(image_path, visutils.VIS_MAX_SIDE)
+    image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
+    if image.dtype != np.uint8:
+        image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
+    bands = geoio.read_preview(mask_path, visutils.VIS_MAX_SIDE)
+    mask = np.where(bands[..., 0] == geoio.NODATA, 0, bands[..., 0])
+    prob = np.where(bands[..., 1] == geoio.NODATA, 0, bands[..., 1]) / 100.0 if bands.shape[2] > 1 else mask.astype(float)
+    return visutils.overlay_panel(np.ascontiguousarray(image[: mask.shape[0], : mask.shape[1]]), prob, mask, None)

@@ -33,8 +33,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("make_sem_seg", "step.make_sem_seg_labels", "S10 make_sem_seg", "IRN random walk (S10)"),
     Stage("eval_sem_seg", "step.eval_sem_seg", "S10 eval_sem_seg"),
     Stage("train_seg", "step.train_seg", "S11 train_seg"),
+    Stage("export_seg", "step.export_seg", "S11 export_seg"),
     Stage("make_seg", "step.make_seg", "S11 make_seg", "DeepLabV3+ on pseudo masks (S11)"),
     Stage("eval_seg", "step.eval_seg", "S11 eval_seg"),
+    Stage("make_footprints", "step.make_footprints", "S12 make_footprints"),
 )
 
 # Outputs of one stage that mean different things: (flag, variant) -> label.

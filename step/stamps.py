@@ -116,7 +116,7 @@ def made_from(out_dir: str | os.PathLike) -> dict | str:
     return json.loads(stamp.read_text()) if stamp.is_file() else str(out_dir)
 
 
-def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool, suffix: str = ".npy",
+def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool, suffix: str | tuple[str, ...] = ".npy",
                      stage: str | None = None, variant: str = "", also: tuple[str, ...] = ()) -> set[str]:
     """Names whose output already exists in `out_dir` and was made from the same inputs.
 
@@ -124,7 +124,8 @@ def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool
     off, the old outputs are deleted before the new fingerprint is recorded, so an interrupted rerun
     can never mix outputs of two models (`also`: other suffixes written per name, deleted with them).
     The stamp also records `stage`, the flag of the stage that writes the folder (and its `variant`),
-    so an evaluation knows what it scores whatever the folder is called. Rank 0 does the bookkeeping;
+    so an evaluation knows what it scores whatever the folder is called. With several suffixes, a name
+    counts as existing when any of its files does (the caller checks which one means "done"). Rank 0 does the bookkeeping;
     every rank gets the same answer.
     """
     if stage is not None:
@@ -133,14 +134,16 @@ def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool
     stamp = out_dir / STAMP
     previous = json.loads(stamp.read_text()) if stamp.is_file() else None
     same = resume and previous == json.loads(json.dumps(fingerprint))
-    existing = {p.name[: -len(suffix)] for p in out_dir.glob(f"*{suffix}")} if out_dir.is_dir() else set()
+    suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
+    existing = ({p.name[: -len(end)] for end in suffixes for p in out_dir.glob(f"*{end}") if not p.name.startswith(".")}
+                if out_dir.is_dir() else set())
     barrier()
     if runtime().is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not same:
             stamp.unlink(missing_ok=True)
             for name in existing:
-                for ending in (suffix, *also):
+                for ending in (*suffixes, *also):
                     (out_dir / f"{name}{ending}").unlink(missing_ok=True)
         fileio.save_json(stamp, fingerprint)
     barrier()
