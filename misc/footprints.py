@@ -145,20 +145,15 @@ def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Itera
     scene when it has no CRS); polygonise each and `merge_pieces` joins the buildings cut by window edges.
     PNG tiles and GeoTIFFs of at most `size` (default MASK_WINDOW) pixels a side come whole, as
     (0, 0, read_mask_grid(path))."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.windows import Window
+
+    from misc import geoio
 
     path, size = Path(path), size or MASK_WINDOW
     if path.suffix.lower() not in (".tif", ".tiff"):
         yield 0, 0, read_mask_grid(path)
         return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RasterioError as err:
-        raise UserError(f"{path} is not a readable GeoTIFF ({brief(err)}); rewrite the mask") from None
+    src = geoio.open_raster(path, "GeoTIFF", "rewrite the mask")
     if max(src.height, src.width) <= size:
         src.close()
         yield 0, 0, _read_geotiff_mask(path)

@@ -78,16 +78,22 @@ class SceneResult:
     png: bool  # a PNG mask was written too
 
 
-def _open_scene(path: Path):
+def open_raster(path: str | Path, what: str, fix: str):
+    """rasterio's dataset of `path` (a CRS-less file gives no warning: callers decide what to say); a file
+    rasterio cannot read is one UserError line: `path is not a readable <what> (why); <fix>`."""
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RasterioIOError as err:
-        raise UserError(f"{path} is not a readable image ({brief(err)}); remove it from --seg_infer_dir") from None
+            return rasterio.open(path)
+    except RasterioError as err:
+        raise UserError(f"{path} is not a readable {what} ({brief(err)}); {fix}") from None
+
+
+def _open_scene(path: Path):
+    src = open_raster(path, "image", "remove it from --seg_infer_dir")
     if src.count == 2:
         src.close()
         raise UserError(f"{path} has 2 bands; expected 1 (grey) or at least 3 (RGB first)")
