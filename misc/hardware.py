@@ -106,10 +106,7 @@ def choose_amp(requested: str, device_type: str, hw: Hardware) -> PrecisionChoic
         why_fast, why_slow = "supports bf16", "has no bf16 support (compute capability below 8.0)"
     else:
         fast, where = hw.cpu_fast_bf16, f"this CPU ({hw.cpu_capability})"
-        if fast:
-            why_fast = f"has bf16 hardware ({', '.join(hw.native_bf16_flags) or 'oneDNN bf16'})"
-        else:
-            why_fast = ""
+        why_fast = f"has bf16 hardware ({', '.join(hw.native_bf16_flags) or 'oneDNN bf16'})"
         why_slow = ("has no bf16 hardware" if not hw.onednn_bf16 else
                     "has no native bf16 instructions (no AVX512-BF16 or AMX), so oneDNN would emulate them")
     if requested == "none":

@@ -38,8 +38,8 @@ def report_seg(args: argparse.Namespace) -> dict:
     objects = metrics.object_scores(counts["tp"], counts["fp"], counts["fn"])
     scores = {**metrics.scores(conf), **objects}
     source = trained_on(s.checkpoint, s.trained_on)
-    result = {"stage": stages.label("make_seg", source), "stage_flag": "make_seg", "variant": source, "backbone": s.backbone, "trained_on": source, "pred_dir": str(s.out_dir),
-              "gt_dir": args.gt_dir, "list": s.infer_list, "tiles": len(names), "tiles_without_building": empty,
+    result = {"stage": stages.label("make_seg", source), "stage_flag": "make_seg", "variant": source,
+              "backbone": s.backbone, "trained_on": source, "pred_dir": str(s.out_dir), "gt_dir": args.gt_dir, "list": s.infer_list, "tiles": len(names), "tiles_without_building": empty,
               "threshold": "argmax", "scores": scores, "all_building_baseline_iou": all_building_iou(conf),
               "object_counts": {**counts, "iou_threshold": 0.5}}
     fileio.save_json(Path(args.work_space) / f"metrics_{s.out_dir.name}.json", result)

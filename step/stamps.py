@@ -99,21 +99,22 @@ def images_digest(names: Sequence[str], image_paths: dict[str, Path]) -> str:
     return files_digest((n, image_paths[n]) for n in names)
 
 
-def source_fingerprint(*paths: str | os.PathLike) -> dict[str, list]:
-    """Size and mtime of each input file (for inputs that are neither models nor images)."""
-    out = {}
-    for path in paths:
-        stat = Path(path).stat()
-        out[str(path)] = [stat.st_size, stat.st_mtime_ns]
-    return out
+def _read_stamp(out_dir: Path) -> dict | None:
+    """The stamp in `out_dir`, or None where there is none or it is unreadable (then the outputs count as
+    made from unknown inputs and are redone, never a traceback)."""
+    try:
+        stamp = json.loads((out_dir / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def made_from(out_dir: str | os.PathLike) -> dict | str:
     """What the outputs in `out_dir` were made from: the stamp `reusable_outputs` keeps there (its content, not
     its mtime, which every rerun renews), or the folder's name where there is none. A later stage puts it in
     its own fingerprint, so new inputs upstream make its outputs stale."""
-    stamp = Path(out_dir) / STAMP
-    return json.loads(stamp.read_text()) if stamp.is_file() else str(out_dir)
+    stamp = _read_stamp(Path(out_dir))
+    return stamp if stamp is not None else str(out_dir)
 
 
 def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool, suffix: str | tuple[str, ...] = ".npy",
@@ -132,7 +133,7 @@ def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool
         fingerprint = {"stage": stage, "variant": variant, **fingerprint}
     out_dir = Path(out_dir)
     stamp = out_dir / STAMP
-    previous = json.loads(stamp.read_text()) if stamp.is_file() else None
+    previous = _read_stamp(out_dir)
     same = resume and previous == json.loads(json.dumps(fingerprint))
     suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
     existing = ({p.name[: -len(end)] for end in suffixes for p in out_dir.glob(f"*{end}") if not p.name.startswith(".")}
@@ -154,16 +155,13 @@ def check_made_with(map_dir: str | os.PathLike, model: dict, flag: str, stage: s
     """Refuse maps that `stage` made in `map_dir` with a model other than `model` (a `model_identity`): a stage
     that reads them with the current model would mix two models. A folder without a stamp (made elsewhere),
     or made by another stage or variant, is not checked."""
-    stamp = made_from(map_dir)
-    if (isinstance(stamp, dict) and stamp.get("stage") == stage and not stamp.get("variant")
-            and stamp.get("weights") != model):
+    stamp = _read_stamp(Path(map_dir)) or {}
+    if stamp.get("stage") == stage and not stamp.get("variant") and stamp.get("weights") != model:
         raise UserError(f"{flag} {map_dir} was made by another model than the current one (it was retrained since); "
                         f"{fix}")
 
 
 def made_by(out_dir: str | os.PathLike) -> tuple[str | None, str]:
     """(flag, variant) of the stage that made the outputs in `out_dir`, from its stamp; (None, "") if unknown."""
-    stamp = made_from(out_dir)
-    if isinstance(stamp, dict):
-        return stamp.get("stage"), stamp.get("variant", "")
-    return None, ""
+    stamp = _read_stamp(Path(out_dir)) or {}
+    return stamp.get("stage"), stamp.get("variant", "")

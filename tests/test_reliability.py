@@ -405,3 +405,16 @@ def test_weights_none_starts_from_scratch_without_a_warning(tiny_root, tmp_path,
     with caplog.at_level("WARNING"):
         assert not backbones.load_pretrained(model, "RepVGG-Tiny", args.MODEL_WEIGHTS)
     assert not [r for r in caplog.records if "starts from scratch" in r.getMessage()]
+
+
+def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_runtime):
+    from step import stamps
+
+    out = tmp_path / "maps"
+    out.mkdir()
+    (out / "a.npy").write_bytes(b"old")
+    (out / stamps.STAMP).write_text("{not json")
+    assert stamps.made_from(out) == str(out) and stamps.made_by(out) == (None, "")
+    assert stamps.reusable_outputs(out, {"weights": "x"}, resume=True, stage="make_cam") == set()
+    assert not (out / "a.npy").exists()  # made from unknown inputs: redone
+    assert stamps.made_by(out) == ("make_cam", "")
