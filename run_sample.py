@@ -18,6 +18,7 @@ from misc import fileio, hardware
 from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
+from misc.thresholds import threshold_or_auto
 from misc.torchutils import pick_device, setup_runtime
 from net import backbones
 from step.stages import STAGES
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("S2 seed CAMs (step.make_cam) and S4 evaluation (step.eval_cam)")
     g.add_argument("--cam_scales", type=positive_float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
     g.add_argument("--cam_infer_batch", type=positive_int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
-    g.add_argument("--cam_eval_thres", type=unit_interval, default=0.08, help="building iff map > t (the reference's effective value: 0.08)")
+    g.add_argument("--cam_eval_thres", type=threshold_or_auto, default=0.08, help="building iff map > t (the reference's effective value: 0.08); auto: the maps' mean over the positives (no ground truth)")
     g.add_argument("--cam_eval_sweep", type=str2bool, default=False, help="also sweep t over 0.05..0.60 and report the best (uses GT)")
     g.add_argument("--num_vis", type=nonneg_int, default=8, help="overlay PNGs written per evaluated stage")
 
@@ -113,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--load_cluster", type=str2bool, default=False, help="reuse the saved clusters in --work_space")
 
     g = p.add_argument_group("S5 confident labels (step.cam_to_ir_label)")
-    g.add_argument("--conf_fg_thres", type=unit_interval, default=0.25, help="building where the CRF of map > t_fg says so")
-    g.add_argument("--conf_bg_thres", type=unit_interval, default=0.15, help="background where the CRF of map > t_bg says background")
+    g.add_argument("--conf_fg_thres", type=threshold_or_auto, default=0.25, help="building where the CRF of map > t_fg says so; auto: from the BAC maps (misc/thresholds.py)")
+    g.add_argument("--conf_bg_thres", type=threshold_or_auto, default=0.15, help="background where the CRF of map > t_bg says background; auto: from the BAC maps")
 
     g = p.add_argument_group("S6-S9 activation refinement (step.train_amn, make_amn_cam, eval_amn_cam, make_pseudo_mask)")
     g.add_argument("--amn_batch_size", type=positive_int, default=16, help="crops per batch (global under torchrun)")
@@ -131,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mcl_pixel_gate", type=str2bool, default=False, help="gate MCL per pixel (ablation) instead of per image (reference)")
     g.add_argument("--amn_select_by_gt", type=str2bool, default=False,
                    help="keep the epoch with the best ground-truth mIoU (reference behaviour; leaks pixel labels)")
-    g.add_argument("--amn_eval_thres", type=unit_interval, default=0.67, help="building iff AR map > t (S8, S9)")
+    g.add_argument("--amn_eval_thres", type=threshold_or_auto, default=0.67, help="building iff AR map > t (S8, S9); auto: the AR maps' mean over the positives (no ground truth)")
     g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
-    g.add_argument("--amn_conf_fg_thres", type=unit_interval, default=0.45, help="AMN confident labels: building threshold")
-    g.add_argument("--amn_conf_bg_thres", type=unit_interval, default=0.15, help="AMN confident labels: background threshold")
+    g.add_argument("--amn_conf_fg_thres", type=threshold_or_auto, default=0.45, help="AMN confident labels: building threshold (or auto)")
+    g.add_argument("--amn_conf_bg_thres", type=threshold_or_auto, default=0.15, help="AMN confident labels: background threshold (or auto)")
 
     g = p.add_argument_group("S10 optional IRN (step.train_irn, make_sem_seg_labels, eval_sem_seg)")
     g.add_argument("--irn_weights_name", type=str, default="sess_rrdsd/repvgg_irn", help="IRN weights, no suffix (.pth)")

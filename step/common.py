@@ -12,7 +12,9 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from misc.pyutils import die_with_parent
+from misc import fileio, thresholds
+from misc.errors import UserError
+from misc.pyutils import die_with_parent, progress
 from misc.torchutils import runtime
 from voc12 import dataloader
 
@@ -71,3 +73,29 @@ def inference_names(split_names: Sequence[str], done: set[str]) -> list[str]:
     rt = runtime()
     todo = [n for n in split_names if n not in done]
     return todo[rt.rank::rt.world_size]
+
+
+def map_levels(map_dir: str | os.PathLike, names: Sequence[str], channel: int, map_stage: str,
+               tag: str) -> thresholds.MapLevels:
+    """Value statistics of `high_res[channel]` of <map_dir>/<name>.npy over `names` (the positives): what an
+    'auto' threshold is picked from. A missing map is a one-line error naming `map_stage`."""
+    levels = thresholds.MapLevels()
+    for name in progress(names, desc=f"{tag} auto threshold", disable=not runtime().is_main):
+        path = Path(map_dir) / f"{name}.npy"
+        if not path.is_file():
+            raise UserError(f"{path} is missing for the positive {name!r}; run {map_stage} first")
+        levels.add(fileio.load_npy_dict(path)["high_res"][channel])
+    return levels
+
+
+def pick_threshold(value: float | str, flag: str, map_dir: str | os.PathLike, names: Sequence[str], channel: int,
+                   map_stage: str, tag: str) -> float:
+    """`value` itself, or for 'auto' the operating point of the maps (misc.thresholds: the mean map value
+    over the positives; no ground truth), logged once with the flag it stands for."""
+    if value != thresholds.AUTO:
+        return float(value)
+    picked = thresholds.operating_point(map_levels(map_dir, names, channel, map_stage, tag))
+    if runtime().is_main:
+        log.info("[%s] %s auto -> %.4f (the mean map value of %d positives in %s; no ground truth read)",
+                 tag, flag, picked, len(names), map_dir)
+    return picked

@@ -1,5 +1,6 @@
 """S8: evaluate the AR maps (building channel) at --amn_eval_thres (default 0.67, a fixed value, not
-picked with ground truth); --amn_eval_sweep True also reports the reference's t = 0.65..0.69.
+picked with ground truth; 'auto': the mean AR map value of the positives, also without ground truth);
+--amn_eval_sweep True also reports the reference's t = 0.65..0.69.
 
 Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --infer_list; --gt_dir.
 Writes: <work_space>/metrics_amn_cam.json, overlays in <work_space>/vis/amn_cam/.
@@ -20,5 +21,6 @@ def run(args: argparse.Namespace) -> None:
     thresholds = (args.amn_eval_thres,) + (tuple(t for t in REFERENCE_RANGE if t != args.amn_eval_thres)
                                            if args.amn_eval_sweep else ())
     if runtime().is_main:
-        report(args, args.amn_cam_out_dir, thresholds, channel=1, tag=TAG, sweep=False)
+        report(args, args.amn_cam_out_dir, thresholds, channel=1, tag=TAG, sweep=False, flag="--amn_eval_thres",
+               map_stage="S7 (--make_amn_cam_pass True)")
     barrier()

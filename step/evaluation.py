@@ -17,7 +17,9 @@ import numpy as np
 from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
+from misc.thresholds import AUTO
 from step import stages, stamps
+from step.common import pick_threshold
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,14 @@ def evaluate_maps(names: Sequence[str], map_dir: str | Path, gt_dir: str | Path,
     return {t: m.matrix for t, m in meters.items()}
 
 
-def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], channel: int, tag: str,
-           sweep: bool) -> dict:
+def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | str], channel: int, tag: str,
+           sweep: bool, flag: str, map_stage: str) -> dict:
     """Evaluate, log a table, write metrics_<dir>.json and overlays; shared by S4 and S8.
 
-    thresholds[0] is the fixed operating point; further thresholds (and the 0.05..0.60 sweep when
-    `sweep`) are reported too, with the best of them marked as chosen with ground truth."""
+    thresholds[0] is the operating point, a number or 'auto' (picked from the maps without ground truth,
+    step.common.pick_threshold; `flag` and `map_stage` name it and the stage that writes the maps); further
+    thresholds (and the 0.05..0.60 sweep when `sweep`) are reported too, with the best of them marked as
+    chosen with ground truth."""
     timer = Timer()
     names = [n for n in dataloader.read_list(args.infer_list, "--infer_list")]
     cls_labels = dataloader.load_cls_labels(args.cls_labels)
@@ -68,6 +72,9 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], 
                                      decode=False, workers=args.pool_workers)
     stage = Path(map_dir).name
     made_by_flag, variant = stamps.made_by(map_dir)
+    rule = "auto" if thresholds[0] == AUTO else "fixed"
+    thresholds = (pick_threshold(thresholds[0], flag, map_dir, names, channel, map_stage, tag),
+                  *(t for t in thresholds[1:] if t != AUTO))
     all_t = tuple(thresholds) + tuple(t for t in (SWEEP if sweep else ()) if t not in thresholds)
     confusions = evaluate_maps(names, map_dir, args.gt_dir, all_t, channel,
                                vis=(Path(args.work_space) / "vis" / stage, paths, args.num_vis), desc=tag)
@@ -75,7 +82,7 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], 
     fixed = thresholds[0]
     result = {"stage": stages.label(made_by_flag, variant, fallback=stage), "stage_flag": made_by_flag,
               "variant": variant, "map_dir": str(map_dir), "tiles": len(names),
-              "threshold": fixed, "scores": table[fixed],
+              "threshold": fixed, "threshold_rule": rule, "scores": table[fixed],
               "all_building_baseline_iou": all_building_iou(confusions[fixed])}
     for t in all_t:
         log.info("[%s] %s t=%.2f  %s", tag, stage, t, metrics.format_scores(table[t]))
@@ -89,11 +96,6 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float], 
              tag, stage, len(names), fixed, table[fixed]["building_iou"], table[fixed]["f1"],
              result["all_building_baseline_iou"], timer.elapsed)
     return result
-
-
-def _all_building_iou(conf: np.ndarray) -> float:
-    """IoU of predicting building everywhere: the building pixel fraction of the evaluated tiles."""
-    return float(conf[1].sum() / max(conf.sum(), 1))
 
 
 def all_building_iou(conf: np.ndarray) -> float:

@@ -11,10 +11,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from misc import thresholds
 from misc.crf import CRF_PARAMS, LabelJob, Tile, label_tiles, quality_scores
 from misc.pyutils import Timer, format_duration
 from misc.torchutils import runtime, shard
-from step.common import inference_names
+from step.common import inference_names, map_levels
 from step.stamps import files_digest, made_from, reusable_outputs
 
 log = logging.getLogger(__name__)
@@ -22,18 +23,21 @@ COUNT_KEYS = ("pixels", "building", "background", "building_correct", "backgroun
 
 
 def make_ir_labels(names: Sequence[str], cls_labels: Mapping[str, int], image_paths: Mapping[str, Path],
-                   map_dir: str | Path, out_dir: str | Path, *, channel: int, fg_thres: float, bg_thres: float,
-                   num_workers: int, gt_dir: str | Path | None = None, resume: bool = True,
+                   map_dir: str | Path, out_dir: str | Path, *, channel: int, fg_thres: float | str,
+                   bg_thres: float | str, num_workers: int, gt_dir: str | Path | None = None, resume: bool = True,
                    map_stage: str = "the stage that writes the maps", tag: str = "labels",
-                   stage: str | None = None) -> dict:
+                   stage: str | None = None, flags: tuple[str, str] = ("--conf_fg_thres", "--conf_bg_thres")) -> dict:
     """Confident labels for every tile of `names`; returns the summary (all ranks' counts summed).
 
     Positives read `high_res[channel]` of <map_dir>/<name>.npy, negatives get all zeros. Outputs made
     from the same maps, images and settings are kept when `resume` is true (only counted again).
+    A threshold 'auto' is picked from the maps (`pick_confident_thresholds`); `flags` name the two.
     """
     rt, timer = runtime(), Timer()
     map_dir, out_dir = Path(map_dir), Path(out_dir)
     positives = [n for n in names if cls_labels[n] == 1]
+    fg_thres, bg_thres = pick_confident_thresholds(fg_thres, bg_thres, flags, map_dir, positives, channel,
+                                                   map_stage, tag)
     map_paths = {n: map_dir / f"{n}.npy" for n in positives}
     fingerprint = _fingerprint(names, image_paths, map_paths, map_dir, channel, fg_thres, bg_thres, map_stage)
     # a rerun never mixes labels from other inputs: reusable_outputs deletes them (and their palettes) first
@@ -50,6 +54,23 @@ def make_ir_labels(names: Sequence[str], cls_labels: Mapping[str, int], image_pa
     summary = _summary(counts, names, positives, done, gt_paths, job, map_dir, timer.elapsed, tag)
     _log_summary(summary, tag)
     return summary
+
+
+def pick_confident_thresholds(fg_thres: float | str, bg_thres: float | str, flags: tuple[str, str],
+                              map_dir: str | Path, positives: Sequence[str], channel: int, map_stage: str,
+                              tag: str) -> tuple[float, float]:
+    """The (building, background) thresholds, each as given or, for 'auto', from the maps of the positives
+    (misc.thresholds.confident_levels; no ground truth)."""
+    if thresholds.AUTO in (fg_thres, bg_thres):
+        auto_fg, auto_bg = thresholds.confident_levels(map_levels(map_dir, positives, channel, map_stage, tag))
+        picked = [f"{flag} auto -> {value:.4f}" for flag, value, given in
+                  zip(flags, (auto_fg, auto_bg), (fg_thres, bg_thres)) if given == thresholds.AUTO]
+        fg_thres = auto_fg if fg_thres == thresholds.AUTO else fg_thres
+        bg_thres = auto_bg if bg_thres == thresholds.AUTO else bg_thres
+        if runtime().is_main:
+            log.info("[%s] %s (from the maps of %d positives in %s; no ground truth read)", tag, ", ".join(picked),
+                     len(positives), map_dir)
+    return float(fg_thres), float(bg_thres)
 
 
 def _fingerprint(names: Sequence[str], image_paths: Mapping[str, Path], map_paths: Mapping[str, Path],

@@ -1,4 +1,5 @@
-"""S9: the final pseudo masks: building iff the AR map's building channel > --amn_eval_thres.
+"""S9: the final pseudo masks: building iff the AR map's building channel > --amn_eval_thres (a number, or
+'auto': the mean AR map value of the positives, the same value S8 scores; no ground truth).
 
 Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --train_list.
 Writes: <pseudo_mask_out_dir>/<name>.png, uint8 {0, 1}, for every tile of --train_list (zeros for
@@ -16,7 +17,7 @@ from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
-from step.common import inference_names, load_split
+from step.common import inference_names, load_split, pick_threshold
 from step.stages import stage_tag
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list", decode=False)
     out_dir, map_dir = Path(args.pseudo_mask_out_dir), Path(args.amn_cam_out_dir)
     names = inference_names(split.names, done=set())  # cheap: always redone, so never stale
+    threshold = pick_threshold(args.amn_eval_thres, "--amn_eval_thres", map_dir, split.positives, channel=1,
+                               map_stage="S7 (--make_amn_cam_pass True)", tag=TAG)
     building_px = total_px = 0
     vis_left = args.num_vis if rt.is_main else 0
     for name in progress(names, desc=TAG, disable=not rt.is_main):
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> None:
             if not map_path.is_file():
                 raise UserError(f"{map_path} is missing for the positive {name!r}; run --make_amn_cam_pass True first")
             amn_map = fileio.load_npy_dict(map_path)["high_res"]
-            mask = pseudo_mask(amn_map, args.amn_eval_thres)
+            mask = pseudo_mask(amn_map, threshold)
             if vis_left > 0:
                 image = imutils.read_image(split.image_paths[name])
                 gt_path = Path(args.gt_dir) / f"{name}.png"
@@ -57,4 +60,4 @@ def run(args: argparse.Namespace) -> None:
         total_px += mask.size
     barrier()
     log.info("[%s] %d pseudo masks (%.1f%% building pixels on this rank) at t=%.2f in %.0fs -> %s", TAG, len(names),
-             100 * building_px / max(total_px, 1), args.amn_eval_thres, timer.elapsed, out_dir)
+             100 * building_px / max(total_px, 1), threshold, timer.elapsed, out_dir)

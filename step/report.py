@@ -36,7 +36,7 @@ def stage_table(work_space: str | Path) -> str:
             rows.append(all_building_row(m))
             baseline_done = True
         if "building_iou" in s:
-            rows.append(f"| {_label(path, m)} | {m.get('tiles', '')} | {m.get('threshold', '')} | "
+            rows.append(f"| {_label(path, m)} | {m.get('tiles', '')} | {_threshold(m)} | "
                         f"{s['building_iou']:.4f} | {s['f1']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} |")
         elif "coverage" in m:  # confident-label stages: coverage and per-class precision, no IoU
             bp, gp = m.get("building_precision"), m.get("background_precision")
@@ -54,6 +54,12 @@ def stage_table(work_space: str | Path) -> str:
     if objects:  # eval_seg's building-level scores (SpaceNet: buildings matched at IoU >= 0.5)
         tail += ["\n| buildings matched at IoU >= 0.5 | F1 | precision | recall |\n|---|---|---|---|", *objects]
     return "\n".join([head, *rows, *tail])
+
+
+def _threshold(m: dict) -> str:
+    """The operating point, marked 'auto' when it was picked from the maps (without ground truth)."""
+    t = m.get("threshold", "")
+    return f"auto {t:.2f}" if m.get("threshold_rule") == "auto" else str(t)
 
 
 def all_building_row(m: dict) -> str:

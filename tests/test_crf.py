@@ -209,3 +209,29 @@ def test_run_sample_prints_a_worker_user_error_as_one_line(tiny, tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "tile_a.npy has high_res of shape (64, 64)" in proc.stderr
+
+
+def test_step_auto_thresholds_come_from_the_maps_and_are_recorded(tiny, tmp_path, caplog):
+    """--conf_fg_thres/--conf_bg_thres auto: the picked pair is misc.thresholds.confident_levels of the
+    positives' maps (negatives play no part), logged, written to the summary and part of the stamp."""
+    from misc import thresholds
+
+    setup_runtime("cpu")
+    out = tmp_path / "auto"
+    args = _args(tiny, "--num_workers", "1", "--ir_label_out_dir", str(out),
+                 "--conf_fg_thres", "auto", "--conf_bg_thres", "auto")
+    with caplog.at_level("INFO"):
+        cam_to_ir_label.run(args)
+    maps = [fileio.load_npy_dict(tiny / "ws" / "lpcam_mask" / f"{n}.npy")["high_res"][0] for n in POSITIVES]
+    fg, bg = thresholds.confident_levels(thresholds.levels_of(maps))
+    summary = json.loads((tiny / "ws" / "metrics_ir_label.json").read_text())
+    assert (summary["conf_fg_thres"], summary["conf_bg_thres"]) == (fg, bg)
+    assert bg < fg and (fg, bg) != (0.25, 0.15)
+    assert "--conf_fg_thres auto -> " in caplog.text and "no ground truth read" in caplog.text
+    explicit = tmp_path / "explicit"  # the numbers themselves give the same labels
+    cam_to_ir_label.run(_args(tiny, "--num_workers", "1", "--ir_label_out_dir", str(explicit),
+                              "--conf_fg_thres", str(fg), "--conf_bg_thres", str(bg)))
+    assert all(np.array_equal(a, b) for a, b in zip(_labels(out).values(), _labels(explicit).values()))
+    # the same 'auto' on the same maps is the same setting: everything is reused
+    cam_to_ir_label.run(args)  # (the explicit run wrote the summary in between)
+    assert json.loads((tiny / "ws" / "metrics_ir_label.json").read_text())["reused"] == 5

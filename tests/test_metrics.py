@@ -71,7 +71,8 @@ def test_stage_table_starts_with_the_all_building_baseline_and_follows_the_stage
 
     scores = {"building_iou": 0.45, "f1": 0.62, "precision": 0.5, "recall": 0.8}
     fileio.save_json(tmp_path / "metrics_ar.json", {"stage": "AR map (S7)", "stage_flag": "make_amn_cam",
-                                                    "tiles": 4, "threshold": 0.67, "scores": scores})
+                                                    "tiles": 4, "threshold": 0.8123, "threshold_rule": "auto",
+                                                    "scores": scores})
     fileio.save_json(tmp_path / "metrics_my_bac.json", {"stage": "my_bac", "stage_flag": "make_lpcam", "tiles": 4,
                                                         "threshold": 0.08, "scores": scores})
     fileio.save_json(tmp_path / "metrics_zz.json", {"stage": "seed CAM (S2)", "stage_flag": "make_cam", "tiles": 4,
@@ -80,4 +81,4 @@ def test_stage_table_starts_with_the_all_building_baseline_and_follows_the_stage
     lines = stage_table(tmp_path).splitlines()
     assert lines[2] == '| predict "building" everywhere | 4 | | 0.2500 | 0.4000 | 0.2500 | 1.0000 |'
     assert lines[3].startswith("| seed CAM (S2) | 4 | 0.08 | 0.4500 |")
-    assert lines[4].startswith("| BAC expanded CAM (S3) |") and lines[5].startswith("| AR map (S7) |")
+    assert lines[4].startswith("| BAC expanded CAM (S3) |") and lines[5].startswith("| AR map (S7) | 4 | auto 0.81 |")

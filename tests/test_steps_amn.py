@@ -1,6 +1,8 @@
 """S6 -> S9 on the tiny dataset: the AR network, file formats, resume."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +74,19 @@ def test_s6_to_s9_write_spec_files(labelled, tiny_root, tmp_path):
     for name in (tiny_root / "train_aug.txt").read_text().split():
         label = imutils.read_mask(tmp_path / "result" / "amn_ir_label" / f"{name}.png")
         assert set(np.unique(label).tolist()) <= {0, 1, 255}
+    # 'auto': S8 scores and S9 cuts the masks at one value picked from the AR maps (their building channel's
+    # mean over the positives), without ground truth
+    args.amn_eval_thres = "auto"
+    eval_amn_cam.run(args)
+    scored = json.loads((tmp_path / "result" / "metrics_amn_cam.json").read_text())
+    building = {n: fileio.load_npy_dict(tmp_path / "result" / "amn_cam" / f"{n}.npy")["high_res"][1] for n in positives}
+    t = scored["threshold"]
+    assert scored["threshold_rule"] == "auto"
+    assert t == pytest.approx(np.mean(np.stack(list(building.values()))), abs=1e-4)
+    make_pseudo_mask.run(args)
+    for name, m in building.items():
+        mask = imutils.read_mask(tmp_path / "result" / "pseudo_mask" / f"{name}.png")
+        np.testing.assert_array_equal(mask, (m > t).astype(np.uint8))
 
 
 def test_s6_resume_and_skip(labelled, tmp_path, monkeypatch):

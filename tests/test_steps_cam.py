@@ -37,6 +37,16 @@ def test_s1_s2_s4_write_spec_files(tiny_root, tmp_path):
     result = json.loads((tmp_path / "result" / "metrics_cam.json").read_text())
     assert result["tiles"] == len(positives) and 0 <= result["scores"]["building_iou"] <= 1
     assert "best_threshold" in result and len(list((tmp_path / "result" / "vis" / "cam").glob("*.png"))) == 2
+    assert (result["threshold"], result["threshold_rule"]) == (0.08, "fixed")
+    args.cam_eval_thres = "auto"  # picked from the maps: their mean over the positives' pixels
+    eval_cam.run(args)
+    auto = json.loads((tmp_path / "result" / "metrics_cam.json").read_text())
+    values = np.concatenate([fileio.load_npy_dict(tmp_path / "result" / "cam" / f"{n}.npy")["high_res"].ravel()
+                             for n in positives])
+    assert auto["threshold_rule"] == "auto" and auto["threshold"] == pytest.approx(values.mean(), abs=1e-4)
+    args.cam_eval_thres = auto["threshold"]
+    eval_cam.run(args)
+    assert json.loads((tmp_path / "result" / "metrics_cam.json").read_text())["scores"] == auto["scores"]
 
 
 def test_deploy_matches_train_time_cams(tiny_root, tmp_path):

@@ -1,0 +1,78 @@
+"""Thresholds picked from the maps without ground truth (misc.thresholds, `--*_thres auto`)."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from misc import thresholds
+
+
+@pytest.mark.parametrize("text, expected", [("auto", "auto"), (" AUTO ", "auto"), ("0.3", 0.3), ("0", 0.0), ("1", 1.0)])
+def test_parse_accepts_numbers_and_auto(text, expected):
+    assert thresholds.threshold_or_auto(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1.5", "-0.1", "nan", "otsu", ""])
+def test_parse_refuses_the_rest(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="a number in \\[0, 1\\] or 'auto'"):
+        thresholds.threshold_or_auto(text)
+
+
+def _bimodal(building_fraction: float, building: float, background: float, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    maps = []
+    for _ in range(4):
+        m = np.full((64, 64), background, np.float32)
+        m[: int(64 * building_fraction)] = building
+        maps.append(np.clip(m + rng.normal(0, 0.02, m.shape).astype(np.float32), 0, 1))
+    return maps
+
+
+def test_operating_point_is_the_mean_and_lies_between_the_modes():
+    maps = _bimodal(0.25, building=0.9, background=0.1)
+    levels = thresholds.levels_of(maps)
+    t = thresholds.operating_point(levels)
+    assert t == pytest.approx(float(np.mean(np.stack(maps))), abs=1e-4)
+    assert t == pytest.approx(0.25 * 0.9 + 0.75 * 0.1, abs=0.01)
+    # the threshold separates the two modes: thresholding recovers the building rows
+    truth = np.zeros((64, 64), bool)
+    truth[:16] = True
+    assert all(np.array_equal(m > t, truth) for m in maps)
+
+
+def test_confident_levels_put_an_unknown_band_around_the_operating_point():
+    levels = thresholds.levels_of(_bimodal(0.25, building=0.9, background=0.1))
+    t = levels.mean()
+    fg, bg = thresholds.confident_levels(levels)
+    assert fg == pytest.approx((t + 0.9) / 2, abs=0.01)
+    assert bg == pytest.approx((t + 0.1) / 2, abs=0.01)
+    assert bg < t < fg
+
+
+def test_levels_follow_the_maps_not_a_fixed_number():
+    """A map family that sits higher (as an AR map near 0.8) gets a higher threshold."""
+    low = thresholds.operating_point(thresholds.levels_of(_bimodal(0.4, 0.6, 0.05)))
+    high = thresholds.operating_point(thresholds.levels_of(_bimodal(0.4, 0.95, 0.6)))
+    assert high > low + 0.3
+
+
+def test_mean_between_matches_numpy_and_the_order_of_tiles_does_not_matter():
+    rng = np.random.default_rng(3)
+    maps = [rng.random((32, 48)).astype(np.float32) ** 2 for _ in range(5)]
+    forward, backward = thresholds.levels_of(maps), thresholds.levels_of(maps[::-1])
+    values = np.concatenate([m.ravel() for m in maps]).astype(np.float64)
+    t = forward.mean()
+    assert t == pytest.approx(values.mean(), rel=1e-9)
+    assert forward.mean_between(t, 1.0) == pytest.approx(values[values >= t].mean(), abs=1e-3)
+    assert forward.mean_between(0.0, t) == pytest.approx(values[values < t].mean(), abs=1e-3)
+    assert thresholds.confident_levels(forward) == thresholds.confident_levels(backward)
+    merged = thresholds.levels_of(maps[:2])
+    merged.merge(thresholds.levels_of(maps[2:]))
+    assert thresholds.operating_point(merged) == thresholds.operating_point(forward)
+
+
+def test_no_maps_is_an_error_not_a_nan():
+    with pytest.raises(ValueError, match="no map values"):
+        thresholds.operating_point(thresholds.MapLevels())
