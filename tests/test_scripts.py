@@ -53,3 +53,10 @@ def test_a_user_choice_wins_over_the_profile_and_a_bad_thresholds_value_is_one_l
     assert code == 0 and _flag(arrays["COMMON"], "--amn_eval_thres") == "auto", text
     code, _, text = _settings(tmp_path, DATASET_ROOT="Dataset/mine", THRESHOLDS="otsu")
     assert code == 2 and text.strip().splitlines()[-1].startswith("error: THRESHOLDS=otsu")
+
+
+def test_the_demo_picks_its_thresholds_from_the_maps(tmp_path):
+    code, arrays, text = _settings(tmp_path, PY="true")  # no DATASET_ROOT: the demo (PY=true: nothing is made)
+    assert code == 0, text
+    assert _flag(arrays["COMMON"], "--backbone") == "RepVGG-Tiny"
+    assert _flag(arrays["COMMON"], "--cam_eval_thres") == "auto" and _flag(arrays["COMMON"], "--conf_fg_thres") == "auto"
