@@ -232,13 +232,17 @@ def _finish(work: Path, out: Path) -> None:
 
 def read_preview(path: str | Path, max_side: int, bands: list[int] | None = None) -> np.ndarray:
     """A raster shrunk (nearest) so its long side is at most `max_side`: HxWxB, for pictures only."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
+    with open_raster(path, "raster", "remove or rewrite it") as src:
+        scale = min(1.0, max_side / max(src.height, src.width))
+        shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
+        bands = bands or list(range(1, src.count + 1))
+        return src.read(bands, out_shape=(len(bands), *shape)).transpose(1, 2, 0)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            scale = min(1.0, max_side / max(src.height, src.width))
-            shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
-            bands = bands or list(range(1, src.count + 1))
-            return src.read(bands, out_shape=(len(bands), *shape)).transpose(1, 2, 0)
+
+def preview_rgb(path: str | Path, max_side: int) -> np.ndarray:
+    """`read_preview` of an image as uint8 HxWx3 RGB: one band repeated, other dtypes scaled by their maximum."""
+    image = read_preview(path, max_side)
+    image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
+    if image.dtype != np.uint8:
+        image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(image)

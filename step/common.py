@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from misc import fileio, thresholds
@@ -79,12 +80,17 @@ def map_levels(map_dir: str | os.PathLike, names: Sequence[str], channel: int, m
                tag: str) -> thresholds.MapLevels:
     """Value statistics of `high_res[channel]` of <map_dir>/<name>.npy over `names` (the positives): what an
     'auto' threshold is picked from. A missing map is a one-line error naming `map_stage`."""
-    levels = thresholds.MapLevels()
-    for name in progress(names, desc=f"{tag} auto threshold", disable=not runtime().is_main):
-        path = Path(map_dir) / f"{name}.npy"
-        if not path.is_file():
-            raise UserError(f"{path} is missing for the positive {name!r}; run {map_stage} first")
-        levels.add(fileio.load_npy_dict(path)["high_res"][channel])
+    def maps() -> Iterator[np.ndarray]:
+        for name in progress(names, desc=f"{tag} auto threshold", disable=not runtime().is_main):
+            path = Path(map_dir) / f"{name}.npy"
+            if not path.is_file():
+                raise UserError(f"{path} is missing for the positive {name!r}; run {map_stage} first")
+            yield fileio.load_npy_dict(path)["high_res"][channel]
+
+    levels = thresholds.levels_of(maps())
+    if not levels.count:
+        raise UserError(f"an 'auto' threshold needs the maps of positive tiles, but the list has none with map values "
+                        f"in {map_dir}; give the threshold as a number")
     return levels
 
 

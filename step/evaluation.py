@@ -73,8 +73,7 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
     stage = Path(map_dir).name
     made_by_flag, variant = stamps.made_by(map_dir)
     rule = "auto" if thresholds[0] == AUTO else "fixed"
-    thresholds = (pick_threshold(thresholds[0], flag, map_dir, names, channel, map_stage, tag),
-                  *(t for t in thresholds[1:] if t != AUTO))
+    thresholds = (pick_threshold(thresholds[0], flag, map_dir, names, channel, map_stage, tag), *thresholds[1:])
     all_t = tuple(thresholds) + tuple(t for t in (SWEEP if sweep else ()) if t not in thresholds)
     confusions = evaluate_maps(names, map_dir, args.gt_dir, all_t, channel,
                                vis=(Path(args.work_space) / "vis" / stage, paths, args.num_vis), desc=tag)

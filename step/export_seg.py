@@ -65,8 +65,8 @@ def export(checkpoint: Path, out: Path, image: np.ndarray, tolerance: float) -> 
         deeplabv3plus.export_onnx(model, tmp)
         gap = onnx_probability_gap(tmp, model, image)
         if not gap <= tolerance:
-            raise RuntimeError(f"{out}: ONNX and torch probabilities differ by {gap:.2e} on the check tile "
-                               f"(> --onnx_check_tolerance {tolerance:g}); the file was not written")
+            raise UserError(f"{out}: ONNX and torch probabilities differ by {gap:.2e} on the check tile "
+                            f"(> --onnx_check_tolerance {tolerance:g}); the file was not written")
     return gap
 
 

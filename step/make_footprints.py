@@ -139,10 +139,7 @@ def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | 
     if mask.image is None or not on_it:
         return None
     if geoio.is_geotiff(mask.image):
-        image = geoio.read_preview(mask.image, visutils.VIS_MAX_SIDE)
-        image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
-        if image.dtype != np.uint8:
-            image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
+        image = geoio.preview_rgb(mask.image, visutils.VIS_MAX_SIDE)
     else:
         image = imutils.read_image(mask.image)
     to_pixels = Affine.scale(image.shape[0] / mask.shape[0]) * ~mask.transform

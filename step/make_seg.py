@@ -147,10 +147,7 @@ def predict_scene(model: torch.nn.Module, path: Path, out_dir: Path, name: str, 
 
 def scene_overlay(image_path: Path, mask_path: Path) -> np.ndarray:
     """visutils.overlay_panel of a scene from reads shrunk to visutils.VIS_MAX_SIDE (nodata as background)."""
-    image = geoio.read_preview(image_path, visutils.VIS_MAX_SIDE)
-    image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
-    if image.dtype != np.uint8:
-        image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
+    image = geoio.preview_rgb(image_path, visutils.VIS_MAX_SIDE)
     bands = geoio.read_preview(mask_path, visutils.VIS_MAX_SIDE)
     mask = np.where(bands[..., 0] == geoio.NODATA, 0, bands[..., 0])
     prob = np.where(bands[..., 1] == geoio.NODATA, 0, bands[..., 1]) / 100.0 if bands.shape[2] > 1 else mask.astype(float)

@@ -76,3 +76,13 @@ def test_mean_between_matches_numpy_and_the_order_of_tiles_does_not_matter():
 def test_no_maps_is_an_error_not_a_nan():
     with pytest.raises(ValueError, match="no map values"):
         thresholds.operating_point(thresholds.MapLevels())
+
+
+def test_auto_without_positive_maps_is_one_line_naming_the_fix(tmp_path):
+    from misc.errors import UserError
+    from misc.torchutils import setup_runtime
+    from step.common import pick_threshold
+
+    setup_runtime("cpu")
+    with pytest.raises(UserError, match="needs the maps of positive tiles.*give the threshold as a number"):
+        pick_threshold("auto", "--amn_eval_thres", tmp_path, [], channel=1, map_stage="S7", tag="S9")

@@ -14,6 +14,7 @@ import os
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,8 @@ class SegmentationDataset(Dataset):
         self.cls_labels = cls_labels
         self.crop_size, self.scale_range, self.gt_labels, self.seed, self.epoch = crop_size, scale_range, gt_labels, seed, 0
         self.cache = DecodedCache()
+        # ground truth is converted to {0, 1, 255} once, as it is decoded (the cache keeps the converted mask)
+        self.read_label = partial(imutils.read_gt, flag="--seg_label_dir") if gt_labels else imutils.read_mask
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -250,9 +253,7 @@ class SegmentationDataset(Dataset):
         rng = _aug_rng(self.seed, self.epoch, index)
         name = self.names[index]
         img = self.cache.read(self.image_paths[name], imutils.read_image)
-        label = self.cache.read(self.label_dir / f"{name}.png", imutils.read_mask)
-        if self.gt_labels:
-            label = imutils.gt_to_binary(label, self.label_dir / f"{name}.png", "--seg_label_dir")
+        label = self.cache.read(self.label_dir / f"{name}.png", self.read_label)
         scale = rng.uniform(*self.scale_range)
         img = imutils.pil_rescale(img, scale, order=3)
         label = imutils.pil_rescale(label, scale, order=0)
