@@ -1,13 +1,10 @@
-"""The BAC-AR-Net single-head classifier (S1, S1d, S2 variant A): RepVGG at output stride 16,
-GAP and a bias-free 1x1 convolution to one building logit.
+"""The BAC-AR-Net single-head classifier (S1, S1d, S2 variant A, `--cam_network single`): any registered
+backbone at output stride 16, GAP and a bias-free 1x1 convolution to one building logit.
 
-Checkpoints are dicts {"network", "backbone", "deploy", "model": state_dict}, so later stages build
-the right backbone from the file itself. The model keys are `repvgg.*` (the official RepVGG names,
-as in DingXiaoH/RepVGG) and `classifier.weight`.
+Checkpoints use net.checkpoints (network "RepVGG_cam", its id since before this module was renamed);
+the model keys are `backbone.<the backbone's own names>` and `classifier.weight`.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn as nn
@@ -15,17 +12,15 @@ import torch.nn.functional as F
 
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, strided_size, upsample_crop
 from misc.torchutils import autocast
-from net import checkpoints
-from net.backbones import build_backbone, load_pretrained
-
-NETWORK = "RepVGG_cam"
+from net.backbones import BackboneNet
 
 
-class Net(nn.Module):
-    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
-        super().__init__()
-        self.backbone_name = backbone
-        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+class Net(BackboneNet):
+    NETWORK = "RepVGG_cam"  # the id in its checkpoints: never renamed, so older files load
+    REMAKE = "--train_cam_pass True"
+
+    def __init__(self, backbone: str = "RepVGG-B1g2") -> None:
+        super().__init__(backbone)
         self.classifier = nn.Conv2d(self.backbone.feature_channels[-1], 1, 1, bias=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,31 +41,8 @@ class Net(nn.Module):
         """w as a vector [C]: S3b scores a prototype c by sigmoid(w.c)."""
         return self.classifier.weight.detach().flatten()
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, new-layer parameters); the second group trains at 10x lr."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        return backbone, list(self.classifier.parameters())
-
-
-def build_cam_net(backbone: str, weights: str | None) -> Net:
-    """A train-time classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
-    model = Net(backbone)
-    load_pretrained(model.backbone, backbone, weights)
-    return model
-
-
-def save_cam_net(model: Net, path: str | os.PathLike, deploy: bool, extra: dict | None = None) -> None:
-    checkpoints.save_net(model, NETWORK, path, deploy, extra)
-
-
-def load_cam_net(path: str | os.PathLike, deploy: bool, device: torch.device | str = "cpu") -> Net:
-    """Load a checkpoint written by `save_cam_net` (strict), in eval mode on `device`."""
-    return checkpoints.load_net(path, NETWORK, Net, deploy, device, fix="--train_cam_pass True")
-
-
-def deploy_cam_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """Fold every RepVGG block of the trained classifier and save it as the deploy file (S1d)."""
-    checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_cam_pass True")
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.parameters())
 
 
 @torch.no_grad()

