@@ -54,3 +54,32 @@ def test_pretrained_lite0_reaches_every_network_through_its_default_weights():
 def test_unknown_backbone_names_the_flag_and_the_choices():
     with pytest.raises(UserError, match=r"unknown backbone 'vgg16' \(--seg_backbone\); valid names: .*efficientnet-lite0"):
         backbones.check("vgg16", "--seg_backbone")
+
+
+def test_reparameterize_folds_every_family_idempotently_and_leaves_the_others_alone():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    for name in FAMILIES:
+        model = DeepLabV3Plus(name).eval()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            expected = model(x)
+            assert backbones.reparameterize(model) is model
+            once = {k: v.clone() for k, v in model.state_dict().items()}
+            backbones.reparameterize(model)  # idempotent
+            torch.testing.assert_close(model(x), expected, atol=1e-4, rtol=1e-4)
+        assert model.state_dict().keys() == once.keys()
+        folded = any("rbr_reparam" in k for k in once)
+        assert folded == name.startswith("RepVGG")
+        if not folded:  # a family without re-parameterisable blocks is untouched
+            assert all(torch.equal(once[k], before[k]) for k in before)
+
+
+def test_one_strict_loader_names_the_file_and_each_family_hint(tmp_path):
+    for name, other in (("RepVGG-Tiny", "resnet50"), ("efficientnet-lite0", "RepVGG-Tiny"), ("resnet50", "RepVGG-Tiny")):
+        path = tmp_path / f"{other}.pth"
+        torch.save(backbones.build_backbone(other).state_dict(), path)
+        with pytest.raises(UserError, match=rf"{path.name} does not match {name}: \d+ missing keys .*unexpected keys "
+                                            r".*mismatched shapes .*; \S") as caught:
+            backbones.load_imagenet(backbones.build_backbone(name), name, path)
+        assert "\n" not in str(caught.value)

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from misc.errors import UserError
-from net import amn, cam
+from net import amn, cam, irn, msg_sr
+from net.backbones import reparameterize
 from net.checkpoints import deploy_net, load_net, save_net
+from net.deeplabv3plus import DeepLabV3Plus
 
 
 def test_wrong_kind_of_checkpoint_is_named(tmp_path):
@@ -39,3 +41,24 @@ def test_backbone_comes_from_the_file(tmp_path):
     model = load_net(cam.Net, tmp_path / "cam_deploy.pt", deploy=True)
     assert model.backbone_name == "RepVGG-Tiny" and not model.training
     assert any("rbr_reparam" in k for k in model.state_dict())
+
+
+def test_network_ids_in_checkpoints_outlive_the_module_names():
+    ids = {net: net.NETWORK for net in (cam.Net, amn.Net, msg_sr.Net, irn.Net, DeepLabV3Plus)}
+    assert list(ids.values()) == ["RepVGG_cam", "RepVGG_amn", "RepVGG_MSG_SR", "RepVGG_irn", "DeepLabV3Plus"]
+
+
+@pytest.mark.parametrize("deploy", [False, True])
+def test_a_checkpoint_written_before_the_rename_loads(tmp_path, deploy):
+    """The files of net/RepVGG_cam.py: the same dict, its id "RepVGG_cam", a deploy file holding rbr_reparam."""
+    torch.manual_seed(0)
+    model = cam.Net("RepVGG-Tiny").eval()
+    if deploy:
+        reparameterize(model)
+    torch.save({"network": "RepVGG_cam", "backbone": "RepVGG-Tiny", "deploy": deploy, "model": model.state_dict(),
+                "fingerprint": {"network": "net.RepVGG_cam"}}, tmp_path / "old.pth")
+    loaded = load_net(cam.Net, tmp_path / "old.pth", deploy=deploy)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert any("rbr_reparam" in k for k in loaded.state_dict()) == deploy

@@ -15,7 +15,7 @@ from net.checkpoints import load_net
 from step import eval_cam, make_cam, train_cam
 from tests.conftest import stage_args
 
-MSG = ("--cam_network", "net.RepVGG_MSG_SR")
+MSG = ("--cam_network", "msg")
 
 
 pytestmark = pytest.mark.usefixtures("cpu_runtime")
@@ -65,6 +65,10 @@ def test_s1_s2_s4_under_its_own_name(tiny_root, tmp_path):
     args = stage_args(tiny_root, tmp_path, *MSG)
     train_cam.run(args)
     assert (tmp_path / "sess" / "msg.pth").is_file()
+    # the fingerprint keeps the value --cam_network had before the short names, so a baseline trained
+    # then is kept, not retrained
+    ckpt = torch.load(tmp_path / "sess" / "msg.pth", map_location="cpu", weights_only=True)
+    assert ckpt["fingerprint"]["network"] == "net.RepVGG_MSG_SR"
     assert not (tmp_path / "sess" / "cam.pth").exists() and not (tmp_path / "sess" / "msg_deploy.pt").exists()
     model = load_net(msg_sr.Net, tmp_path / "sess" / "msg.pth")
     assert isinstance(model, msg_sr.Net)
@@ -82,3 +86,20 @@ def test_s1_s2_s4_under_its_own_name(tiny_root, tmp_path):
     from misc.errors import UserError
     with pytest.raises(UserError, match="train_cam_pass"):
         make_cam.run(stage_args(tiny_root, tmp_path, "--cam_weights_name", str(tmp_path / "sess" / "msg")))
+
+
+def test_old_cam_network_values_are_aliases_of_the_short_names(caplog):
+    import logging
+
+    import run_sample
+
+    parser = run_sample.build_parser()
+    assert parser.parse_args([]).cam_network == "single"
+    assert parser.parse_args(["--cam_network", "msg"]).cam_network == "msg"
+    for old, new in (("net.RepVGG_cam", "single"), ("net.RepVGG_MSG_SR", "msg")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert parser.parse_args(["--cam_network", old]).cam_network == new
+        assert [r.getMessage() for r in caplog.records] == [f"--cam_network {old} is now called {new}; mapped to it"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cam_network", "net.cam"])
