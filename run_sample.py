@@ -24,6 +24,23 @@ from net import backbones
 from step.stages import STAGES
 from voc12.layout import default_paths
 
+
+# --cam_network: the short names, and the values it took before them (module paths), kept working like
+# timm's deprecated model names: mapped to the new name with one logged line
+CAM_NETWORKS = ("single", "msg")
+CAM_NETWORK_ALIASES = {"net.RepVGG_cam": "single", "net.RepVGG_MSG_SR": "msg"}
+
+
+def cam_network(value: str) -> str:
+    """argparse type of --cam_network: an old value becomes its short name (so args.json, stamps and the
+    stages see only the short names)."""
+    if value in CAM_NETWORK_ALIASES:
+        logging.getLogger("run_sample").warning("--cam_network %s is now called %s; mapped to it", value,
+                                                CAM_NETWORK_ALIASES[value])
+        return CAM_NETWORK_ALIASES[value]
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its error on one line, as the UserErrors: `error: argument --flag: why` and exit 2."""
 
@@ -67,15 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone of the AR network (S6, and the optional IRN): any --backbone name [--backbone]")
     g.add_argument("--amn_model_weights", type=str, default=None,
                    help="its ImageNet weights, or none [--MODEL_WEIGHTS when --amn_backbone is --backbone, else its default file]")
-    g.add_argument("--cam_network", type=str, default="net.RepVGG_cam", choices=["net.RepVGG_cam", "net.RepVGG_MSG_SR"],
-                   help="S1/S2 classifier: the single-head BAC-AR-Net classifier, or the MSG-SR-Net baseline "
-                        "(four two-channel heads; its own weights --msg_weights_name; BAC still needs the single-head one)")
+    g.add_argument("--cam_network", type=cam_network, default="single", choices=CAM_NETWORKS,
+                   help="S1/S2 classifier: single, the single-head BAC-AR-Net classifier (net/cam.py), or msg, the "
+                        "MSG-SR-Net baseline (net/msg_sr.py: four two-channel heads; its own weights --msg_weights_name; "
+                        "BAC still needs the single-head one). The old values net.RepVGG_cam and net.RepVGG_MSG_SR "
+                        "still work")
 
     g = p.add_argument_group("outputs")
     g.add_argument("--work_space", type=str, default="result_rrdsd", help="folder of every stage output, logs and metrics")
     g.add_argument("--cam_weights_name", type=str, default="sess_rrdsd/repvgg_cam", help="classifier weights, no suffix (.pth / _deploy.pt)")
     g.add_argument("--msg_weights_name", type=str, default="sess_rrdsd/repvgg_msg",
-                   help="MSG-SR-Net baseline weights (--cam_network net.RepVGG_MSG_SR), no suffix (.pth)")
+                   help="MSG-SR-Net baseline weights (--cam_network msg), no suffix (.pth)")
     g.add_argument("--cam_out_dir", type=str, default=None, help="S2 seed CAMs [<work_space>/cam]")
     g.add_argument("--seed_cam_dir", type=str, default=None, help="seed CAMs read by S3 [--cam_out_dir]")
     g.add_argument("--lpcam_out_dir", type=str, default=None, help="S3 expanded (BAC) CAMs [<work_space>/lpcam_mask]")

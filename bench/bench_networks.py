@@ -55,16 +55,16 @@ def make_work(task: str, backbone: str, batch: int, device: torch.device, amp: s
 
     from misc.losses import classification_loss, refinement_loss, segmentation_loss
     from misc.torchutils import autocast
-    from net import RepVGG_amn, RepVGG_cam
+    from net import amn, cam
+    from net.amn import multiscale_probs
+    from net.backbones import reparameterize
+    from net.cam import multiscale_cam
     from net.deeplabv3plus import DeepLabV3Plus
-    from net.RepVGG import repvgg_model_convert
-    from net.RepVGG_amn import multiscale_probs
-    from net.RepVGG_cam import multiscale_cam
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 256, 256, device=device)
     if task in ("s1", "s6", "s11"):
-        networks = {"s1": RepVGG_cam.Net, "s6": RepVGG_amn.Net, "s11": DeepLabV3Plus}
+        networks = {"s1": cam.Net, "s6": amn.Net, "s11": DeepLabV3Plus}
         model = networks[task](backbone).to(device).train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         if task == "s1":
@@ -83,7 +83,7 @@ def make_work(task: str, backbone: str, batch: int, device: torch.device, amp: s
             loss.backward()
             opt.step()
         return step, batch
-    model = repvgg_model_convert((RepVGG_cam.Net(backbone) if task == "s2" else RepVGG_amn.Net(backbone)).eval()).to(device)
+    model = reparameterize((cam.Net(backbone) if task == "s2" else amn.Net(backbone)).eval()).to(device)
     packs = []
     for i in range(batch):
         img = x[i].cpu()

@@ -5,7 +5,7 @@ net.deeplabv3plus.scene_logits, as --make_seg_pass runs it): peak RSS must not g
     nice -n 19 python bench/bench_scene.py --size 12000        # several minutes on 2 CPU cores
 
 Generates a size x size RGB GeoTIFF (tiled, deflate, EPSG:32633, a nodata border of --border pixels) in a
-temporary folder, strip by strip, then predicts it with an untrained DeepLabV3+ (RepVGG blocks folded; speed
+temporary folder, strip by strip, then predicts it with an untrained DeepLabV3+ (re-parameterisable blocks folded; speed
 and memory do not depend on the weights): window 256, overlap 0.25, flip, one scale, as make_seg's defaults.
 Prints a markdown row: size, megapixels/s, peak RSS (getrusage ru_maxrss), and the machine line.
 """
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from misc import geoio, hardware  # noqa: E402
 from misc.torchutils import resolve_amp  # noqa: E402
 from net import deeplabv3plus  # noqa: E402
-from net.RepVGG import repvgg_model_convert  # noqa: E402
+from net.backbones import reparameterize  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -76,7 +76,7 @@ def main() -> None:
     device = torch.device("cpu")
     amp = resolve_amp(a.amp, device)
     torch.manual_seed(0)
-    model = repvgg_model_convert(deeplabv3plus.DeepLabV3Plus(a.encoder).eval())
+    model = reparameterize(deeplabv3plus.DeepLabV3Plus(a.encoder).eval())
     with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
         scene = Path(tmp) / "scene.tif"
         start = time.perf_counter()

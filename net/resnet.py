@@ -2,14 +2,10 @@
 stride 16, as a backbone of every network (net.backbones)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
-
-from misc import fileio
-from misc.errors import UserError
 
 
 class Bottleneck(nn.Module):
@@ -86,7 +82,8 @@ class ResNet50(nn.Module):
         return [f1, f2, f3, self.layer4(f3)]
 
 
-def _resnet_hint(state: Mapping[str, torch.Tensor]) -> str:
+def imagenet_hint(state: Mapping[str, torch.Tensor], model: nn.Module) -> str:
+    """Why an ImageNet file does not fit the resnet50 encoder (the registry's strict loader prints it)."""
     if any("rbr_dense" in k or "rbr_reparam" in k for k in state):
         return "it looks like a RepVGG checkpoint; pass its variant as the backbone"
     if "layer3.6.conv1.weight" in state:
@@ -96,28 +93,9 @@ def _resnet_hint(state: Mapping[str, torch.Tensor]) -> str:
     return "expected torchvision's resnet50 ImageNet weights (e.g. resnet50-0676ba61.pth)"
 
 
-def load_resnet_state_dict(encoder: ResNet50, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load torchvision-named ResNet-50 weights strictly. `fc.*` is dropped (the encoder has no fc)
-    and missing `num_batches_tracked` buffers (absent from torchvision's files) keep their value."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = encoder.state_dict()
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        first = mismatched[0] if mismatched else None
-        shape = f"{first} {tuple(state[first].shape)} vs {tuple(expected[first].shape)}" if first else "-"
-        raise UserError(f"{source} does not match the resnet50 encoder: {len(missing)} missing keys (first: "
-                        f"{missing[0] if missing else '-'}), {len(unexpected)} unexpected (first: "
-                        f"{unexpected[0] if unexpected else '-'}), {len(mismatched)} mismatched shapes (first: {shape}); "
-                        f"{_resnet_hint(state)}")
-    full = {**{k: expected[k] for k in optional if k not in state}, **state}
-    encoder.load_state_dict(full, strict=True)
-
-
-def load_resnet_weights(encoder: ResNet50, path: str | os.PathLike) -> None:
-    """Strictly load torchvision's ResNet-50 ImageNet file (resnet50-0676ba61.pth, say) from `path`."""
-    state = fileio.read_state_dict(path, "torchvision's resnet50 ImageNet weights")
-    load_resnet_state_dict(encoder, state, source=str(path))
+def imagenet_keys(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """torchvision's keys as the encoder has them: `module.` and `fc.*` dropped (the encoder has no fc), and
+    `num_batches_tracked` buffers, absent from torchvision's files, kept at the model's value."""
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    counters = {k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
+    return {**{k: v for k, v in counters.items() if k not in state}, **state}

@@ -2,7 +2,7 @@
 
 Reads:  <seg_weights_name>.pth; one tile for the check: the first of --seg_infer_list (default
         <voc12_root>/test.txt) when it exists, else a random 256 x 256 image.
-Writes: <seg_weights_name>.onnx: RepVGG blocks folded, input "image" float32 [N, 3, H, W] (RGB,
+Writes: <seg_weights_name>.onnx: re-parameterisable blocks folded, input "image" float32 [N, 3, H, W] (RGB,
         (x / 255 - mean) / std with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)),
         output "logits" float32 [N, 2, H, W] at the input's size (softmax over dim 1: background, building);
         N, H and W are dynamic. The file appears only once the check passed: the largest difference of the
@@ -23,6 +23,8 @@ from misc.errors import UserError, brief
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
+from net.checkpoints import load_net
+from net.deeplabv3plus import DeepLabV3Plus
 from step.segmentation import seg_settings
 from step.stages import stage_tag
 from voc12 import dataloader
@@ -60,7 +62,7 @@ def export(checkpoint: Path, out: Path, image: np.ndarray, tolerance: float) -> 
             __import__(package)
         except ImportError as err:
             raise UserError(f"--export_seg_pass needs {package} ({brief(err)}); pip install -r requirements.txt") from None
-    model = deeplabv3plus.load_seg_net(checkpoint, "cpu")
+    model = load_net(DeepLabV3Plus, checkpoint, fold=True)
     with fileio.atomic_path(out) as tmp:
         deeplabv3plus.export_onnx(model, tmp)
         gap = onnx_probability_gap(tmp, model, image)

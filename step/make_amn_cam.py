@@ -21,7 +21,8 @@ from misc.camutils import strided_size
 from misc.errors import UserError
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
-from net import RepVGG_amn
+from net import amn
+from net.checkpoints import load_net
 from step.common import Split, inference_names, load_split, loader, same_size_groups
 from step.stages import stage_tag
 from step.stamps import files_digest, images_digest, made_from, model_identity, reusable_outputs
@@ -34,7 +35,7 @@ TAG = stage_tag(__name__)
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     _, deploy_path = weights_paths(args.amn_weights_name)
-    model = RepVGG_amn.load_amn_net(deploy_path, deploy=True, device=rt.device)
+    model = load_net(amn.Net, deploy_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list", decode=False)
     done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume, stage="make_amn_cam")
     names = inference_names(split.positives, done)
@@ -42,15 +43,15 @@ def run(args: argparse.Namespace) -> None:
     bar = progress(None, total=len(names), desc=TAG, disable=not rt.is_main)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
         size = tuple(int(v) for v in packs[0]["size"])
-        high = RepVGG_amn.multiscale_probs(model, packs, size, rt.device, args.amp).cpu()
+        high = amn.multiscale_probs(model, packs, size, rt.device, args.amp).cpu()
         low = F.interpolate(high, strided_size(size, 4), mode="bilinear", align_corners=False)
         for i, pack in enumerate(packs):
             label = torch.from_numpy(_ir_label(args.ir_label_out_dir, pack["name"], size))
             label4 = F.interpolate(label[None, None].float(), low.shape[-2:], mode="nearest")[0, 0]
             fileio.save_npy_dict(f"{args.amn_cam_out_dir}/{pack['name']}.npy", {
                 "keys": np.zeros(1, dtype=np.int64),
-                "high_res": RepVGG_amn.gate_by_labels(high[i], label).numpy().astype(np.float32),
-                "cam": RepVGG_amn.gate_by_labels(low[i], label4).numpy().astype(np.float32)})
+                "high_res": amn.gate_by_labels(high[i], label).numpy().astype(np.float32),
+                "cam": amn.gate_by_labels(low[i], label4).numpy().astype(np.float32)})
         bar.update(len(packs))
     bar.close()
     barrier()

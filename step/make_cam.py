@@ -5,7 +5,7 @@ Writes: <cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "cam": float32[1, ce
         "high_res": float32[1, H, W] in [0, 1)}. Negatives get no file.
 Per scale s: A_s = ReLU(w*F(I_s)) + flip(ReLU(w*F(flip I_s))); M = sum_s crop(up(A_s)), M /= max M + 1e-5.
 
-With --cam_network net.RepVGG_MSG_SR: the MSG-SR-Net baseline's maps (S2 variant B) from
+With --cam_network msg: the MSG-SR-Net baseline's maps (S2 variant B) from
 <msg_weights_name>.pth, {"keys", "high_res"} only. Per scale and level i the building channel of
 ReLU(W_i * g_i) (flips merged) is upsampled, cropped and divided by its maximum + 1e-5; the levels are
 weighted (1/3, 1/3, 1/3, 1) and summed, then the scales, and the sum is normalised again.
@@ -20,7 +20,8 @@ import torch
 from misc import fileio
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
-from net import RepVGG_cam, RepVGG_MSG_SR
+from net import cam, msg_sr
+from net.checkpoints import load_net
 from step.common import inference_names, load_split, loader, same_size_groups
 from step.stages import stage_tag
 from step.stamps import images_digest, model_identity, reusable_outputs
@@ -32,13 +33,13 @@ TAG = stage_tag(__name__)
 
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
-    msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
+    msg = args.cam_network == "msg"
     if msg:  # the MSG maps come from the train-time network (no deploy step)
         weights_path, _ = weights_paths(args.msg_weights_name)
-        model = RepVGG_MSG_SR.load_msg_net(weights_path, device=rt.device)
+        model = load_net(msg_sr.Net, weights_path, device=rt.device)
     else:
         _, weights_path = weights_paths(args.cam_weights_name)
-        model = RepVGG_cam.load_cam_net(weights_path, deploy=True, device=rt.device)
+        model = load_net(cam.Net, weights_path, deploy=True, device=rt.device)
     kind = "MSG-SR-Net baseline maps" if msg else "seed CAMs"
     split = load_split(args, "train_list")
     fingerprint = {"weights": model_identity(weights_path), "images": images_digest(split.positives, split.image_paths),
@@ -49,9 +50,9 @@ def run(args: argparse.Namespace) -> None:
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
         if msg:  # as in the reference, the MSG maps have no stride-4 'cam'
-            maps = {"high_res": RepVGG_MSG_SR.multiscale_msg_cam(model, packs, rt.device, args.amp)}
+            maps = {"high_res": msg_sr.multiscale_msg_cam(model, packs, rt.device, args.amp)}
         else:
-            maps = dict(zip(("high_res", "cam"), RepVGG_cam.multiscale_cam(model, packs, rt.device, args.amp)))
+            maps = dict(zip(("high_res", "cam"), cam.multiscale_cam(model, packs, rt.device, args.amp)))
         for i, pack in enumerate(packs):
             fileio.save_npy_dict(f"{args.cam_out_dir}/{pack['name']}.npy", {
                 "keys": torch.zeros(1, dtype=torch.int64).numpy(), **{k: v[i].cpu().numpy() for k, v in maps.items()}})

@@ -31,7 +31,8 @@ from misc.camutils import merge_flips, stack_pyramids
 from misc.errors import UserError
 from misc.pyutils import Timer, format_duration, progress, weights_paths
 from misc.torchutils import Runtime, autocast, barrier, broadcast_from_main, gather_to_main, runtime
-from net import RepVGG_cam
+from net import cam
+from net.checkpoints import load_net
 from step.common import Split, inference_names, load_split, loader, same_size_groups
 from step.stages import stage_tag
 from step.stamps import check_made_with, file_sha256, images_digest, made_from, model_identity, reusable_outputs
@@ -58,7 +59,7 @@ class Summary:
 def run(args: argparse.Namespace) -> None:
     rt, timer, summary = runtime(), Timer(), Summary()
     _, deploy_path = weights_paths(args.cam_weights_name)
-    model = RepVGG_cam.load_cam_net(deploy_path, deploy=True, device=rt.device)
+    model = load_net(cam.Net, deploy_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list")
     if not split.positives:
         raise UserError(f"--train_list {args.train_list} has no positive tile (label 1); BAC clusters positives only")
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------ S3a + S3b
 
-def sample_and_cluster(model: RepVGG_cam.Net, split: Split, args: argparse.Namespace, rt: Runtime,
+def sample_and_cluster(model: cam.Net, split: Split, args: argparse.Namespace, rt: Runtime,
                        summary: Summary, model_id: dict) -> dict[str, np.ndarray] | None:
     """S3a features of the sampled positives (this rank's share), gathered to rank 0 and clustered there.
     Returns the clusters on rank 0, None elsewhere."""
@@ -123,7 +124,7 @@ def check_seed_cams(names: list[str], seed_dir: str) -> dict[str, Path]:
 
 
 @torch.no_grad()
-def tile_features(model: RepVGG_cam.Net, names: list[str], split: Split, seed_paths: dict[str, Path],
+def tile_features(model: cam.Net, names: list[str], split: Split, seed_paths: dict[str, Path],
                   select_thres: float, device: torch.device, amp: str = "none", num_workers: int = 0
                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """S3a for `names`: {name: (building rows [n1, C], context rows [n2, C])}, float16 on the CPU.
@@ -221,7 +222,7 @@ def select(clusters: dict[str, np.ndarray], w: torch.Tensor, class_thres: float,
 # ------------------------------------------------------------------------------------------ S3c
 
 @torch.no_grad()
-def write_expanded_cams(model: RepVGG_cam.Net, split: Split, prototypes: dict[str, np.ndarray], fingerprint: dict,
+def write_expanded_cams(model: cam.Net, split: Split, prototypes: dict[str, np.ndarray], fingerprint: dict,
                         args: argparse.Namespace, rt: Runtime) -> tuple[int, int]:
     """S3c for every positive of the split (this rank's share); returns (maps to write in all, reused)."""
     done = reusable_outputs(args.lpcam_out_dir, fingerprint, args.resume, stage="make_lpcam")

@@ -34,6 +34,8 @@ from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
+from net.checkpoints import load_net
+from net.deeplabv3plus import DeepLabV3Plus
 from step.common import inference_names
 from step.segmentation import seg_settings, trained_on
 from step.stages import stage_tag
@@ -93,7 +95,7 @@ def done_names(out_dir: Path, sources: dict[str, Source], existing: set[str]) ->
 def run(args: argparse.Namespace) -> None:
     rt, timer, s = runtime(), Timer(), seg_settings(args)
     check_window(args.seg_window, args.seg_overlap, args.seg_scales)
-    model = deeplabv3plus.load_seg_net(s.checkpoint, rt.device)
+    model = load_net(DeepLabV3Plus, s.checkpoint, device=rt.device, fold=True)
     sources = infer_sources(args, s.infer_list)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
                 "prob_band": args.seg_prob_band}

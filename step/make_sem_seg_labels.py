@@ -24,7 +24,8 @@ from misc import fileio, imutils, indexing, metrics
 from misc.errors import UserError
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
-from net import RepVGG_irn
+from net import irn
+from net.checkpoints import load_net
 from step.common import inference_names, load_split, loader
 from step.stages import stage_tag
 from step.stamps import images_digest, made_from, model_identity, reusable_outputs
@@ -52,7 +53,7 @@ def sem_seg_mask(cam: torch.Tensor, edge: torch.Tensor, size: tuple[int, int], i
 def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     weights, _ = weights_paths(args.irn_weights_name)
-    model = RepVGG_irn.load_irn_net(weights, device=rt.device)
+    model = load_net(irn.Net, weights, device=rt.device)
     split = load_split(args, "train_list", decode=False)
     out_dir, map_dir = Path(args.sem_seg_out_dir), Path(args.amn_cam_out_dir)
     fingerprint = {"weights": model_identity(weights), "maps": made_from(map_dir),
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
     packs = loader(dataset, args.num_workers, batch_size=1)
     for (pack,) in progress(packs, total=len(positives), desc=TAG, disable=not rt.is_main):
         name, size = pack["name"], tuple(int(v) for v in pack["size"])
-        edge = RepVGG_irn.edge_map(model, pack["img"][0].to(rt.device), args.irn_crop_size)
+        edge = irn.edge_map(model, pack["img"][0].to(rt.device), args.irn_crop_size)
         cam = torch.from_numpy(_building_cam(map_dir / f"{name}.npy", tuple(edge.shape))).to(rt.device)
         dense = rt.device.type == "cuda" or edge.numel() <= DENSE_MAX_PIXELS_CPU
         mask = sem_seg_mask(cam, edge, size, index, args.beta, args.exp_times, args.sem_seg_bg_thres, dense)

@@ -20,7 +20,8 @@ from misc import losses, metrics
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, runtime
 from misc.trainloop import FitConfig, TrainJob, train
-from net import RepVGG_amn
+from net import amn
+from net.checkpoints import build_net, deploy_net, save_net
 from step.common import load_split
 from step.stages import stage_tag
 from step.stamps import training_data
@@ -49,35 +50,35 @@ def run(args: argparse.Namespace) -> None:
                     "into a weakly supervised method (reproduces the released code only)", TAG)
         on_epoch_end = partial(_keep_best_by_gt, args=args, split=split, best=best)
 
-    def keep_best(model: RepVGG_amn.Net) -> None:
+    def keep_best(model: amn.Net) -> None:
         if rt.is_main and best["state"] is not None:
             model.load_state_dict(best["state"])
             log.info("[%s] kept epoch %d (ground-truth mIoU %.4f)", TAG, best["epoch"], best["miou"])
 
-    def adam(model: RepVGG_amn.Net, steps: int) -> torch.optim.Adam:  # no schedule: `steps` unused
+    def adam(model: amn.Net, steps: int) -> torch.optim.Adam:  # no schedule: `steps` unused
         backbone, new = model.param_groups()
         return torch.optim.Adam([{"params": backbone, "lr": args.amn_backbone_lr},
                                  {"params": new, "lr": args.amn_new_lr}], weight_decay=args.amn_weight_decay)
 
     result = train(TrainJob(
         checkpoint=train_path, dataset=dataset,
-        build=partial(RepVGG_amn.build_amn_net, args.amn_backbone, args.amn_model_weights), optimizer=adam,
+        build=partial(build_net, amn.Net, args.amn_backbone, args.amn_model_weights), optimizer=adam,
         loss=partial(losses.refinement_loss, eps=args.eps, lambda1=args.Lambda1, scale_small=args.scale_factor,
                      scale_large=args.scale_factor2, threshold=args.threshold, pixel_gate=args.mcl_pixel_gate),
-        save=lambda model, path, extra: RepVGG_amn.save_amn_net(model, path, deploy=False, extra=extra),
+        save=lambda model, path, extra: save_net(model, path, extra=extra),
         cfg=FitConfig(epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--amn_backbone_lr, --amn_new_lr",
                       sync_bn=args.sync_bn),
         describe=f"Lambda1={args.Lambda1:.2f}", on_epoch_end=on_epoch_end, after_fit=keep_best))
     if rt.is_main and (result.trained or not deploy_path.is_file()):
-        RepVGG_amn.deploy_amn_net(train_path, deploy_path)
+        deploy_net(amn.Net, train_path, deploy_path)
         log.info("[%s] deploy network -> %s", TAG, deploy_path)
     barrier()
 
 
 @torch.no_grad()
-def _keep_best_by_gt(model: RepVGG_amn.Net, epoch: int, args: argparse.Namespace, split, best: dict) -> None:
+def _keep_best_by_gt(model: amn.Net, epoch: int, args: argparse.Namespace, split, best: dict) -> None:
     """The reference's per-epoch validation: full tile, one scale, argmax, mIoU against pixel GT."""
     from misc import imutils
 

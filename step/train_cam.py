@@ -7,7 +7,7 @@ Writes: <cam_weights_name>.pth (train-time), <cam_weights_name>_deploy.pt (re-pa
 Loss: BCE with logits on the image label (the single head, variant A). Optimiser: poly SGD, head at 10x lr,
 momentum 1e-4 by default (the reference's effective value: its weight decay landed in the momentum slot).
 
-With --cam_network net.RepVGG_MSG_SR it trains the MSG-SR-Net baseline instead (S1 variant B: four
+With --cam_network msg it trains the MSG-SR-Net baseline instead (S1 variant B: four
 two-channel heads, 0.3 (L1 + L2 + L3) + L4 cross-entropy, same data and optimiser) and writes
 <msg_weights_name>.pth only (its maps come from the train-time network, S2 variant B).
 """
@@ -22,7 +22,8 @@ from misc.errors import UserError
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
-from net import RepVGG_cam, RepVGG_MSG_SR
+from net import cam, msg_sr
+from net.checkpoints import build_net, deploy_net, save_net
 from step.common import Split, load_split
 from step.stages import stage_tag
 from step.stamps import training_data
@@ -31,10 +32,12 @@ from voc12.dataloader import ClassificationDataset
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
 
-# --cam_network -> (constructor, batch loss, checkpoint writer)
+# --cam_network -> (network, batch loss, its name in the fingerprint). The fingerprint keeps the value
+# --cam_network had before the short names (the module paths, which run_sample.py still takes as aliases):
+# a classifier finished before the rename is then kept, not retrained for a new spelling of the same network.
 CLASSIFIERS = {
-    RepVGG_cam.__name__: (RepVGG_cam.build_cam_net, losses.classification_loss, RepVGG_cam.save_cam_net),
-    RepVGG_MSG_SR.CAM_NETWORK: (RepVGG_MSG_SR.build_msg_net, RepVGG_MSG_SR.msg_batch_loss, RepVGG_MSG_SR.save_msg_net),
+    "single": (cam.Net, losses.classification_loss, "net.RepVGG_cam"),
+    "msg": (msg_sr.Net, msg_sr.msg_batch_loss, "net.RepVGG_MSG_SR"),
 }
 
 
@@ -50,24 +53,24 @@ def check_both_classes(split: Split, list_path: str) -> None:
 
 def run(args: argparse.Namespace) -> None:
     rt = runtime()
-    msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
-    build, loss, save = CLASSIFIERS[args.cam_network]
+    msg = args.cam_network == "msg"
+    net, loss, fingerprint_name = CLASSIFIERS[args.cam_network]
     train_path, deploy_path = weights_paths(args.msg_weights_name if msg else args.cam_weights_name)
     split = load_split(args, "train_list")
     check_both_classes(split, args.train_list)
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
                                     crop_size=args.cam_crop_size, seed=args.seed)
-    fingerprint = {"network": args.cam_network, "backbone": args.backbone, "voc12_root": args.voc12_root,
+    fingerprint = {"network": fingerprint_name, "backbone": args.backbone, "voc12_root": args.voc12_root,
                    "train_list": args.train_list, "tiles": len(split.names), "batch": args.cam_batch_size,
                    "epochs": args.cam_num_epoches, "lr": args.cam_learning_rate, "wd": args.cam_weight_decay,
                    "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
                    **training_data(split.names, split.image_paths, split.cls_labels)}
     train(TrainJob(
         checkpoint=train_path, dataset=dataset,
-        build=partial(build, args.backbone, args.MODEL_WEIGHTS),
+        build=partial(build_net, net, args.backbone, args.MODEL_WEIGHTS),
         optimizer=lambda model, steps: poly_sgd(model, args.cam_learning_rate, args.cam_weight_decay,
                                                 args.cam_momentum, steps),
-        loss=loss, save=lambda model, path, extra: save(model, path, deploy=False, extra=extra),
+        loss=loss, save=lambda model, path, extra: save_net(model, path, extra=extra),
         cfg=FitConfig(epochs=args.cam_num_epoches, batch_size=args.cam_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--cam_learning_rate",
@@ -77,6 +80,6 @@ def run(args: argparse.Namespace) -> None:
         return
     # re-deploy only when stale: rewriting it would make later stages redo their maps
     if rt.is_main and (not deploy_path.is_file() or deploy_path.stat().st_mtime_ns < train_path.stat().st_mtime_ns):
-        RepVGG_cam.deploy_cam_net(train_path, deploy_path)
+        deploy_net(cam.Net, train_path, deploy_path)
         log.info("[%s] deploy network -> %s", TAG, deploy_path)
     barrier()

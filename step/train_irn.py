@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from misc.pyutils import progress, weights_paths
 from misc.torchutils import poly_sgd, runtime, shard
 from misc.trainloop import FitConfig, TrainJob, train
-from net import RepVGG_irn
+from net import irn
+from net.checkpoints import save_net
 from step.common import load_split, loader
 from step.stages import stage_tag
 from step.stamps import model_identity, training_data
@@ -34,12 +35,12 @@ log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
 
 
-def irn_loss(model: nn.Module, batch: dict, criterion: RepVGG_irn.AffinityDisplacementLoss) -> torch.Tensor:
+def irn_loss(model: nn.Module, batch: dict, criterion: irn.AffinityDisplacementLoss) -> torch.Tensor:
     """The IRN loss of one batch; the labels are resized to the stride-4 edge grid."""
     edge, dp = model(batch["img"])
     # PIL NEAREST samples pixel centres, which is torch's 'nearest-exact' (as in S6)
     labels = F.interpolate(batch["label"][:, None].float(), edge.shape[-2:], mode="nearest-exact")[:, 0].long()
-    return RepVGG_irn.total_loss(criterion(edge, dp, labels))
+    return irn.total_loss(criterion(edge, dp, labels))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -57,20 +58,20 @@ def run(args: argparse.Namespace) -> None:
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.amn_ir_label_out_dir,
                                              split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
                                              seed=args.seed)
-    criterion = RepVGG_irn.AffinityDisplacementLoss(args.irn_radius)
+    criterion = irn.AffinityDisplacementLoss(args.irn_radius)
 
-    def set_mean_shift(model: RepVGG_irn.Net) -> None:
+    def set_mean_shift(model: irn.Net) -> None:
         model.eval()
         model.mean_shift.running_mean.copy_(mean_displacement(model, args))
         log.info("[%s] mean displacement (%.3f, %.3f)", TAG, *model.mean_shift.running_mean.tolist())
 
     train(TrainJob(
         checkpoint=train_path, dataset=dataset,
-        build=partial(RepVGG_irn.build_irn_net, args.amn_backbone, args.amn_model_weights, fallback=amn_path),
+        build=partial(irn.build_irn_net, args.amn_backbone, args.amn_model_weights, fallback=amn_path),
         optimizer=lambda model, steps: poly_sgd(model, args.irn_learning_rate, args.irn_weight_decay,
                                                 args.irn_momentum, steps),
         loss=partial(irn_loss, criterion=criterion),
-        save=lambda model, path, extra: RepVGG_irn.save_irn_net(model, path, extra=extra),
+        save=lambda model, path, extra: save_net(model, path, extra=extra),
         cfg=FitConfig(epochs=args.irn_num_epoches, batch_size=args.irn_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--irn_learning_rate",
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 @torch.no_grad()
-def mean_displacement(model: RepVGG_irn.Net, args: argparse.Namespace) -> torch.Tensor:
+def mean_displacement(model: irn.Net, args: argparse.Namespace) -> torch.Tensor:
     """Mean over the positives of --infer_list of each tile's mean displacement (full tile, one scale).
 
     Each rank takes its share; the sums are added over ranks, so every rank gets the same vector.
@@ -91,7 +92,7 @@ def mean_displacement(model: RepVGG_irn.Net, args: argparse.Namespace) -> torch.
     total = torch.zeros(3, device=rt.device)  # (sum dy, sum dx, tiles)
     packs = loader(dataset, args.num_workers, batch_size=1)
     for (pack,) in progress(packs, total=len(names), desc=f"{TAG} mean shift", disable=not rt.is_main):
-        dp = RepVGG_irn.displacement_map(model, pack["img"][0].to(rt.device), args.irn_crop_size)
+        dp = irn.displacement_map(model, pack["img"][0].to(rt.device), args.irn_crop_size)
         total += torch.cat([dp.mean(dim=(1, 2)), torch.ones(1, device=rt.device)])
     if rt.distributed:
         torch.distributed.all_reduce(total)

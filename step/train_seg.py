@@ -23,7 +23,8 @@ from misc import losses
 from misc.errors import UserError
 from misc.torchutils import poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
-from net import deeplabv3plus
+from net.checkpoints import build_net, save_net
+from net.deeplabv3plus import DeepLabV3Plus
 from step.segmentation import GROUND_TRUTH, SegSettings, seg_settings
 from step.stages import stage_tag
 from step.stamps import training_data
@@ -62,10 +63,10 @@ def run(args: argparse.Namespace) -> None:
                    **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
     train(TrainJob(
         checkpoint=s.checkpoint, dataset=dataset,
-        build=partial(deeplabv3plus.build_seg_net, s.backbone, s.imagenet_weights),
+        build=partial(build_net, DeepLabV3Plus, s.backbone, s.imagenet_weights),
         optimizer=lambda model, steps: poly_sgd(model, args.seg_learning_rate, args.seg_weight_decay, MOMENTUM, steps),
         loss=losses.segmentation_loss,
-        save=lambda model, path, extra: deeplabv3plus.save_seg_net(model, path, extra={**extra, "trained_on": s.trained_on}),
+        save=lambda model, path, extra: save_net(model, path, extra={**extra, "trained_on": s.trained_on}),
         cfg=FitConfig(epochs=args.seg_num_epoches, batch_size=args.seg_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--seg_learning_rate",

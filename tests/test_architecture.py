@@ -62,3 +62,15 @@ def test_no_comment_cites_a_document_outside_the_repository():
             if path.suffix in (".py", ".sh"):
                 assert "SPEC" not in path.read_text(), f"{path.relative_to(REPO)} cites SPEC; cite docs/ or say why"
     assert "SPEC" not in (REPO / "run_sample.py").read_text()
+
+
+def test_only_the_registry_reaches_a_familys_folding():
+    """Re-parameterisation goes through net.backbones.reparameterize, whatever the family."""
+    allowed = {"net/RepVGG.py", "net/backbones.py", "tests/test_repvgg.py", "tests/test_architecture.py"}
+    paths = [REPO / "run_sample.py"] + [p for folder in ("misc", "net", "voc12", "step", "bench", "tests")
+                                         for p in (REPO / folder).glob("*.py")]
+    for path in sorted(paths):
+        relative = path.relative_to(REPO).as_posix()
+        if relative in allowed:
+            continue
+        assert "repvgg_model_convert" not in path.read_text(), f"{relative} folds RepVGG itself; use backbones.reparameterize"

@@ -10,7 +10,8 @@ import torch
 
 from misc import bac, fileio
 from misc.errors import UserError
-from net import RepVGG_cam
+from net import cam
+from net.checkpoints import deploy_net, save_net
 from step import make_cam, make_lpcam
 from tests.conftest import stage_args
 
@@ -191,9 +192,9 @@ def test_expanded_cam_batch_scale_invariance_and_no_nan():
 def seeded(tiny_root, tmp_path):
     """A random RepVGG-Tiny classifier (saved, then deployed) and its S2 seed CAMs."""
     torch.manual_seed(0)
-    model = RepVGG_cam.Net("RepVGG-Tiny")
-    RepVGG_cam.save_cam_net(model, tmp_path / "sess" / "cam.pth", deploy=False)
-    RepVGG_cam.deploy_cam_net(tmp_path / "sess" / "cam.pth", tmp_path / "sess" / "cam_deploy.pt")
+    model = cam.Net("RepVGG-Tiny")
+    save_net(model, tmp_path / "sess" / "cam.pth")
+    deploy_net(cam.Net, tmp_path / "sess" / "cam.pth", tmp_path / "sess" / "cam_deploy.pt")
     make_cam.run(stage_args(tiny_root, tmp_path))
     return tiny_root, tmp_path
 

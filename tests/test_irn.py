@@ -15,7 +15,8 @@ import run_sample
 from misc import fileio, imutils, indexing
 from misc.errors import UserError
 from misc.torchutils import setup_runtime
-from net import RepVGG_irn
+from net import irn
+from net.checkpoints import load_net, save_net
 from step import make_sem_seg_labels, train_irn
 from tests.conftest import stage_args
 
@@ -148,7 +149,7 @@ def _centroid_field(labels: torch.Tensor) -> torch.Tensor:
 
 
 def test_loss_is_zero_where_expected_and_finite():
-    criterion = RepVGG_irn.AffinityDisplacementLoss(5)
+    criterion = irn.AffinityDisplacementLoss(5)
     size = 20
     no_edge = torch.full((1, 1, size, size), -30.0)
     background = torch.zeros(1, size, size, dtype=torch.long)
@@ -168,28 +169,28 @@ def test_loss_is_zero_where_expected_and_finite():
     logits = torch.randn(2, 1, size, size, requires_grad=True)
     ignored = torch.full((2, size, size), 255, dtype=torch.long)
     for lab in (ignored, torch.randint(0, 2, (2, size, size))):
-        loss = RepVGG_irn.total_loss(criterion(logits, torch.randn(2, 2, size, size), lab))
+        loss = irn.total_loss(criterion(logits, torch.randn(2, 2, size, size), lab))
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
 
 def test_net_strides_frozen_backbone_and_padded_inference():
-    model = RepVGG_irn.Net("RepVGG-Tiny")
+    model = irn.Net("RepVGG-Tiny")
     strides = [64 // f.shape[-1] for f in model.backbone.forward_features(torch.randn(1, 3, 64, 64))]
     assert strides == [4, 8, 16, 16]  # the last two maps both at /16, as in IRN
     model.train()
     assert not model.backbone.training and model.edge_fuse.training
     edge, dp = model(torch.randn(2, 3, 72, 56))
     assert edge.shape == (2, 1, 18, 14) and dp.shape == (2, 2, 18, 14)
-    terms = RepVGG_irn.AffinityDisplacementLoss(5)(edge, dp, torch.zeros(2, 18, 14, dtype=torch.long))
-    RepVGG_irn.total_loss(terms).backward()
+    terms = irn.AffinityDisplacementLoss(5)(edge, dp, torch.zeros(2, 18, 14, dtype=torch.long))
+    irn.total_loss(terms).backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert all(p.grad is not None for p in model.edge_fuse.parameters())
     model.eval()
     image = torch.randn(1, 3, 40, 52)
     pair = torch.cat([image, image.flip(-1)])
     for crop in (64, 96):  # the padded size is a parameter (the release hard-coded 256)
-        edge, dp = RepVGG_irn.edge_map(model, pair, crop), RepVGG_irn.displacement_map(model, pair, crop)
+        edge, dp = irn.edge_map(model, pair, crop), irn.displacement_map(model, pair, crop)
         assert edge.shape == (10, 13) and dp.shape == (2, 10, 13) and 0 <= edge.min() <= edge.max() <= 1
         # both equal the one forward pass of the padded pair (edges flip-averaged, displacement unflipped)
         with torch.no_grad():
@@ -200,10 +201,10 @@ def test_net_strides_frozen_backbone_and_padded_inference():
 
 
 def test_irn_checkpoint_round_trip(tmp_path):
-    model = RepVGG_irn.Net("RepVGG-Tiny").eval()
+    model = irn.Net("RepVGG-Tiny").eval()
     model.mean_shift.running_mean.copy_(torch.tensor([0.5, -0.25]))
-    RepVGG_irn.save_irn_net(model, tmp_path / "irn.pth")
-    loaded = RepVGG_irn.load_irn_net(tmp_path / "irn.pth")
+    save_net(model, tmp_path / "irn.pth")
+    loaded = load_net(irn.Net, tmp_path / "irn.pth")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for a, b in zip(model(x), loaded(x)):
@@ -212,19 +213,19 @@ def test_irn_checkpoint_round_trip(tmp_path):
 
 
 def test_backbone_falls_back_to_the_ar_network_without_imagenet_weights(tmp_path):
-    from net import RepVGG_amn
-    amn = RepVGG_amn.Net("RepVGG-Tiny")
+    from net import amn
+    ar_net = amn.Net("RepVGG-Tiny")
     with torch.no_grad():
-        for p in amn.backbone.parameters():
+        for p in ar_net.backbone.parameters():
             p.add_(1.0)  # anything but the fresh initialisation
-    RepVGG_amn.save_amn_net(amn, tmp_path / "amn.pth", deploy=False)
-    irn = RepVGG_irn.build_irn_net("RepVGG-Tiny", str(tmp_path / "none.pth"), fallback=tmp_path / "amn.pth")
-    for (name, a), b in zip(amn.backbone.state_dict().items(), irn.backbone.state_dict().values()):
+    save_net(ar_net, tmp_path / "amn.pth")
+    built = irn.build_irn_net("RepVGG-Tiny", str(tmp_path / "none.pth"), fallback=tmp_path / "amn.pth")
+    for (name, a), b in zip(ar_net.backbone.state_dict().items(), built.backbone.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
-    fresh = RepVGG_irn.build_irn_net("RepVGG-Tiny", str(tmp_path / "none.pth"), fallback=tmp_path / "absent.pth")
-    assert not torch.equal(fresh.backbone.stage0.rbr_dense.conv.weight, amn.backbone.stage0.rbr_dense.conv.weight)
+    fresh = irn.build_irn_net("RepVGG-Tiny", str(tmp_path / "none.pth"), fallback=tmp_path / "absent.pth")
+    assert not torch.equal(fresh.backbone.stage0.rbr_dense.conv.weight, ar_net.backbone.stage0.rbr_dense.conv.weight)
     with pytest.raises(UserError, match="not a train-time RepVGG-A0 AR checkpoint"):
-        RepVGG_irn.build_irn_net("RepVGG-A0", None, fallback=tmp_path / "amn.pth")
+        irn.build_irn_net("RepVGG-A0", None, fallback=tmp_path / "amn.pth")
 
 
 def test_random_walk_flags_are_typed():

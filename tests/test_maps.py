@@ -16,8 +16,9 @@ import run_sample
 from misc import fileio, footprints, geoio, imutils
 from misc.errors import UserError
 from net import deeplabv3plus
+from net.backbones import reparameterize
+from net.checkpoints import load_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
-from net.RepVGG import repvgg_model_convert
 from step import eval_seg, export_seg, make_footprints, make_seg
 from tests.conftest import stage_args
 
@@ -37,7 +38,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def model():
-    return repvgg_model_convert(DeepLabV3Plus("RepVGG-Tiny").eval())
+    return reparameterize(DeepLabV3Plus("RepVGG-Tiny").eval())
 
 
 def write_geotiff(path, pixels, crs=UTM33, transform=ORIGIN, nodata=None):
@@ -57,7 +58,7 @@ def write_geotiff(path, pixels, crs=UTM33, transform=ORIGIN, nodata=None):
 
 
 def map_args(tmp_path, *extra):
-    deeplabv3plus.save_seg_net(DeepLabV3Plus("RepVGG-Tiny"), tmp_path / "sess" / "seg.pth")
+    save_net(DeepLabV3Plus("RepVGG-Tiny"), tmp_path / "sess" / "seg.pth")
     return stage_args(tmp_path / "unused_root", tmp_path, "--seg_weights_name", str(tmp_path / "sess" / "seg"),
                       "--seg_window", "32", "--num_vis", "2", *extra)
 
@@ -294,7 +295,7 @@ def test_onnx_export_round_trip(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(2).normal(size=(2, 3, 45, 70)).astype(np.float32)  # another N, H and W
     (logits,) = session.run(None, {"image": x})
-    model = deeplabv3plus.load_seg_net(tmp_path / "sess" / "seg.pth")
+    model = load_net(DeepLabV3Plus, tmp_path / "sess" / "seg.pth", fold=True)
     with torch.no_grad():
         expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
     assert logits.shape == (2, 2, 45, 70)

@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from misc import fileio
-from net import RepVGG_MSG_SR
+from net import msg_sr
+from net.checkpoints import load_net
 from step import eval_cam, make_cam, train_cam
 from tests.conftest import stage_args
 
-MSG = ("--cam_network", "net.RepVGG_MSG_SR")
+MSG = ("--cam_network", "msg")
 
 
 pytestmark = pytest.mark.usefixtures("cpu_runtime")
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 def test_four_two_channel_heads_at_strides_4_8_16_16():
     torch.manual_seed(0)
-    model = RepVGG_MSG_SR.Net("RepVGG-Tiny").eval()
+    model = msg_sr.Net("RepVGG-Tiny").eval()
     x = torch.randn(2, 3, 64, 64)
     logits = model(x)
     assert [tuple(z.shape) for z in logits] == [(2, 2)] * 4
@@ -37,10 +38,10 @@ def test_loss_is_the_weighted_cross_entropy_and_works_for_both_labels():
     logits = [torch.randn(3, 2) for _ in range(4)]
     labels = torch.tensor([[1.0], [0.0], [1.0]])
     expected = sum(w * F.cross_entropy(z, torch.tensor([1, 0, 1])) for w, z in zip((0.3, 0.3, 0.3, 1.0), logits))
-    torch.testing.assert_close(RepVGG_MSG_SR.msg_loss(logits, labels), expected)
+    torch.testing.assert_close(msg_sr.msg_loss(logits, labels), expected)
     # the release's one-logit heads gave 0 for negatives; two channels give a real loss for either label
     for label in (0.0, 1.0):
-        assert RepVGG_MSG_SR.msg_loss([torch.zeros(1, 2)] * 4, torch.tensor([[label]])) > 0
+        assert msg_sr.msg_loss([torch.zeros(1, 2)] * 4, torch.tensor([[label]])) > 0
 
 
 def test_maps_weight_the_normalised_levels():
@@ -53,7 +54,7 @@ def test_maps_weight_the_normalised_levels():
             return level_maps
 
     pack = {"name": "t", "size": (h, w), "img": [torch.zeros(2, 3, h, w)]}
-    got = RepVGG_MSG_SR.multiscale_msg_cam(Known(), [pack], torch.device("cpu"))
+    got = msg_sr.multiscale_msg_cam(Known(), [pack], torch.device("cpu"))
     from misc.camutils import max_normalise, merge_flips, upsample_crop
     total = sum(wt * max_normalise(upsample_crop(merge_flips(m)[:, 1:2], (h, w)))
                 for wt, m in zip((1 / 3, 1 / 3, 1 / 3, 1.0), level_maps))
@@ -64,9 +65,13 @@ def test_s1_s2_s4_under_its_own_name(tiny_root, tmp_path):
     args = stage_args(tiny_root, tmp_path, *MSG)
     train_cam.run(args)
     assert (tmp_path / "sess" / "msg.pth").is_file()
+    # the fingerprint keeps the value --cam_network had before the short names, so a baseline trained
+    # then is kept, not retrained
+    ckpt = torch.load(tmp_path / "sess" / "msg.pth", map_location="cpu", weights_only=True)
+    assert ckpt["fingerprint"]["network"] == "net.RepVGG_MSG_SR"
     assert not (tmp_path / "sess" / "cam.pth").exists() and not (tmp_path / "sess" / "msg_deploy.pt").exists()
-    model = RepVGG_MSG_SR.load_msg_net(tmp_path / "sess" / "msg.pth")
-    assert isinstance(model, RepVGG_MSG_SR.Net)
+    model = load_net(msg_sr.Net, tmp_path / "sess" / "msg.pth")
+    assert isinstance(model, msg_sr.Net)
     make_cam.run(args)
     positives = (tiny_root / "train_aug_building.txt").read_text().split()
     for name in positives:
@@ -81,3 +86,20 @@ def test_s1_s2_s4_under_its_own_name(tiny_root, tmp_path):
     from misc.errors import UserError
     with pytest.raises(UserError, match="train_cam_pass"):
         make_cam.run(stage_args(tiny_root, tmp_path, "--cam_weights_name", str(tmp_path / "sess" / "msg")))
+
+
+def test_old_cam_network_values_are_aliases_of_the_short_names(caplog):
+    import logging
+
+    import run_sample
+
+    parser = run_sample.build_parser()
+    assert parser.parse_args([]).cam_network == "single"
+    assert parser.parse_args(["--cam_network", "msg"]).cam_network == "msg"
+    for old, new in (("net.RepVGG_cam", "single"), ("net.RepVGG_MSG_SR", "msg")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert parser.parse_args(["--cam_network", old]).cam_network == new
+        assert [r.getMessage() for r in caplog.records] == [f"--cam_network {old} is now called {new}; mapped to it"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cam_network", "net.cam"])

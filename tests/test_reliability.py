@@ -149,11 +149,12 @@ def ar_inputs(seeded, tmp_path):
     """A random AR network (deployed) and two folders of confident labels, for S7."""
     import torch
     from misc import fileio
-    from net import RepVGG_amn
+    from net import amn
+    from net.checkpoints import deploy_net, save_net
 
     torch.manual_seed(0)
-    RepVGG_amn.save_amn_net(RepVGG_amn.Net("RepVGG-Tiny").eval(), tmp_path / "sess" / "amn.pth", deploy=False)
-    RepVGG_amn.deploy_amn_net(tmp_path / "sess" / "amn.pth", tmp_path / "sess" / "amn_deploy.pt")
+    save_net(amn.Net("RepVGG-Tiny").eval(), tmp_path / "sess" / "amn.pth")
+    deploy_net(amn.Net, tmp_path / "sess" / "amn.pth", tmp_path / "sess" / "amn_deploy.pt")
     seeded.amn_weights_name = str(tmp_path / "sess" / "amn")
     for folder, value in (("labels_a", 1), ("labels_b", 0)):
         for name in (tmp_path / "result" / "cam").glob("*.npy"):
@@ -378,7 +379,8 @@ def test_a_rejected_checkpoint_is_the_projects_one_line(tmp_path):
 
     from misc import fileio
     from misc.errors import UserError
-    from net import RepVGG_cam
+    from net import cam
+    from net.checkpoints import load_net
 
     class Evil:
         def __reduce__(self):
@@ -386,7 +388,7 @@ def test_a_rejected_checkpoint_is_the_projects_one_line(tmp_path):
 
     torch.save({"model": Evil()}, tmp_path / "evil.pth")
     for load in (lambda: fileio.read_state_dict(tmp_path / "evil.pth", "an official RepVGG -train.pth checkpoint"),
-                 lambda: RepVGG_cam.load_cam_net(tmp_path / "evil.pth", deploy=True)):
+                 lambda: load_net(cam.Net, tmp_path / "evil.pth", deploy=True)):
         with pytest.raises(UserError) as info:
             load()
         message = str(info.value)

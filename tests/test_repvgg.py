@@ -14,7 +14,6 @@ from net.RepVGG import (
     VARIANTS,
     RepVGGBlock,
     build_repvgg,
-    load_imagenet_weights,
     repvgg_model_convert,
 )
 
@@ -188,14 +187,14 @@ def test_checkpoint_round_trip(tmp_path, wrapped):
     path = tmp_path / "RepVGG-A0-train.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}} if wrapped else sd, path)
     target = build_repvgg("RepVGG-A0")
-    load_imagenet_weights(target, path)
+    backbones.load_imagenet(target, "RepVGG-A0", path)
     for key, value in target.state_dict().items():
         assert torch.equal(value, sd[key]), key
 
 
 def _raises_one_line(model: nn.Module, path, match: str) -> None:
     with pytest.raises(UserError, match=match) as info:
-        load_imagenet_weights(model, path)
+        backbones.load_imagenet(model, model.variant, path)
     assert "\n" not in str(info.value)
     assert str(path) in str(info.value)
 

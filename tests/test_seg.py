@@ -11,10 +11,11 @@ import torch
 from misc import fileio, imutils
 from misc.errors import UserError
 from step.report import stage_table
-from net import deeplabv3plus, resnet
+from net import backbones, deeplabv3plus
+from net.backbones import reparameterize
+from net.checkpoints import build_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
 from net.resnet import ResNet50
-from net.RepVGG import repvgg_model_convert
 from step import eval_seg, make_seg, segmentation, stages, train_seg
 from tests.conftest import stage_args
 
@@ -53,7 +54,7 @@ def test_repvgg_deeplab_any_input_size_and_deploy_equivalence():
     with torch.no_grad():
         expected = model(x)
         assert [f.shape[-2:] for f in model.encoder.forward_features(x)] == [(17, 23), (9, 12), (5, 6), (5, 6)]
-        torch.testing.assert_close(repvgg_model_convert(model)(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(reparameterize(model)(x), expected, atol=1e-4, rtol=1e-4)
     assert all(p.requires_grad for n, p in model.named_parameters() if "linear" not in n)
 
 
@@ -80,17 +81,17 @@ def test_resnet50_loads_torchvision_state_dict(tmp_path):
         assert tuple(state[key].shape) == shape, key
     path = tmp_path / "resnet50-0676ba61.pth"
     torch.save(state, path)
-    model = deeplabv3plus.build_seg_net("resnet50", str(path))
+    model = build_net(DeepLabV3Plus, "resnet50", str(path))
     loaded = model.encoder.state_dict()
     for key in ("conv1.weight", "layer1.0.downsample.0.weight", "layer4.2.bn3.running_var"):
         torch.testing.assert_close(loaded[key], state[key])
     torch.save({"module." + k: v for k, v in state.items() if not k.startswith("fc.")}, path)  # DataParallel, no fc
-    resnet.load_resnet_weights(ResNet50(), str(path))
+    backbones.load_imagenet(ResNet50(), "resnet50", str(path))
     del state["layer4.2.bn3.running_var"]
     with pytest.raises(UserError, match="1 missing keys .first: layer4.2.bn3.running_var"):
-        resnet.load_resnet_state_dict(ResNet50(), state)
+        backbones.load_state(ResNet50(), "resnet50", state, "state dict")
     with pytest.raises(UserError, match="looks like a RepVGG checkpoint"):
-        resnet.load_resnet_state_dict(ResNet50(), DeepLabV3Plus("RepVGG-Tiny").encoder.state_dict())
+        backbones.load_state(ResNet50(), "resnet50", DeepLabV3Plus("RepVGG-Tiny").encoder.state_dict(), "state dict")
 
 
 def test_window_starts_cover_the_image_with_the_border_window_shifted_inward():
@@ -122,7 +123,7 @@ def test_geotiff_in_gives_geotiff_out_with_same_transform_and_crs(tmp_path):
         dst.write(pixels)
     fileio.save_png(scenes / "plain.png", pixels.transpose(1, 2, 0).copy())
     args = seg_args(tmp_path / "unused_root", tmp_path, "--seg_infer_dir", str(scenes), "--seg_window", "32")
-    deeplabv3plus.save_seg_net(DeepLabV3Plus("RepVGG-Tiny"), tmp_path / "sess" / "seg.pth")
+    save_net(DeepLabV3Plus("RepVGG-Tiny"), tmp_path / "sess" / "seg.pth")
     make_seg.run(args)
     out = tmp_path / "result" / "seg"
     with rasterio.open(out / "scene.tif") as src:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from misc import fileio, imutils
-from net import RepVGG_amn
+from net import amn
+from net.checkpoints import deploy_net, load_net, save_net
 from step import (amn_cam_to_ir_label, cam_to_ir_label, eval_amn_cam, make_amn_cam, make_cam, make_lpcam,
                   make_pseudo_mask, train_amn, train_cam)
 from tests.conftest import stage_args
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("cpu_runtime")
 
 def test_label_conditioning_changes_the_output():
     torch.manual_seed(0)
-    model = RepVGG_amn.Net("RepVGG-Tiny").eval()
+    model = amn.Net("RepVGG-Tiny").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         pos = model(x, torch.ones(2, 1))
@@ -30,10 +31,10 @@ def test_label_conditioning_changes_the_output():
 
 def test_deploy_amn_matches_train_time(tmp_path):
     torch.manual_seed(0)
-    model = RepVGG_amn.Net("RepVGG-Tiny").eval()
-    RepVGG_amn.save_amn_net(model, tmp_path / "amn.pth", deploy=False)
-    RepVGG_amn.deploy_amn_net(tmp_path / "amn.pth", tmp_path / "amn_deploy.pt")
-    deploy = RepVGG_amn.load_amn_net(tmp_path / "amn_deploy.pt", deploy=True)
+    model = amn.Net("RepVGG-Tiny").eval()
+    save_net(model, tmp_path / "amn.pth")
+    deploy_net(amn.Net, tmp_path / "amn.pth", tmp_path / "amn_deploy.pt")
+    deploy = load_net(amn.Net, tmp_path / "amn_deploy.pt", deploy=True)
     x, y = torch.randn(2, 3, 64, 64), torch.ones(2, 1)
     with torch.no_grad():
         torch.testing.assert_close(deploy(x, y), model(x, y), atol=1e-4, rtol=1e-4)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from misc import fileio
-from net import RepVGG_cam
+from net import cam
+from net.checkpoints import load_net
 from step import eval_cam, make_cam, train_cam
 from tests.conftest import REPO, stage_args
 
@@ -52,8 +53,8 @@ def test_s1_s2_s4_write_spec_files(tiny_root, tmp_path):
 def test_deploy_matches_train_time_cams(tiny_root, tmp_path):
     args = stage_args(tiny_root, tmp_path, "--cam_num_epoches", "1")
     train_cam.run(args)
-    train = RepVGG_cam.load_cam_net(tmp_path / "sess" / "cam.pth", deploy=False)
-    deploy = RepVGG_cam.load_cam_net(tmp_path / "sess" / "cam_deploy.pt", deploy=True)
+    train = load_net(cam.Net, tmp_path / "sess" / "cam.pth", deploy=False)
+    deploy = load_net(cam.Net, tmp_path / "sess" / "cam_deploy.pt", deploy=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(deploy.cam(deploy.features(x)), train.cam(train.features(x)), atol=1e-4, rtol=1e-4)

@@ -1,19 +1,18 @@
 """The MSG-SR-Net baseline classifier (S1 and S2 variant B), with the fixes that let it train and make maps.
 
-A comparison baseline, never on the default path: the same RepVGG backbone at output stride 16, a "CG unit"
-(1x1 convolution with bias, batch norm, ReLU) on each of stages 1-4 (strides 4, 8, 16, 16), and on each level
+A comparison baseline (`--cam_network msg`), never on the default path: the classifier's backbone at output
+stride 16, a "CG unit" (1x1 convolution with bias, batch norm, ReLU) on each of stages 1-4 (strides 4, 8, 16, 16), and on each level
 GAP and a bias-free 1x1 classifier with TWO outputs (no building, building). The release's one-logit heads
 made its cross-entropy fail for positives and vanish for negatives; two channels (as in the reference's ResNet version) fix that.
 Loss: 0.3 (L1 + L2 + L3) + L4 with cross-entropy on the image label. Its maps weight the levels
 (1/3, 1/3, 1/3, 1) after normalising each by its maximum.
 
-Checkpoints use the format of `net.checkpoints` with network "RepVGG_MSG_SR" and are train-time only (the
-MSG maps are made from the training-time network, with no deploy step), under a name of their own
+Checkpoints use the format of `net.checkpoints` with network "RepVGG_MSG_SR" (its id since before this
+module was renamed) and are train-time only (the MSG maps are made from the training-time network, with no
+deploy step), under a name of their own
 (--msg_weights_name), so they never replace the single-head classifier that BAC needs.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn as nn
@@ -21,11 +20,8 @@ import torch.nn.functional as F
 
 from misc.camutils import max_normalise, merge_flips, stack_pyramids, upsample_crop
 from misc.torchutils import autocast
-from net import checkpoints
-from net.backbones import build_backbone, load_pretrained
+from net.backbones import BackboneNet
 
-NETWORK = "RepVGG_MSG_SR"
-CAM_NETWORK = __name__  # "net.RepVGG_MSG_SR": the --cam_network value that selects this baseline
 LOSS_WEIGHTS = (0.3, 0.3, 0.3, 1.0)   # stages 1-4, the reference's loss weights
 MAP_WEIGHTS = (1 / 3, 1 / 3, 1 / 3, 1.0)  # stages 1-4, the reference's map weights
 BUILDING = 1                          # channel of the building class in every head
@@ -35,11 +31,12 @@ def _cg_unit(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels, channels, 1, bias=True), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
-class Net(nn.Module):
-    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
-        super().__init__()
-        self.backbone_name = backbone
-        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+class Net(BackboneNet):
+    NETWORK = "RepVGG_MSG_SR"  # the id in its checkpoints: never renamed, so older files load
+    REMAKE = "--train_cam_pass True --cam_network msg"
+
+    def __init__(self, backbone: str = "RepVGG-B1g2") -> None:
+        super().__init__(backbone)
         channels = self.backbone.feature_channels   # levels 1-4: strides 4, 8, 16, 16
         self.cg = nn.ModuleList(_cg_unit(c) for c in channels)
         self.heads = nn.ModuleList(nn.Conv2d(c, 2, 1, bias=False) for c in channels)
@@ -57,10 +54,8 @@ class Net(nn.Module):
         """ReLU(W_i * g_i): the two-channel activation maps [B, 2, h_i, w_i] of the four levels."""
         return [F.relu(head(g)) for head, g in zip(self.heads, self.levels(x))]
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, CG units and heads); the second group trains at 10x lr."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        return backbone, [*self.cg.parameters(), *self.heads.parameters()]
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.cg.parameters(), *self.heads.parameters()]
 
 
 def msg_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -72,23 +67,6 @@ def msg_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
 def msg_batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     """The MSG baseline's multi-level cross-entropy, 0.3 (L1 + L2 + L3) + L4."""
     return msg_loss(model(batch["img"]), batch["label"])
-
-
-def build_msg_net(backbone: str, weights: str | None) -> Net:
-    """A train-time MSG classifier with ImageNet weights when the file exists (else from scratch, warned once)."""
-    model = Net(backbone)
-    load_pretrained(model.backbone, backbone, weights)
-    return model
-
-
-def save_msg_net(model: Net, path: str | os.PathLike, deploy: bool = False, extra: dict | None = None) -> None:
-    checkpoints.save_net(model, NETWORK, path, deploy, extra)
-
-
-def load_msg_net(path: str | os.PathLike, device: torch.device | str = "cpu") -> Net:
-    """Load a train-time checkpoint written by `save_msg_net` (strict), in eval mode on `device`."""
-    return checkpoints.load_net(path, NETWORK, Net, False, device,
-                                fix="--train_cam_pass True --cam_network net.RepVGG_MSG_SR")
 
 
 @torch.no_grad()

@@ -1,13 +1,11 @@
-"""The activation-refinement (AR) network of BAC-AR-Net (S6, S6d, S7): AMN with a RepVGG backbone.
+"""The activation-refinement (AR) network of BAC-AR-Net (S6, S6d, S7): AMN on any registered backbone.
 
 Stage-4 features (OS 16) are scaled channel-wise by a linear encoding of the image label, then
 Dropout(0.1) and a four-rate ASPP (3x3, dilations 6/12/18/24, N(0, 0.01) weights, zero biases)
 summed into two logits (background, building).
-Checkpoints are dicts {"network", "backbone", "deploy", "model"}, as for the classifier.
+Checkpoints use net.checkpoints (network "RepVGG_amn", its id since before this module was renamed).
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn as nn
@@ -15,10 +13,7 @@ import torch.nn.functional as F
 
 from misc.camutils import max_normalise, stack_pyramids
 from misc.torchutils import autocast
-from net import checkpoints
-from net.backbones import build_backbone, load_pretrained
-
-NETWORK = "RepVGG_amn"
+from net.backbones import BackboneNet
 
 
 class ASPPSum(nn.Module):
@@ -36,11 +31,12 @@ class ASPPSum(nn.Module):
         return sum(branch(x) for branch in self.branches)
 
 
-class Net(nn.Module):
-    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
-        super().__init__()
-        self.backbone_name = backbone
-        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+class Net(BackboneNet):
+    NETWORK = "RepVGG_amn"  # the id in its checkpoints: never renamed, so older files load
+    REMAKE = "--train_amn_pass True"
+
+    def __init__(self, backbone: str = "RepVGG-B1g2") -> None:
+        super().__init__(backbone)
         channels = self.backbone.feature_channels[-1]
         self.label_enc = nn.Linear(1, channels)
         self.classifier = nn.Sequential(nn.Dropout(0.1), ASPPSum(channels, 2))
@@ -51,31 +47,8 @@ class Net(nn.Module):
         scale = self.label_enc(label_cls.to(feats.dtype))[:, :, None, None]
         return self.classifier(feats * scale)
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, new layers: classifier + label encoder)."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        return backbone, list(self.classifier.parameters()) + list(self.label_enc.parameters())
-
-
-def build_amn_net(backbone: str, weights: str | None) -> Net:
-    """A train-time AR network; its backbone starts from ImageNet weights when present, not from S1."""
-    model = Net(backbone)
-    load_pretrained(model.backbone, backbone, weights)
-    return model
-
-
-def save_amn_net(model: Net, path: str | os.PathLike, deploy: bool, extra: dict | None = None) -> None:
-    checkpoints.save_net(model, NETWORK, path, deploy, extra)
-
-
-def load_amn_net(path: str | os.PathLike, deploy: bool, device: torch.device | str = "cpu") -> Net:
-    """Load a checkpoint written by `save_amn_net` (strict), in eval mode on `device`."""
-    return checkpoints.load_net(path, NETWORK, Net, deploy, device, fix="--train_amn_pass True")
-
-
-def deploy_amn_net(train_path: str | os.PathLike, deploy_path: str | os.PathLike) -> None:
-    """Fold every RepVGG block of the trained AR network and save it as the deploy file (S6d)."""
-    checkpoints.deploy_net(train_path, deploy_path, NETWORK, Net, fix="--train_amn_pass True")
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.parameters()) + list(self.label_enc.parameters())
 
 
 @torch.no_grad()

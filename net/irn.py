@@ -1,10 +1,10 @@
-"""The optional IRN network (S10): a frozen RepVGG backbone, a boundary branch and IRN's
+"""The optional IRN network (S10): a frozen backbone (any registered one), a boundary branch and IRN's
 displacement branch, plus AffinityDisplacementLoss.
 
 Backbone features (`--backbone`, ImageNet weights from --MODEL_WEIGHTS when present) are taken with
 no gradient and the backbone always runs in eval mode, so its batch-norm statistics stay put.
-The stride drop is on the LAST stage (repvgg.stage4), so x1..x4 sit at /4, /8, /16, /16 as in IRN;
-the release put it on stage3, which left x3 at /8 and cropped the wrong (top-left) quadrant.
+The stride drop is on the LAST level (output stride 16), so x1..x4 sit at /4, /8, /16, /16 as in IRN;
+the RepVGG release put it on stage3, which left x3 at /8 and cropped the wrong (top-left) quadrant.
 
 - Boundary branch (IRN's simple form; the GSCNN gating of the release is left out): a 1x1 conv +
   GroupNorm + ReLU to 32 channels on each of x1..x4, upsampled to /4, concatenated, a 1x1 conv to
@@ -13,7 +13,8 @@ the release put it on stage3, which left x3 at /8 and cropped the wrong (top-lef
   x4 fused at /16 and upsampled to /8, fused with x2, upsampled to /4, fused with x1, then 2 channels.
 - `mean_shift.running_mean` holds the mean displacement over --infer_list, subtracted in eval mode.
 
-Checkpoints use net/checkpoints ({"network": "RepVGG_irn", "backbone", "deploy": False, "model"}).
+Checkpoints use net.checkpoints ({"network": "RepVGG_irn", "backbone", "deploy": False, "model"}; the id
+it had before this module was renamed).
 """
 from __future__ import annotations
 
@@ -27,11 +28,10 @@ import torch.nn.functional as F
 
 from misc import indexing
 from misc.errors import UserError
-from net import RepVGG_amn, checkpoints
-from net.backbones import build_backbone, load_pretrained
+from net import amn, checkpoints
+from net.backbones import BackboneNet, load_pretrained
 
 log = logging.getLogger(__name__)
-NETWORK = "RepVGG_irn"
 EDGE_CHANNELS = 32
 
 
@@ -62,12 +62,12 @@ class MeanShift(nn.Module):
         return x - self.running_mean.view(1, -1, 1, 1).to(x.dtype)
 
 
-class Net(nn.Module):
-    def __init__(self, backbone: str = "RepVGG-B1g2", deploy: bool = False) -> None:
-        super().__init__()
-        self.backbone_name = backbone
-        # output stride 16: x3 and x4 both at /16, as in IRN
-        self.backbone = build_backbone(backbone, output_stride=16, deploy=deploy)
+class Net(BackboneNet):
+    NETWORK = "RepVGG_irn"  # the id in its checkpoints: never renamed, so older files load
+    REMAKE = "--train_irn_pass True"
+
+    def __init__(self, backbone: str = "RepVGG-B1g2") -> None:
+        super().__init__(backbone)  # output stride 16: x3 and x4 both at /16, as in IRN
         self.backbone.requires_grad_(False)
         c1, c2, c3, c4 = self.backbone.feature_channels
         self.edge_sides = nn.ModuleList(_block(c, EDGE_CHANNELS) for c in (c1, c2, c3, c4))
@@ -211,20 +211,11 @@ def build_irn_net(backbone: str, weights: str | None, fallback: str | os.PathLik
     model = Net(backbone)
     if load_pretrained(model.backbone, backbone, weights) or fallback is None or not os.path.isfile(fallback):
         return model
-    amn = RepVGG_amn.load_amn_net(fallback, deploy=False)  # one-line errors for a wrong or damaged file
-    if amn.backbone_name != backbone:
-        raise UserError(f"{fallback} is not a train-time {backbone} AR checkpoint but a {amn.backbone_name} one; "
+    ar_net = checkpoints.load_net(amn.Net, fallback)  # one-line errors for a wrong or damaged file
+    if ar_net.backbone_name != backbone:
+        raise UserError(f"{fallback} is not a train-time {backbone} AR checkpoint but a {ar_net.backbone_name} one; "
                         f"rerun --train_amn_pass True with --amn_backbone {backbone}")
-    model.backbone.load_state_dict(amn.backbone.state_dict(), strict=True)
+    model.backbone.load_state_dict(ar_net.backbone.state_dict(), strict=True)
     log.info("IRN backbone: no ImageNet weights, so the frozen %s backbone comes from the AR network %s",
              backbone, fallback)
     return model
-
-
-def save_irn_net(model: Net, path: str | os.PathLike, extra: dict | None = None) -> None:
-    checkpoints.save_net(model, NETWORK, path, deploy=False, extra=extra)
-
-
-def load_irn_net(path: str | os.PathLike, device: torch.device | str = "cpu") -> Net:
-    """Load a checkpoint written by `save_irn_net` (strict), in eval mode on `device`."""
-    return checkpoints.load_net(path, NETWORK, Net, deploy=False, device=device, fix="--train_irn_pass True")
