@@ -28,7 +28,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import Polygon
 
-from misc import fileio, footprints, geoio, imutils, visutils
+from misc import fileio, footprints, geodata, geoio, imutils, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
@@ -67,7 +67,7 @@ def mask_paths(seg_dir: Path) -> list[Path]:
     found: dict[str, Path] = {}
     for path in sorted(seg_dir.iterdir()):
         suffix = path.suffix.lower()
-        if path.name.startswith(".") or not path.is_file() or suffix not in (".tif", ".tiff", ".png"):
+        if path.name.startswith(".") or not path.is_file() or suffix not in (*geodata.GEOTIFF_SUFFIXES, ".png"):
             continue
         if suffix == ".png" and path.stem in found:
             continue
@@ -127,8 +127,8 @@ def make_footprints(masks: Sequence[MaskInfo], groups: dict[str, list[Polygon]],
                                               simplify_m=simplify, orthogonalise=orthogonalise)
         local[key] = cleaned
         props += [{"source": s} for s in assign_sources(cleaned, members)]
-        out_polys += footprints.reproject(cleaned, crs, footprints.LONLAT) if crs is not None else cleaned
-    return out_polys, props, footprints.LONLAT if georeferenced else None, local
+        out_polys += geodata.reproject(cleaned, crs, geodata.WGS84_EPSG) if crs is not None else cleaned
+    return out_polys, props, geodata.WGS84_EPSG if georeferenced else None, local
 
 
 def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | None:
@@ -138,7 +138,7 @@ def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | 
     on_it = [p for p in polys if p.intersects(box)]
     if mask.image is None or not on_it:
         return None
-    if geoio.is_geotiff(mask.image):
+    if geodata.is_geotiff(mask.image):
         image = geoio.preview_rgb(mask.image, visutils.VIS_MAX_SIDE)
     else:
         image = imutils.read_image(mask.image)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from misc import fileio, geoio, imutils, visutils
+from misc import fileio, geodata, geoio, imutils, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
@@ -87,7 +87,7 @@ def done_names(out_dir: Path, sources: dict[str, Source], existing: set[str]) ->
     """Of the names with outputs from the same model and settings, those finished: a GeoTIFF scene's .tif
     is written last, any other image's .png."""
     return {n for n in existing if n in sources
-            and (out_dir / f"{n}{'.tif' if geoio.is_geotiff(sources[n].path) else '.png'}").is_file()}
+            and (out_dir / f"{n}{'.tif' if geodata.is_geotiff(sources[n].path) else '.png'}").is_file()}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
     vis_left, pixels = (args.num_vis if rt.is_main else 0), 0
     for name in progress(names, desc=TAG, disable=not rt.is_main):
         vis = Path(args.work_space) / "vis" / s.out_dir.name / f"{name}.png" if vis_left > 0 else None
-        if geoio.is_geotiff(sources[name].path):
+        if geodata.is_geotiff(sources[name].path):
             pixels += predict_scene(model, sources[name].path, s.out_dir, name, args, rt.device, vis)
         else:
             pixels += predict_image(model, sources[name], s.out_dir, name, args, rt.device, vis,

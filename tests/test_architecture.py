@@ -50,6 +50,58 @@ def test_layers_import_only_downwards():
             assert not bad, f"{module_name(path)} imports {sorted(bad)}, which is above it (docs/ARCHITECTURE.md)"
 
 
+def project_modules() -> dict[str, Path]:
+    """{dotted name: file} of every module of the project's packages and run_sample.py."""
+    found = {"run_sample": REPO / "run_sample.py"}
+    for folder in ("misc", "net", "voc12", "step", "bench"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            name = module_name(path)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """{module: the project modules it imports anywhere in its source} (`from misc import fileio` names the
+    package misc and misc.fileio; the packages' __init__ files import nothing, so they close no cycle)."""
+    return {name: {m for m in imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None (depth-first search, white/grey/black colouring)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_names_a_cycle_and_accepts_a_tree():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_project_module_imports_another_in_a_cycle():
+    """Function-local imports count: they hide a cycle from Python's import machinery, not from the reader."""
+    graph = import_graph(project_modules())
+    assert "misc.fileio" in graph["misc.geoio"], "the import graph misses `from misc import fileio`"
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle {' -> '.join(cycle)}; move what both need into a lower module"
+
+
 def test_stage_tags_come_from_the_table():
     for stage in STAGES:
         source = (REPO / Path(*stage.module.split("."))).with_suffix(".py").read_text()
