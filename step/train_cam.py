@@ -25,11 +25,14 @@ from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_cam, RepVGG_MSG_SR
 from step.common import Split, load_split
 from step.stages import stage_tag
-from step.stamps import training_data
+from step.stamps import training_data, training_fingerprint
 from voc12.dataloader import ClassificationDataset
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
+
+FINGERPRINT_FLAGS = ("cam_network", "backbone", "voc12_root", "train_list", "cam_batch_size", "cam_num_epoches",
+                     "cam_learning_rate", "cam_weight_decay", "cam_momentum", "cam_crop_size", "seed")
 
 # --cam_network -> (constructor, batch loss, checkpoint writer)
 CLASSIFIERS = {
@@ -48,6 +51,12 @@ def check_both_classes(split: Split, list_path: str) -> None:
                         f"both classes: add {missing} to the list (and --cls_labels)")
 
 
+def training_fingerprint_of(args: argparse.Namespace, split: Split) -> dict:
+    """What a kept classifier must have been trained from: the flags, the ImageNet file's content, the data."""
+    return training_fingerprint(args, FINGERPRINT_FLAGS, weights={"MODEL_WEIGHTS": args.MODEL_WEIGHTS},
+                                data=training_data(split.names, split.image_paths, split.cls_labels))
+
+
 def run(args: argparse.Namespace) -> None:
     rt = runtime()
     msg = args.cam_network == RepVGG_MSG_SR.CAM_NETWORK
@@ -57,11 +66,7 @@ def run(args: argparse.Namespace) -> None:
     check_both_classes(split, args.train_list)
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
                                     crop_size=args.cam_crop_size, seed=args.seed)
-    fingerprint = {"network": args.cam_network, "backbone": args.backbone, "voc12_root": args.voc12_root,
-                   "train_list": args.train_list, "tiles": len(split.names), "batch": args.cam_batch_size,
-                   "epochs": args.cam_num_epoches, "lr": args.cam_learning_rate, "wd": args.cam_weight_decay,
-                   "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
-                   **training_data(split.names, split.image_paths, split.cls_labels)}
+    fingerprint = training_fingerprint_of(args, split)
     train(TrainJob(
         checkpoint=train_path, dataset=dataset,
         build=partial(build, args.backbone, args.MODEL_WEIGHTS),

@@ -26,12 +26,14 @@ from misc.trainloop import FitConfig, TrainJob, train
 from net import deeplabv3plus
 from step.segmentation import GROUND_TRUTH, SegSettings, seg_settings
 from step.stages import stage_tag
-from step.stamps import training_data
+from step.stamps import training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
 MOMENTUM = 0.9
+FINGERPRINT_FLAGS = ("voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
+                     "seg_weight_decay", "seg_crop_size", "seed")
 
 
 def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.SegmentationDataset:
@@ -55,11 +57,10 @@ def run(args: argparse.Namespace) -> None:
     rt, s = runtime(), seg_settings(args)
     check_batch(args.seg_batch_size, rt.world_size)
     dataset = training_set(args, s)
-    fingerprint = {"seg_backbone": s.backbone, "weights": s.imagenet_weights, "labels": s.label_dir,
-                   "trained_on": s.trained_on, **{k: getattr(args, k) for k in (
-                       "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
-                       "seg_weight_decay", "seg_crop_size", "seed")},
-                   **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
+    fingerprint = training_fingerprint(
+        args, FINGERPRINT_FLAGS, weights={"seg_weights": s.imagenet_weights},
+        data=training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir),
+        seg_backbone=s.backbone, labels=s.label_dir, trained_on=s.trained_on)
     train(TrainJob(
         checkpoint=s.checkpoint, dataset=dataset,
         build=partial(deeplabv3plus.build_seg_net, s.backbone, s.imagenet_weights),

@@ -102,6 +102,17 @@ def test_no_project_module_imports_another_in_a_cycle():
     assert cycle is None, f"import cycle {' -> '.join(cycle)}; move what both need into a lower module"
 
 
+def test_every_training_stage_builds_its_fingerprint_with_the_helper():
+    """One shape for every training fingerprint (step.stamps.training_fingerprint: flags, weights by content,
+    data), so no stage can record a weights path or leave a weights file out."""
+    trainers = [s.module for s in STAGES
+                if "TrainJob(" in (REPO / Path(*s.module.split("."))).with_suffix(".py").read_text()]
+    assert len(trainers) == 4, trainers
+    for module in trainers:
+        source = (REPO / Path(*module.split("."))).with_suffix(".py").read_text()
+        assert "training_fingerprint(" in source, f"{module} builds its fingerprint by hand; use training_fingerprint"
+
+
 def test_stage_tags_come_from_the_table():
     for stage in STAGES:
         source = (REPO / Path(*stage.module.split("."))).with_suffix(".py").read_text()
