@@ -32,8 +32,7 @@ from misc import fileio, footprints, geodata, geoio, imutils, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
-from step.segmentation import seg_settings
-from step.stages import stage_tag
+from step.kit.stages import stage_tag
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
@@ -160,7 +159,7 @@ def run(args: argparse.Namespace) -> None:
 
 def write_all(args: argparse.Namespace) -> dict:
     timer = Timer()
-    seg_dir = seg_settings(args).out_dir
+    seg_dir = Path(args.seg_out_dir)
     image_dir = Path(args.seg_infer_dir) if args.seg_infer_dir else Path(args.image_dir)
     out = Path(args.footprints_out)
     if out.suffix.lower() != ".geojson":

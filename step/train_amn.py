@@ -21,9 +21,9 @@ from misc.pyutils import weights_paths
 from misc.torchutils import barrier, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_amn
-from step.common import load_split
-from step.stages import stage_tag
-from step.stamps import training_data, training_fingerprint
+from step.kit.common import load_split
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from misc.pyutils import weights_paths
 from misc.torchutils import barrier, poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_cam, RepVGG_MSG_SR
-from step.common import Split, load_split
-from step.stages import stage_tag
-from step.stamps import training_data, training_fingerprint
+from step.kit.common import Split, load_split
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12.dataloader import ClassificationDataset
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from misc.pyutils import progress, weights_paths
 from misc.torchutils import poly_sgd, runtime, shard
 from misc.trainloop import FitConfig, TrainJob, train
 from net import RepVGG_irn
-from step.common import load_split, loader
-from step.stages import stage_tag
-from step.stamps import training_data, training_fingerprint
+from step.kit.common import load_split, loader
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-from step.stages import STAGES
+from step.kit.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_MODULES = {s.module for s in STAGES}
+COMMANDS = {"step.report"}  # step/ modules the user runs (python -m step.report), not stages
 
 
 def imports(path: Path) -> set[str]:
@@ -26,16 +28,24 @@ def module_name(path: Path) -> str:
     return ".".join(path.relative_to(REPO).with_suffix("").parts)
 
 
-def test_every_stage_in_the_table_exists_and_no_stage_imports_another():
-    for path in sorted((REPO / "step").glob("*.py")):
+def test_step_holds_what_is_run_and_the_kit_what_is_shared():
+    """step/ holds the stage modules (one per row of STAGES) and the report command; everything the stages share
+    is in step/kit/, so a kit module is never mistaken for a stage (segmentation.py beside train_seg.py)."""
+    top = {module_name(p) for p in (REPO / "step").glob("*.py") if p.name != "__init__.py"}
+    assert top == STAGE_MODULES | COMMANDS, (f"step/ holds {sorted(top - STAGE_MODULES - COMMANDS)} beside its stage "
+                                            f"modules: move shared code to step/kit/; missing: {sorted(STAGE_MODULES - top)}")
+    kit = {module_name(p) for p in (REPO / "step" / "kit").glob("*.py")}
+    assert kit and not kit & STAGE_MODULES
+
+
+def test_no_stage_imports_another_and_the_kit_imports_no_stage():
+    for path in sorted((REPO / "step").rglob("*.py")):
         name = module_name(path)
-        others = {m for m in imports(path) if m in STAGE_MODULES and m != name}
+        others = {m for m in imports(path) if m in STAGE_MODULES | COMMANDS and m != name}
         if name in STAGE_MODULES:
-            assert not others, f"{name} imports the stage module(s) {sorted(others)}; move the shared code to a kit module"
+            assert not others, f"{name} imports {sorted(others)}; move the shared code to a kit module (step/kit/)"
         else:  # a kit module serves stages; it never reaches into one
-            assert not others, f"kit module {name} imports stage module(s) {sorted(others)}"
-    for module in STAGE_MODULES:
-        assert (REPO / Path(*module.split("."))).with_suffix(".py").is_file(), module
+            assert not others, f"{name} imports stage module(s) or commands {sorted(others)}"
 
 
 def test_layers_import_only_downwards():
@@ -45,7 +55,7 @@ def test_layers_import_only_downwards():
              "step": ("run_sample", "bench"),
              "bench": ("step", "run_sample")}
     for folder, forbidden in rules.items():
-        for path in sorted((REPO / folder).glob("*.py")):
+        for path in sorted((REPO / folder).rglob("*.py")):
             bad = {m for m in imports(path) if m.split(".")[0] in forbidden}
             assert not bad, f"{module_name(path)} imports {sorted(bad)}, which is above it (docs/ARCHITECTURE.md)"
 
@@ -103,7 +113,7 @@ def test_no_project_module_imports_another_in_a_cycle():
 
 
 def test_every_training_stage_builds_its_fingerprint_with_the_helper():
-    """One shape for every training fingerprint (step.stamps.training_fingerprint: flags, weights by content,
+    """One shape for every training fingerprint (step.kit.stamps.training_fingerprint: flags, weights by content,
     data), so no stage can record a weights path or leave a weights file out."""
     trainers = [s.module for s in STAGES
                 if "TrainJob(" in (REPO / Path(*s.module.split("."))).with_suffix(".py").read_text()]
@@ -111,6 +121,8 @@ def test_every_training_stage_builds_its_fingerprint_with_the_helper():
     for module in trainers:
         source = (REPO / Path(*module.split("."))).with_suffix(".py").read_text()
         assert "training_fingerprint(" in source, f"{module} builds its fingerprint by hand; use training_fingerprint"
+    writers = {s.module for s in STAGES if s.writes_weights}
+    assert writers == set(trainers), f"STAGES' writes_weights should name the weights of exactly {sorted(trainers)}"
 
 
 def test_stage_tags_come_from_the_table():
@@ -120,8 +132,11 @@ def test_stage_tags_come_from_the_table():
 
 
 def test_no_comment_cites_a_document_outside_the_repository():
-    for folder in ("misc", "net", "step", "voc12", "bench", "script"):
-        for path in sorted((REPO / folder).glob("*")):
-            if path.suffix in (".py", ".sh"):
-                assert "SPEC" not in path.read_text(), f"{path.relative_to(REPO)} cites SPEC; cite docs/ or say why"
-    assert "SPEC" not in (REPO / "run_sample.py").read_text()
+    """SPEC.md and STYLE.md are not in the repository: code and scripts cite docs/ or say why themselves."""
+    paths = [REPO / "run_sample.py"] + [p for folder in ("misc", "net", "step", "voc12", "bench", "script", "tests")
+                                         for p in sorted((REPO / folder).rglob("*")) if p.suffix in (".py", ".sh")]
+    for path in paths:
+        if path == Path(__file__):
+            continue
+        cited = re.findall(r"\b(?:SPEC|STYLE)\b", path.read_text())
+        assert not cited, f"{path.relative_to(REPO)} cites {cited[0]}, which is not in the repository; cite docs/ or say why"

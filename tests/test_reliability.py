@@ -65,7 +65,7 @@ worker_pid = pool.submit(os.getpid).result()
 @pytest.mark.parametrize("kind", ["inference loader", "training loader", "CRF pool"])
 def test_workers_die_with_a_killed_parent(kind, tmp_path):
     if kind == "inference loader":
-        body = LOADER.format(module="step.common", factory="loader", call="loader(Slow(), 1)", index="")
+        body = LOADER.format(module="step.kit.common", factory="loader", call="loader(Slow(), 1)", index="")
     elif kind == "training loader":  # the DataLoader fit() builds, with the same worker_init_fn
         body = LOADER.format(module="torch.utils.data", factory="DataLoader", index="",
                              call="DataLoader(Slow(), num_workers=1, worker_init_fn=__import__('functools').partial("
@@ -90,7 +90,7 @@ def test_workers_die_with_a_killed_parent(kind, tmp_path):
 
 def test_every_worker_pool_is_told_to_die_with_its_parent():
     assert "worker_init_fn=partial(die_with_parent" in (REPO / "misc" / "trainloop.py").read_text()
-    assert "worker_init_fn=partial(die_with_parent" in (REPO / "step" / "common.py").read_text()
+    assert "worker_init_fn=partial(die_with_parent" in (REPO / "step" / "kit" / "common.py").read_text()
     assert "initializer=exit_with, initargs=(os.getpid(),)" in (REPO / "misc" / "crf.py").read_text()
 
 
@@ -408,7 +408,7 @@ def test_weights_none_starts_from_scratch_without_a_warning(tiny_root, tmp_path,
 
 
 def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_runtime):
-    from step import stamps
+    from step.kit import stamps
 
     out = tmp_path / "maps"
     out.mkdir()
@@ -425,7 +425,7 @@ def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_
 def _s1_fingerprint(tiny_root, tmp_path, *extra):
     import run_sample
     from step import train_cam
-    from step.common import load_split
+    from step.kit.common import load_split
 
     argv = ["--voc12_root", str(tiny_root), "--work_space", str(tmp_path / "result"), "--backbone", "RepVGG-Tiny",
             "--device", "cpu", "--num_workers", "0", *extra]
@@ -463,7 +463,7 @@ def test_s1_fingerprint_follows_the_content_of_the_imagenet_weights(tiny_root, t
 def test_training_fingerprint_records_weights_by_content_only(tmp_path):
     import argparse
 
-    from step.stamps import file_sha256, training_fingerprint
+    from step.kit.stamps import file_sha256, training_fingerprint
 
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"w")
