@@ -22,9 +22,9 @@ from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import cam, msg_sr
 from net.checkpoints import load_net
-from step.common import inference_names, load_split, loader, same_size_groups
-from step.stages import stage_tag
-from step.stamps import images_digest, model_identity, reusable_outputs
+from step.kit.common import inference_names, load_split, loader, same_size_groups
+from step.kit.stages import stage_tag
+from step.kit.stamps import images_digest, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)

@@ -25,14 +25,16 @@ from misc.torchutils import poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net.checkpoints import build_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
-from step.segmentation import GROUND_TRUTH, SegSettings, seg_settings
-from step.stages import stage_tag
-from step.stamps import training_data
+from step.kit.segmentation import GROUND_TRUTH, SegSettings, seg_settings
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
 MOMENTUM = 0.9
+FINGERPRINT_FLAGS = ("seg_backbone", "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
+                     "seg_weight_decay", "seg_crop_size", "seed")
 
 
 def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.SegmentationDataset:
@@ -56,14 +58,13 @@ def run(args: argparse.Namespace) -> None:
     rt, s = runtime(), seg_settings(args)
     check_batch(args.seg_batch_size, rt.world_size)
     dataset = training_set(args, s)
-    fingerprint = {"seg_backbone": s.backbone, "weights": s.imagenet_weights, "labels": s.label_dir,
-                   "trained_on": s.trained_on, **{k: getattr(args, k) for k in (
-                       "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
-                       "seg_weight_decay", "seg_crop_size", "seed")},
-                   **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
+    fingerprint = training_fingerprint(
+        args, FINGERPRINT_FLAGS, weights={"seg_weights": args.seg_weights},
+        data=training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir),
+        labels=s.label_dir, trained_on=s.trained_on)
     train(TrainJob(
         checkpoint=s.checkpoint, dataset=dataset,
-        build=partial(build_net, DeepLabV3Plus, s.backbone, s.imagenet_weights),
+        build=partial(build_net, DeepLabV3Plus, args.seg_backbone, args.seg_weights),
         optimizer=lambda model, steps: poly_sgd(model, args.seg_learning_rate, args.seg_weight_decay, MOMENTUM, steps),
         loss=losses.segmentation_loss,
         save=lambda model, path, extra: save_net(model, path, extra={**extra, "trained_on": s.trained_on}),
@@ -71,4 +72,4 @@ def run(args: argparse.Namespace) -> None:
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--seg_learning_rate",
                       sync_bn=args.sync_bn),
-        describe=f"DeepLabV3+ ({s.backbone}) on {s.trained_on}"))
+        describe=f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}"))
