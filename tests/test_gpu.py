@@ -48,12 +48,17 @@ def test_auto_precision_is_bf16_autocast_on_a_bf16_gpu():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_cuda_kmeans_agrees_with_the_cpu_one(dtype):
+    # six well-separated directions, one initial centre in each: no row sits near a tie, where the two
+    # devices' rounding could legitimately disagree
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(6, 64))
-    rows = centres[rng.integers(0, 6, 30_000)] + rng.normal(scale=0.6, size=(30_000, 64))
+    labels = rng.integers(0, 6, 30_000)
+    rows = centres[labels] + rng.normal(scale=0.3, size=(30_000, 64))
     x = torch.from_numpy(rows).to(dtype)
-    ids_cpu, centres_cpu, iters_cpu = bac.kmeans_cosine(x, k=6, tol=1e-6, seed=3, chunk_size=4096)
-    ids_gpu, centres_gpu, iters_gpu = bac.kmeans_cosine(x.cuda(), k=6, tol=1e-6, seed=3, chunk_size=4096)
+    init = [int(np.flatnonzero(labels == j)[0]) for j in range(6)]
+    ids_cpu, centres_cpu, iters_cpu = bac.kmeans_cosine(x, k=6, tol=1e-6, init_index=init, chunk_size=4096)
+    ids_gpu, centres_gpu, iters_gpu = bac.kmeans_cosine(x.cuda(), k=6, tol=1e-6, init_index=init, chunk_size=4096)
+    assert torch.equal(ids_cpu, torch.from_numpy(labels))  # the test's premise: the clusters were found
     assert iters_gpu == iters_cpu
     assert torch.equal(ids_gpu.cpu(), ids_cpu)
     torch.testing.assert_close(centres_gpu.cpu(), centres_cpu, atol=1e-4, rtol=1e-4)
