@@ -7,7 +7,9 @@ net.deeplabv3plus.scene_logits, as --make_seg_pass runs it): peak RSS must not g
 Generates a size x size RGB GeoTIFF (tiled, deflate, EPSG:32633, a nodata border of --border pixels) in a
 temporary folder, strip by strip, then predicts it with an untrained DeepLabV3+ (re-parameterisable blocks folded; speed
 and memory do not depend on the weights): window 256, overlap 0.25, flip, one scale, as make_seg's defaults.
-Prints a markdown row: size, megapixels/s, peak RSS (getrusage ru_maxrss), and the machine line.
+Prints a markdown row: size, megapixels/s, peak RSS (getrusage ru_maxrss), peak GPU memory on --device cuda
+(max_memory_allocated: the model and one batch of windows; the accumulator stays in host memory), and the
+machine line.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from misc import geoio, hardware  # noqa: E402
-from misc.torchutils import resolve_amp  # noqa: E402
+from misc.torchutils import pick_device, resolve_amp  # noqa: E402
 from net import deeplabv3plus  # noqa: E402
 from net.backbones import reparameterize  # noqa: E402
 
@@ -70,13 +72,15 @@ def main() -> None:
     p.add_argument("--prob_band", type=str, default="False", choices=["True", "False"], help="--seg_prob_band")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     p.add_argument("--tmp", type=str, default=None, help="folder for the generated scene [system temp]")
+    p.add_argument("--device", type=str, default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where the network runs (--device of run_sample.py) [cpu]")
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    device = torch.device("cpu")
+    device = pick_device(a.device)
     amp = resolve_amp(a.amp, device)
     torch.manual_seed(0)
-    model = reparameterize(deeplabv3plus.DeepLabV3Plus(a.encoder).eval())
+    model = reparameterize(deeplabv3plus.DeepLabV3Plus(a.encoder).eval()).to(device)
     with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
         scene = Path(tmp) / "scene.tif"
         start = time.perf_counter()
@@ -96,12 +100,13 @@ def main() -> None:
     print(f"scene generated in {made:.0f}s (peak RSS {rss_before:.2f} GB); mask {out_mb:.1f} MB "
           f"({'COG' if geoio.cog_available() else 'GTiff'})")
     print()
-    print(hardware.machine_line("cpu"))
+    print(hardware.machine_line(device.type))
     print()
-    print(f"| scene | megapixels | encoder | precision | seconds | MP/s | peak RSS |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {a.size} x {a.size} | {mp:.1f} | {a.encoder} | {'bf16' if amp == 'bf16' else 'fp32'} | {seconds:.0f} | "
-          f"{mp / seconds:.3f} | {peak_rss_gb():.2f} GB |")
+    gpu = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GB" if device.type == "cuda" else "n/a"
+    print(f"| scene | megapixels | encoder | device | precision | seconds | MP/s | peak RSS | peak GPU memory |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {a.size} x {a.size} | {mp:.1f} | {a.encoder} | {device.type} | {'bf16' if amp == 'bf16' else 'fp32'} | "
+          f"{seconds:.0f} | {mp / seconds:.3f} | {peak_rss_gb():.2f} GB | {gpu} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 `--device auto` picks cuda when available, else cpu; `--amp auto` picks bf16 where that device has
 fast bf16 and fp32 elsewhere (misc.hardware says why). Under torchrun the rank, local rank and
 world size come from the environment (RANK, LOCAL_RANK, WORLD_SIZE); a plain run is rank 0 of 1.
+Ranks share GPUs round-robin when there are more of them than GPUs (then over gloo, not NCCL).
 """
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ _RUNTIME: Runtime | None = None
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """cuda (GPU `local_rank`, round-robin when torchrun starts more ranks than there are GPUs) or cpu."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda was given but no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "cpu":
         return torch.device("cpu")
     raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
@@ -68,10 +70,17 @@ def setup_runtime(device: str = "auto", amp: str = "auto", num_threads: int | No
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
+        torch.distributed.init_process_group(backend=process_group_backend(dev.type, local_ranks, gpus))
     _RUNTIME = Runtime(dev, rank, local_rank, world_size, choice.amp, choice)
     return _RUNTIME
+
+
+def process_group_backend(device_type: str, local_ranks: int, gpus: int) -> str:
+    """NCCL when each rank of this machine has a GPU of its own; gloo on CPU and when ranks share a GPU
+    (NCCL refuses two ranks on one device: "Duplicate GPU detected"), which gloo runs on CUDA tensors."""
+    return "nccl" if device_type == "cuda" and local_ranks <= gpus else "gloo"
 
 
 _HARDWARE: hardware.Hardware | None = None
