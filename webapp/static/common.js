@@ -37,3 +37,10 @@ function typingInField(event) {
   const tag = event.target.tagName;
   return tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA";
 }
+
+function showFile(path) {
+  // the file's name on the page, its whole path on hover
+  const box = document.getElementById("file");
+  box.textContent = path.split("/").pop();
+  box.title = path;
+}

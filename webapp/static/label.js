@@ -83,7 +83,7 @@ async function load() {
   const firstOpen = state.tiles.findIndex(n => !(n in state.labels));   // resume where labelling stopped
   state.index = firstOpen >= 0 ? firstOpen : Math.max(0, state.tiles.length - 1);
   showProgress(data);
-  document.getElementById("file").textContent = data.file;
+  showFile(data.file);
   document.getElementById("classifier").textContent = data.classifier;
   document.querySelector("#order option[value=uncertain]").disabled = !data.uncertain_ready;
   show();

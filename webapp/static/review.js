@@ -102,7 +102,7 @@ async function load() {
   state.tiles = data.tiles;
   state.stages = data.stages;
   state.available = data.available;
-  document.getElementById("file").textContent = data.file;
+  showFile(data.file);
   document.getElementById("thresholds").innerHTML = "";
   for (const t of data.thresholds) {
     const span = document.createElement("span");
