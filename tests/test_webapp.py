@@ -281,7 +281,9 @@ def test_command_line_mistakes_are_one_line(setup: dict[str, Path], capsys: pyte
     cases = [([], "--images DIR --labels"), (["--images", str(setup["images"])], "--images needs --labels"),
              (["--work_space", str(setup["ws"]), "--images", str(setup["images"]), "--labels", "x.csv"], "needs --dataset"),
              (["--images", str(setup["tmp"] / "absent"), "--labels", "x.csv"], "is not a folder"),
-             (["--dataset", str(setup["root"]), "--classifier", "absent.pt"], "--classifier absent.pt")]
+             (["--dataset", str(setup["root"]), "--work_space", str(setup["ws"]), "--classifier", "absent.pt"],
+              "--classifier absent.pt"),
+             (["--dataset", str(setup["root"])], "--dataset needs --work_space")]
     for argv, match in cases:
         with pytest.raises(UserError, match=match):
             cli.config(cli.build_parser().parse_args(argv))
@@ -290,7 +292,39 @@ def test_command_line_mistakes_are_one_line(setup: dict[str, Path], capsys: pyte
         cli.config(cli.build_parser().parse_args(["--images", str(setup["images"]), "--labels", str(setup["labels"])]))
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["--port", "70000"])
-    public = cli.config(cli.build_parser().parse_args(["--dataset", str(setup["root"]), "--host", "0.0.0.0"]))
-    assert public.token and not public.allowed_hosts
-    local = cli.config(cli.build_parser().parse_args(["--dataset", str(setup["root"])]))
+    given = ["--dataset", str(setup["root"]), "--work_space", str(setup["ws"])]
+    public = cli.config(cli.build_parser().parse_args([*given, "--host", "0.0.0.0"]))
+    assert public.token and not public.allowed_hosts and public.review_file == setup["ws"] / "review.csv"
+    local = cli.config(cli.build_parser().parse_args(given))
     assert local.token is None and "127.0.0.1" in local.allowed_hosts
+
+
+def test_uncertain_first_order_from_the_classifier(setup: dict[str, Path]) -> None:
+    import torch
+
+    from net import RepVGG_cam
+
+    torch.manual_seed(0)
+    path = setup["tmp"] / "cam_deploy.pt"
+    RepVGG_cam.save_cam_net(RepVGG_cam.Net("RepVGG-Tiny", deploy=True), path, deploy=True)
+    app = create_app(Config(images=setup["images"], labels=setup["labels"], classifier=path))
+    app.state.probabilities.join(timeout=60)
+    client = TestClient(app)
+    client.post("/api/label", json={"name": "t0", "label": 1}, headers=POST)
+    state = client.get("/api/label?order=uncertain").json()
+    assert state["uncertain_ready"] and "5 tiles scored" in state["classifier"]
+    p = state["probabilities"]
+    assert set(p) == {xyz_name(0, 0), "t0", "t1", "t2", "t3"} and all(0 <= v <= 1 for v in p.values())
+    open_tiles = [n for n in state["tiles"] if n != "t0"]
+    distance = [abs(p[n] - 0.5) for n in open_tiles]  # p is rounded to 3 decimals for the page
+    assert state["tiles"][-1] == "t0" and all(a <= b + 1e-3 for a, b in zip(distance, distance[1:]))
+
+
+def test_a_broken_classifier_leaves_the_label_page_working(setup: dict[str, Path]) -> None:
+    path = setup["tmp"] / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    app = create_app(Config(images=setup["images"], labels=setup["labels"], classifier=path))
+    app.state.probabilities.join(timeout=60)
+    state = TestClient(app).get("/api/label?order=uncertain").json()
+    assert not state["uncertain_ready"] and "classifier failed" in state["classifier"] and "broken.pt" in state["classifier"]
+    assert len(state["tiles"]) == 5

@@ -63,6 +63,8 @@ def config(args: argparse.Namespace) -> Config:
         raise UserError("--images needs --labels FILE.csv: the file the answers are saved to")
     if args.work_space is not None and args.dataset is None:
         raise UserError("--work_space needs --dataset: the dataset its stages were run on")
+    if args.dataset is not None and args.work_space is None and args.labels is None:
+        raise UserError("--dataset needs --work_space DIR (to review and map) or --labels FILE.csv (to label its images)")
     if args.classifier is not None and not args.classifier.is_file():
         raise UserError(f"--classifier {args.classifier} does not exist; run --train_cam_pass True first or drop the flag")
     for flag in ("labels", "review_file"):
