@@ -279,7 +279,7 @@ def test_pages_that_are_off_say_which_flags_turn_them_on(setup: dict[str, Path])
 
 def test_command_line_mistakes_are_one_line(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     cases = [([], "--images DIR --labels"), (["--images", str(setup["images"])], "--images needs --labels"),
-             (["--work_space", str(setup["ws"]), "--images", str(setup["images"]), "--labels", "x.csv"], "needs --dataset"),
+             (["--labels", "x.csv"], "--labels needs --images"),
              (["--images", str(setup["tmp"] / "absent"), "--labels", "x.csv"], "is not a folder"),
              (["--dataset", str(setup["root"]), "--work_space", str(setup["ws"]), "--classifier", "absent.pt"],
               "--classifier absent.pt"),
@@ -297,6 +297,8 @@ def test_command_line_mistakes_are_one_line(setup: dict[str, Path], capsys: pyte
     assert public.token and not public.allowed_hosts and public.review_file == setup["ws"] / "review.csv"
     local = cli.config(cli.build_parser().parse_args(given))
     assert local.token is None and "127.0.0.1" in local.allowed_hosts
+    area = cli.config(cli.build_parser().parse_args(["--work_space", str(setup["ws"]), "--images", str(setup["images"])]))
+    assert area.labels is None and area.dataset is None  # the map of a new area over its images
 
 
 def test_uncertain_first_order_from_the_classifier(setup: dict[str, Path]) -> None:

@@ -1,7 +1,8 @@
 """Start the web app (webapp/app.py) on this machine.
 
     python -m webapp --images tiles/ --labels labels.csv                 # Label (before a dataset exists)
-    python -m webapp --dataset Dataset/mine --work_space result_mine     # Label, Review and Map
+    python -m webapp --dataset Dataset/mine --work_space result_mine     # Review and Map
+    python -m webapp --work_space result_area --images scenes/           # Map of a new area over its scenes
     python -m webapp --dataset Dataset/mine --work_space result_mine --classifier sess_mine/repvgg_cam_deploy.pt \\
         --images tiles/ --labels labels.csv                               # all three, uncertain tiles first
 
@@ -36,7 +37,7 @@ def port_number(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m webapp", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=Path, default=None,
-                   help="folder of tiles to label (PNG, JPEG or TIFF) [<dataset>/JPEGImages]")
+                   help="folder of tiles to label (PNG, JPEG or TIFF) [<dataset>/JPEGImages]; also imagery of the map")
     p.add_argument("--labels", type=Path, default=None,
                    help="labels CSV to write (name,label; 1 building, 0 none), read by python -m voc12.prepare labels")
     p.add_argument("--dataset", type=Path, default=None, help="dataset root (voc12/layout.py) to review and map")
@@ -53,16 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config(args: argparse.Namespace) -> Config:
     """The checked Config of the flags: every mistake is one UserError line naming the flag."""
-    if args.images is None and args.dataset is None:
+    if args.images is None and args.dataset is None and args.work_space is None and args.labels is None:
         raise UserError("give --images DIR --labels FILE.csv to label, or --dataset DIR --work_space DIR to review")
     for flag in ("images", "dataset", "work_space"):
         folder = getattr(args, flag)
         if folder is not None and not folder.is_dir():
             raise UserError(f"--{flag} {folder} is not a folder")
-    if (args.images is not None or args.labels is not None) and args.labels is None:
+    if args.labels is not None and args.images is None and args.dataset is None:
+        raise UserError("--labels needs --images DIR (or --dataset DIR): the tiles to label")
+    if args.images is not None and args.labels is None and args.work_space is None:
         raise UserError("--images needs --labels FILE.csv: the file the answers are saved to")
-    if args.work_space is not None and args.dataset is None:
-        raise UserError("--work_space needs --dataset: the dataset its stages were run on")
     if args.dataset is not None and args.work_space is None and args.labels is None:
         raise UserError("--dataset needs --work_space DIR (to review and map) or --labels FILE.csv (to label its images)")
     if args.classifier is not None and not args.classifier.is_file():
@@ -91,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = create_app(cfg)
     host = f"[{args.host}]" if ":" in args.host else args.host
     query = f"?token={cfg.token}" if cfg.token else ""
-    pages = ([("Label", "label")] if cfg.labels is not None else []) + (
-        [("Review", "review"), ("Map", "map")] if cfg.work_space is not None else [])
+    pages = [(title, path) for title, path, on in (
+        ("Label", "label", cfg.labels is not None), ("Review", "review", None not in (cfg.dataset, cfg.work_space)),
+        ("Map", "map", cfg.work_space is not None)) if on]
     for title, path in pages:
         print(f"{title}: http://{host}:{args.port}/{path}{query}", flush=True)
     if cfg.token:

@@ -132,7 +132,7 @@ def create_app(cfg: Config) -> Starlette:
         return endpoint
 
     async def home(request: Request) -> Response:
-        return RedirectResponse("/label" if labels is not None else "/review")
+        return RedirectResponse("/label" if labels is not None else "/review" if review is not None else "/map")
 
     async def info(request: Request) -> Response:
         return JSONResponse({"label": labels is not None, "review": review is not None,
@@ -140,11 +140,11 @@ def create_app(cfg: Config) -> Starlette:
 
     # ----------------------------------------------------------------------------------------- Label
     def label_state(rows: dict, order: str) -> dict:
-        names = list(tiles)
-        ordered = uncertain_first(names, rows, probabilities.values) if order == "uncertain" else names
+        names, scored = list(tiles), probabilities.values.copy()  # the thread may be adding to it
+        ordered = uncertain_first(names, rows, scored) if order == "uncertain" else names
         return {"tiles": ordered, "labels": {n: rows[n] for n in names if n in rows}, **progress(names, rows),
                 "file": str(cfg.labels), "uncertain_ready": probabilities.ready, "classifier": probabilities.status,
-                "probabilities": {n: round(p, 3) for n, p in probabilities.values.items()}}
+                "probabilities": {n: round(p, 3) for n, p in scored.items()}}
 
     async def label_tiles(request: Request) -> Response:
         store = _need(labels, "labelling", "--images and --labels")
