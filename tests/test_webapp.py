@@ -6,6 +6,7 @@ import io
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import cv2
@@ -330,3 +331,28 @@ def test_a_broken_classifier_leaves_the_label_page_working(setup: dict[str, Path
     state = TestClient(app).get("/api/label?order=uncertain").json()
     assert not state["uncertain_ready"] and "classifier failed" in state["classifier"] and "broken.pt" in state["classifier"]
     assert len(state["tiles"]) == 5
+
+
+def test_a_georeferenced_scene_is_placed_and_drawn(tmp_path: Path) -> None:
+    import rasterio
+    import rasterio.errors
+    from rasterio.transform import from_origin
+
+    scenes, ws = tmp_path / "scenes", tmp_path / "ws"
+    scenes.mkdir()
+    ws.mkdir()
+    with rasterio.open(scenes / "scene.tif", "w", driver="GTiff", height=40, width=60, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500_000.0, 4_600_000.0, 0.5, 0.5)) as dst:
+        dst.write(np.full((3, 40, 60), 120, np.uint8))
+    with warnings.catch_warnings():  # a scene without CRS, on purpose
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(scenes / "plain.tif", "w", driver="GTiff", height=8, width=8, count=1, dtype="uint8") as dst:
+            dst.write(np.zeros((1, 8, 8), np.uint8))
+    client = TestClient(create_app(Config(images=scenes, work_space=ws)))
+    info = client.get("/api/map").json()
+    assert [i["name"] for i in info["images"]] == ["scene"] and not info["footprints"]  # no CRS: not placed
+    (south, west), (north, east) = info["images"][0]["bounds"]
+    assert 41.5 < south < north < 41.6 and 14.9 < west < east < 15.1  # UTM 33N at 500 km E, 4600 km N
+    picture = client.get("/map/image/scene.png")
+    assert picture.status_code == 200 and Image.open(io.BytesIO(picture.content)).size == (60, 40)
+    assert client.get("/download/footprints.geojson").status_code == 404
