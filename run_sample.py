@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_weights_name", type=str, default="sess_rrdsd/deeplabv3plus", help="DeepLabV3+ weights, no suffix (.pth)")
     g.add_argument("--seg_label_dir", type=str, default=None,
                    help="train on these ground-truth masks (0/255) instead of --pseudo_mask_out_dir: the fully supervised upper bound")
+    g.add_argument("--review_file", type=str, default=None,
+                   help="decisions of python -m webapp's Review page; rejected tiles are left out of pseudo-mask "
+                        "training (an absent file rejects nothing) [<work_space>/review.csv]")
     g.add_argument("--seg_batch_size", type=positive_int, default=8, help="crops per batch (global under torchrun; at least 2 per rank)")
     g.add_argument("--seg_num_epoches", type=positive_int, default=20, help="epochs")
     g.add_argument("--seg_learning_rate", type=positive_float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
@@ -269,6 +272,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         "footprints_out": ws / "footprints.geojson",
         "seg_out_dir": ws / "seg",
         "seg_infer_list": args.test_list,
+        "review_file": ws / "review.csv",
     }
     for key, value in defaults.items():
         if getattr(args, key) is None and value is not None:

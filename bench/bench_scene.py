@@ -103,7 +103,7 @@ def main() -> None:
     print(hardware.machine_line(device.type))
     print()
     gpu = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GB" if device.type == "cuda" else "n/a"
-    print(f"| scene | megapixels | encoder | device | precision | seconds | MP/s | peak RSS | peak GPU memory |")
+    print("| scene | megapixels | encoder | device | precision | seconds | MP/s | peak RSS | peak GPU memory |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {a.size} x {a.size} | {mp:.1f} | {a.encoder} | {device.type} | {'bf16' if amp == 'bf16' else 'fp32'} | "
           f"{seconds:.0f} | {mp / seconds:.3f} | {peak_rss_gb():.2f} GB | {gpu} |")

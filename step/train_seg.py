@@ -1,6 +1,7 @@
 """S11: train DeepLabV3+ (net.deeplabv3plus) on the S9 pseudo masks, or on ground truth.
 
-Reads:  --train_list tiles under <voc12_root>/JPEGImages (no image labels needed); their masks
+Reads:  --train_list tiles under <voc12_root>/JPEGImages (no image labels needed) less the tiles rejected in
+        --review_file (python -m webapp; pseudo masks only, so a changed decision changes the tiles and retrains); their masks
         <pseudo_mask_out_dir>/<name>.png {0,1}, or with --seg_label_dir <dir>/<name>.png ground truth
         (0/255 or 0/1, mapped to {0,1}: the fully supervised upper bound); the encoder's ImageNet
         weights --seg_weights when the file exists.
@@ -19,13 +20,13 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from misc import losses
+from misc import losses, tilecsv
 from misc.errors import UserError
 from misc.torchutils import poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net.checkpoints import build_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
-from step.kit.segmentation import GROUND_TRUTH, SegSettings, seg_settings
+from step.kit.segmentation import GROUND_TRUTH, PSEUDO, SegSettings, seg_settings
 from step.kit.stages import stage_tag
 from step.kit.stamps import training_data, training_fingerprint
 from voc12 import dataloader
@@ -39,7 +40,8 @@ FINGERPRINT_FLAGS = ("seg_backbone", "voc12_root", "train_list", "seg_batch_size
 
 def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.SegmentationDataset:
     """The checked --train_list with its masks (every tile needs one of the same size)."""
-    names = dataloader.read_list(args.train_list, "--train_list")
+    rejected = tilecsv.rejected_tiles(args.review_file) if s.trained_on == PSEUDO else set()
+    names = [n for n in dataloader.read_list(args.train_list, "--train_list") if n not in rejected]
     paths = dataloader.check_dataset(names, Path(args.image_dir), list_flag="--train_list",
                                      list_path=args.train_list, mask_dir=s.label_dir, mask_flag=s.label_flag,
                                      decode=True, workers=args.pool_workers,

@@ -49,21 +49,23 @@ def test_no_stage_imports_another_and_the_kit_imports_no_stage():
 
 
 def test_layers_import_only_downwards():
-    rules = {"misc": ("net", "step", "voc12", "run_sample", "bench"),
-             "net": ("step", "voc12", "run_sample", "bench"),
-             "voc12": ("step", "net", "run_sample", "bench"),
-             "step": ("run_sample", "bench"),
-             "bench": ("step", "run_sample")}
+    rules = {"misc": ("net", "step", "voc12", "run_sample", "bench", "webapp"),
+             "net": ("step", "voc12", "run_sample", "bench", "webapp"),
+             "voc12": ("step", "net", "run_sample", "bench", "webapp"),
+             "step": ("run_sample", "bench", "webapp"),
+             "bench": ("step", "run_sample", "webapp"),
+             "webapp": ("step", "run_sample", "bench")}  # the web app reads files; nothing imports it
     for folder, forbidden in rules.items():
         for path in sorted((REPO / folder).rglob("*.py")):
             bad = {m for m in imports(path) if m.split(".")[0] in forbidden}
             assert not bad, f"{module_name(path)} imports {sorted(bad)}, which is above it (docs/ARCHITECTURE.md)"
+    assert not {m for m in imports(REPO / "run_sample.py") if m.split(".")[0] == "webapp"}
 
 
 def project_modules() -> dict[str, Path]:
     """{dotted name: file} of every module of the project's packages and run_sample.py."""
     found = {"run_sample": REPO / "run_sample.py"}
-    for folder in ("misc", "net", "voc12", "step", "bench"):
+    for folder in ("misc", "net", "voc12", "step", "bench", "webapp"):
         for path in sorted((REPO / folder).rglob("*.py")):
             name = module_name(path)
             found[name.removesuffix(".__init__")] = path
@@ -133,7 +135,7 @@ def test_stage_tags_come_from_the_table():
 
 def test_no_comment_cites_a_document_outside_the_repository():
     """SPEC.md and STYLE.md are not in the repository: code and scripts cite docs/ or say why themselves."""
-    paths = [REPO / "run_sample.py"] + [p for folder in ("misc", "net", "step", "voc12", "bench", "script", "tests")
+    paths = [REPO / "run_sample.py"] + [p for folder in ("misc", "net", "step", "voc12", "bench", "script", "tests", "webapp")
                                          for p in sorted((REPO / folder).rglob("*")) if p.suffix in (".py", ".sh")]
     for path in paths:
         if path == Path(__file__):
@@ -145,7 +147,7 @@ def test_no_comment_cites_a_document_outside_the_repository():
 def test_only_the_registry_reaches_a_familys_folding():
     """Re-parameterisation goes through net.backbones.reparameterize, whatever the family."""
     allowed = {"net/RepVGG.py", "net/backbones.py", "tests/test_repvgg.py", "tests/test_architecture.py"}
-    paths = [REPO / "run_sample.py"] + [p for folder in ("misc", "net", "voc12", "step", "bench", "tests")
+    paths = [REPO / "run_sample.py"] + [p for folder in ("misc", "net", "voc12", "step", "bench", "tests", "webapp")
                                          for p in (REPO / folder).rglob("*.py")]
     for path in sorted(paths):
         relative = path.relative_to(REPO).as_posix()

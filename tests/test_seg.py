@@ -175,6 +175,24 @@ def test_s11_train_make_eval_and_resume(tiny_root, tmp_path, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_rejected_tiles_are_left_out_of_pseudo_mask_training_and_change_its_fingerprint(tiny_root, tmp_path):
+    from misc import tilecsv
+    from step.stamps import training_data
+
+    args = seg_args(tiny_root, tmp_path)
+    assert args.review_file == str(tmp_path / "result" / "review.csv")  # absent: nothing rejected
+    write_pseudo_masks(tiny_root, tmp_path / "result" / "pseudo_mask")
+    s = segmentation.seg_settings(args)
+    before = train_seg.training_set(args, s)
+    first, second = before.names[:2]
+    tilecsv.write_review(args.review_file, {first: "reject", second: "accept"})
+    after = train_seg.training_set(args, s)
+    assert after.names == [n for n in before.names if n != first]
+    assert training_data(after.names, after.image_paths) != training_data(before.names, before.image_paths)
+    gt_args = seg_args(tiny_root, tmp_path, "--seg_label_dir", str(tiny_root / "SegmentationClassAug"))
+    assert first in train_seg.training_set(gt_args, segmentation.seg_settings(gt_args)).names  # reviews judge pseudo masks
+
+
 def test_ground_truth_training_labels_and_stage_name(tiny_root, tmp_path):
     args = seg_args(tiny_root, tmp_path, "--seg_label_dir", str(tiny_root / "SegmentationClassAug"),
                     "--seg_num_epoches", "1")
