@@ -95,7 +95,8 @@ class MaskGrid(NamedTuple):
 
 
 def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
-    """A predicted mask with its grid: a GeoTIFF (its transform and CRS) or an XYZ tile PNG (its name)."""
+    """A predicted mask with its grid: a GeoTIFF (its transform and CRS), an XYZ tile PNG (its name), or any
+    other PNG in pixel coordinates (a plain tile has no place on the map; warned once per process)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
@@ -103,14 +104,24 @@ def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
     if suffix != ".png":
         raise UserError(f"{path} is neither a GeoTIFF (.tif) nor an XYZ tile (OAM-x-y-z.png); "
                         "write the masks in one of those forms")
-    x, y, z = parse_xyz_name(path.name)
     from misc.imutils import read_mask
 
+    if match_xyz_name(path.name) is None:
+        if not _PIXEL_PNG_WARNED:
+            _PIXEL_PNG_WARNED.append(path)
+            log.warning("%s is not named as an XYZ tile (OAM-x-y-z.png) nor a GeoTIFF: the footprints of such masks "
+                        "stay in pixel coordinates (column, row) of each tile; predict GeoTIFF or XYZ tiles to "
+                        "place them", path)
+        return MaskGrid(read_mask(path), Affine.identity(), None, None)
+    x, y, z = parse_xyz_name(path.name)
     mask = read_mask(path)
     if mask.shape[0] != mask.shape[1]:
         raise UserError(f"{path} is {mask.shape[1]}x{mask.shape[0]}; an XYZ tile is square (256x256)")
     transform, crs = xyz_transform(x, y, z, mask.shape[0])
     return MaskGrid(mask, transform, crs, None)
+
+
+_PIXEL_PNG_WARNED: list[Path] = []
 
 
 def _read_geotiff_mask(path: Path) -> MaskGrid:

@@ -28,7 +28,7 @@ from misc.errors import UserError
 from misc.footprints import match_xyz_name
 from misc.imutils import read_image
 from voc12.layout import LayoutSummary, LayoutWriter
-from voc12.splits import BlockSplit, grid_block, tiles_per_block, xyz_block
+from voc12.splits import BlockSplit, grid_block, split_blocks, tiles_per_block, xyz_block
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,9 @@ def prepare_labels(images: str | Path, labels: str | Path | None, out: str | Pat
     group_of = {t.name: (given[t.name].group if t.name in given and given[t.name].group else None) for t in tiles}
     writer_groups = {group_of[t.name] or (t.name if kind == "geotiff" else default_group) for t in tiles}
     test = _check_test_groups(test_groups, sorted(writer_groups))
+    if block_split is not None and kind == "xyz":  # an area too small to split is one line before any work
+        split_blocks({t.name: (group_of[t.name] or default_group, xyz_block(*match_xyz_name(t.path.name)[1:],
+                                                                            block_zoom)) for t in tiles}, block_split)
     _refuse_stale_masks(out)
     writer = LayoutWriter(out, test, block_split=block_split)
     written: set[str] = set()

@@ -46,7 +46,7 @@ from misc.imutils import read_image, read_mask
 from misc.pyutils import positive_float, unit_interval
 from voc12 import image_labels
 from voc12.layout import POSITIVE_FRACTION, LayoutSummary, LayoutWriter
-from voc12.splits import BlockSplit, grid_block, tiles_per_block, xyz_block
+from voc12.splits import BlockSplit, grid_block, split_blocks, xyz_block
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,9 @@ def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
     test = _check_test_groups(test_groups, groups)
     _check_unique_names([(t.name, str(t.path)) for ts in tiles.values() for t in ts])
     footprints = {folder: _reproject(*load_footprints(folder / "labels.geojson"), "EPSG:3857") for folder in folders}
-    if block_zoom is not None:
-        xyz_block(0, 0, zoom, block_zoom)  # a block zoom above the tiles' is one line before any work
+    if block_split is not None:  # an area too small to split is one line before any work
+        split_blocks({t.name: (t.group, xyz_block(t.x, t.y, t.z, block_zoom)) for ts in tiles.values() for t in ts},
+                     block_split)
     writer = LayoutWriter(Path(out), test, positive_fraction, block_split)
     with tqdm(total=sum(len(ts) for ts in tiles.values()), desc="xyz tiles", unit="tile", disable=not progress) as bar:
         for folder in folders:

@@ -74,7 +74,7 @@ def split_blocks(tiles: Mapping[str, tuple[str, Hashable]], split: BlockSplit) -
             counts[side][1] += len(by_group[group][block])
             if side == "test":
                 test.update(by_group[group][block])
-    line = (f"{len(by_group)} areas in blocks of {split.unit}: train {counts['train'][0]} blocks "
+    line = (f"{len(by_group)} area{'' if len(by_group) == 1 else 's'} in blocks of {split.unit}: train {counts['train'][0]} blocks "
             f"({counts['train'][1]} tiles), test {counts['test'][0]} blocks ({counts['test'][1]} tiles)")
     return test, line
 
