@@ -40,7 +40,8 @@ def report_seg(args: argparse.Namespace) -> dict:
     if not names:
         return _report_without_gt(args, s, listed, timer)
     if len(names) < len(listed):
-        log.info("[%s] scores over the %d of %d tiles with ground truth in %s", TAG, len(names), len(listed), args.gt_dir)
+        log.info("[%s] scores over the %d of %d tiles with ground truth in %s", TAG, len(names), len(listed),
+                 args.gt_dir)
     conf, empty, rows = mask_scores(names, s.out_dir, Path(args.gt_dir), "--seg_infer_list", "--make_seg_pass True", TAG)
     counts = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     objects = metrics.object_scores(counts["tp"], counts["fp"], counts["fn"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from misc import fileio
 from step import eval_cam, eval_seg, report
@@ -22,7 +23,7 @@ def _maps(root: Path, folder: Path) -> list[str]:
     """A map per positive: its ground truth itself, so a score is 1.0 at any threshold."""
     positives = (root / "train_aug_building.txt").read_text().split()
     for name in positives:
-        gt = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(root / "SegmentationClassAug" / f"{name}.png"))
+        gt = np.asarray(Image.open(root / "SegmentationClassAug" / f"{name}.png"))
         fileio.save_npy_dict(folder / f"{name}.npy", {"keys": np.zeros(1, np.int64),
                                                        "high_res": (gt[None] > 0).astype(np.float32)})
     return positives

@@ -65,8 +65,9 @@ def split_blocks(tiles: Mapping[str, tuple[str, Hashable]], split: BlockSplit) -
     for group in sorted(by_group):
         blocks = sorted(by_group[group])
         if len(blocks) < 2:
-            raise UserError(f"area {group!r} has {len(blocks)} block at {split.unit} ({sum(map(len, by_group[group].values()))} "
-                            "tiles), too few to split; use smaller blocks or leave the area out")
+            tiles_in_area = sum(map(len, by_group[group].values()))
+            raise UserError(f"area {group!r} has {len(blocks)} block at {split.unit} ({tiles_in_area} tiles), too few "
+                            "to split; use smaller blocks or leave the area out")
         chosen = choose_test_blocks(len(blocks), split.test_fraction, split.seed, group)
         for i, block in enumerate(blocks):
             side = "test" if i in chosen else "train"
@@ -74,8 +75,9 @@ def split_blocks(tiles: Mapping[str, tuple[str, Hashable]], split: BlockSplit) -
             counts[side][1] += len(by_group[group][block])
             if side == "test":
                 test.update(by_group[group][block])
-    line = (f"{len(by_group)} area{'' if len(by_group) == 1 else 's'} in blocks of {split.unit}: train {counts['train'][0]} blocks "
-            f"({counts['train'][1]} tiles), test {counts['test'][0]} blocks ({counts['test'][1]} tiles)")
+    areas = f"{len(by_group)} area{'' if len(by_group) == 1 else 's'}"
+    line = (f"{areas} in blocks of {split.unit}: train {counts['train'][0]} blocks ({counts['train'][1]} tiles), "
+            f"test {counts['test'][0]} blocks ({counts['test'][1]} tiles)")
     return test, line
 
 
