@@ -77,7 +77,9 @@ def label_quality(label: np.ndarray, gt: np.ndarray | None = None) -> dict[str, 
     """Pixel counts of one confident label; sum them over tiles (e.g. with `collections.Counter`).
 
     Keys: `pixels`, `building` and `background` (confident pixels of each class) and, when the
-    {0, 1} ground truth `gt` is given, `building_correct` and `background_correct`.
+    {0, 1} ground truth `gt` is given, `building_correct` and `background_correct` with their denominators
+    `building_scored` and `background_scored` (the same as `building` and `background` here; summed over
+    only the tiles with ground truth when some have none).
     """
     building, background = label == 1, label == 0
     counts = {"pixels": int(label.size), "building": int(building.sum()), "background": int(background.sum())}
@@ -86,6 +88,7 @@ def label_quality(label: np.ndarray, gt: np.ndarray | None = None) -> dict[str, 
             raise ValueError(f"label {label.shape} and ground truth {gt.shape} differ in size")
         counts["building_correct"] = int((building & (gt == 1)).sum())
         counts["background_correct"] = int((background & (gt == 0)).sum())
+        counts["building_scored"], counts["background_scored"] = counts["building"], counts["background"]
     return counts
 
 
@@ -99,8 +102,9 @@ def quality_scores(counts: Mapping[str, int]) -> dict[str, float | None]:
            "building_fraction": ratio(counts["building"], counts["pixels"]),
            "background_fraction": ratio(counts["background"], counts["pixels"])}
     if "building_correct" in counts:
-        out["building_precision"] = ratio(counts["building_correct"], counts["building"])
-        out["background_precision"] = ratio(counts["background_correct"], counts["background"])
+        out["building_precision"] = ratio(counts["building_correct"], counts.get("building_scored", counts["building"]))
+        out["background_precision"] = ratio(counts["background_correct"],
+                                            counts.get("background_scored", counts["background"]))
     return out
 
 

@@ -35,7 +35,8 @@ from shapely.geometry.polygon import orient
 
 from misc.errors import UserError, brief
 from misc.fileio import atomic_path
-from misc.geodata import WGS84_EPSG, is_geotiff, open_raster, parse_xyz_name, read_raster, reproject, xyz_transform
+from misc.geodata import (WGS84_EPSG, is_geotiff, match_xyz_name, open_raster, parse_xyz_name, read_raster, reproject,
+                          xyz_transform)
 from misc.imutils import read_mask
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,30 @@ class MaskGrid(NamedTuple):
 
 
 def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
-    """A predicted mask with its grid: a GeoTIFF (its transform and CRS) or an XYZ tile PNG (its name)."""
+    """A predicted mask with its grid: a GeoTIFF (its transform and CRS), an XYZ tile PNG (its name), or any
+    other PNG in pixel coordinates (a plain tile has no place on the map; warned once per process)."""
     path = Path(path)
     if is_geotiff(path):
         return _read_geotiff_mask(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"{path} is neither a GeoTIFF (.tif) nor an XYZ tile (OAM-x-y-z.png); "
                         "write the masks in one of those forms")
+    if match_xyz_name(path.name) is None:
+        if not _PIXEL_PNG_WARNED:
+            _PIXEL_PNG_WARNED.append(path)
+            log.warning("%s is not named as an XYZ tile (OAM-x-y-z.png) nor a GeoTIFF: the footprints of such masks "
+                        "stay in pixel coordinates (column, row) of each tile; predict GeoTIFF or XYZ tiles to "
+                        "place them", path)
+        return MaskGrid(read_mask(path), Affine.identity(), None, None)
     x, y, z = parse_xyz_name(path.name)
     mask = read_mask(path)
     if mask.shape[0] != mask.shape[1]:
         raise UserError(f"{path} is {mask.shape[1]}x{mask.shape[0]}; an XYZ tile is square (256x256)")
     transform, crs = xyz_transform(x, y, z, mask.shape[0])
     return MaskGrid(mask, transform, crs, None)
+
+
+_PIXEL_PNG_WARNED: list[Path] = []
 
 
 def _read_geotiff_mask(path: Path) -> MaskGrid:

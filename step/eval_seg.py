@@ -10,6 +10,8 @@ Writes: <work_space>/metrics_<seg_out_dir name>.json (metrics_seg.json by defaul
         misc.metrics.match_buildings) in "scores", the counts in "object_counts". A building cut by a tile edge
         counts once per tile, as the tiles are scored one by one.
         <work_space>/metrics_<seg_out_dir name>_tiles.csv: name, pixels, tp, fp, fn, building_iou per tile.
+        Tiles without ground truth (unlabelled tiles of `voc12.prepare labels`) are not scored; with none at
+        all, the JSON says "ground_truth": false and gives the building fraction of the masks.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from misc import fileio, metrics
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
 from step.kit import stages
-from step.kit.evaluation import all_building_iou, mask_scores, write_tile_csv
+from step.kit.evaluation import (all_building_iou, mask_scores, masks_without_gt, no_ground_truth, with_ground_truth,
+                             write_tile_csv)
 from step.kit.segmentation import seg_settings, trained_on
 from voc12 import dataloader
 
@@ -32,7 +35,13 @@ TAG = stages.stage_tag(__name__)
 def report_seg(args: argparse.Namespace) -> dict:
     """Score the masks of every listed tile, log one line and write the metrics JSON."""
     timer, s = Timer(), seg_settings(args)
-    names = dataloader.read_list(args.seg_infer_list, "--seg_infer_list")
+    listed = dataloader.read_list(args.seg_infer_list, "--seg_infer_list")
+    names = with_ground_truth(listed, args.gt_dir)
+    if not names:
+        return _report_without_gt(args, s, listed, timer)
+    if len(names) < len(listed):
+        log.info("[%s] scores over the %d of %d tiles with ground truth in %s", TAG, len(names), len(listed),
+                 args.gt_dir)
     conf, empty, rows = mask_scores(names, Path(args.seg_out_dir), Path(args.gt_dir), "--seg_infer_list", "--make_seg_pass True", TAG)
     counts = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     objects = metrics.object_scores(counts["tp"], counts["fp"], counts["fn"])
@@ -42,6 +51,8 @@ def report_seg(args: argparse.Namespace) -> dict:
               "backbone": args.seg_backbone, "trained_on": source, "pred_dir": args.seg_out_dir, "gt_dir": args.gt_dir, "list": args.seg_infer_list, "tiles": len(names), "tiles_without_building": empty,
               "threshold": "argmax", "scores": scores, "all_building_baseline_iou": all_building_iou(conf),
               "object_counts": {**counts, "iou_threshold": 0.5}}
+    if len(names) < len(listed):
+        result["tiles_listed"] = len(listed)
     fileio.save_json(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}.json", result)
     write_tile_csv(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}_tiles.csv", rows)
     log.info("[%s] %s: %d tiles (%d without building): %s (all-building baseline IoU %.4f) in %.0fs", TAG,
@@ -50,6 +61,20 @@ def report_seg(args: argparse.Namespace) -> dict:
     log.info("[%s] buildings (IoU >= 0.5): F1 %.4f  precision %.4f  recall %.4f  (tp %d, fp %d, fn %d)", TAG,
              objects["object_f1"], objects["object_precision"], objects["object_recall"], counts["tp"], counts["fp"],
              counts["fn"])
+    return result
+
+
+def _report_without_gt(args: argparse.Namespace, s, listed: list[str], timer: Timer) -> dict:
+    source = trained_on(s.checkpoint, s.trained_on)
+    fraction = masks_without_gt(listed, Path(args.seg_out_dir), "--seg_infer_list", "--make_seg_pass True", TAG)
+    result = {"stage": stages.label("make_seg", source), "stage_flag": "make_seg", "variant": source,
+              "backbone": args.seg_backbone, "trained_on": source, "pred_dir": args.seg_out_dir, "gt_dir": args.gt_dir,
+              "list": args.seg_infer_list, "tiles": len(listed), "threshold": "argmax", "ground_truth": False,
+              "building_fraction": fraction}
+    fileio.save_json(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}.json", result)
+    log.info("[%s] %s: %s; the masks of the %d tiles are %.1f%% building, in %.0fs", TAG, result["stage"],
+             no_ground_truth(args.gt_dir, len(listed), "tiles of --seg_infer_list"), len(listed), 100 * fraction,
+             timer.elapsed)
     return result
 
 

@@ -18,7 +18,7 @@ from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
 from step.kit import stages, stamps
 from step.kit.common import load_split
-from step.kit.evaluation import all_building_iou, mask_confusion
+from step.kit.evaluation import all_building_iou, mask_confusion, masks_without_gt, no_ground_truth, with_ground_truth
 
 log = logging.getLogger(__name__)
 TAG = stages.stage_tag(__name__)
@@ -27,17 +27,27 @@ TAG = stages.stage_tag(__name__)
 def report_sem_seg(args: argparse.Namespace) -> dict:
     """Score the masks, write metrics_sem_seg.json and log one summary line."""
     timer = Timer()
-    names = load_split(args, "infer_list", decode=False).positives  # mask_confusion checks the ground truth
-    if not names:
+    positives = load_split(args, "infer_list", decode=False).positives  # mask_confusion checks the ground truth
+    if not positives:
         raise UserError(f"--infer_list {args.infer_list} has no positive tile to evaluate")
-    conf, _ = mask_confusion(names, Path(args.sem_seg_out_dir), Path(args.gt_dir), "--infer_list",
-                             "--make_sem_seg_pass True (its --train_list must hold these tiles)", TAG)
-    scores = metrics.scores(conf)
+    names = with_ground_truth(positives, args.gt_dir)
+    make_flag = "--make_sem_seg_pass True (its --train_list must hold these tiles)"
     flag, variant = stamps.made_by(args.sem_seg_out_dir)
-    result = {"stage": stages.label(flag, variant, fallback=Path(args.sem_seg_out_dir).name), "stage_flag": flag,
-              "variant": variant, "pred_dir": str(args.sem_seg_out_dir), "tiles": len(names),
-              "threshold": args.sem_seg_bg_thres, "scores": scores,
-              "all_building_baseline_iou": all_building_iou(conf)}
+    head = {"stage": stages.label(flag, variant, fallback=Path(args.sem_seg_out_dir).name), "stage_flag": flag,
+            "variant": variant, "pred_dir": str(args.sem_seg_out_dir), "threshold": args.sem_seg_bg_thres}
+    if not names:
+        fraction = masks_without_gt(positives, Path(args.sem_seg_out_dir), "--infer_list", make_flag, TAG)
+        result = {**head, "tiles": len(positives), "ground_truth": False, "building_fraction": fraction}
+        fileio.save_json(Path(args.work_space) / "metrics_sem_seg.json", result)
+        log.info("[%s] %s; the masks of the %d positives are %.1f%% building", TAG,
+                 no_ground_truth(args.gt_dir, len(positives), "positives"), len(positives), 100 * fraction)
+        return result
+    conf, _ = mask_confusion(names, Path(args.sem_seg_out_dir), Path(args.gt_dir), "--infer_list", make_flag, TAG)
+    scores = metrics.scores(conf)
+    result = {**head, "tiles": len(names), "scores": scores, "all_building_baseline_iou": all_building_iou(conf)}
+    if len(names) < len(positives):
+        result["tiles_listed"] = len(positives)
+        log.info("[%s] scores over the %d of %d positives with ground truth", TAG, len(names), len(positives))
     fileio.save_json(Path(args.work_space) / "metrics_sem_seg.json", result)
     log.info("[%s] %d positives at bg t=%.2f: %s (all-building baseline IoU %.4f) in %.0fs", TAG, len(names),
              args.sem_seg_bg_thres, metrics.format_scores(scores), result["all_building_baseline_iou"], timer.elapsed)

@@ -2,7 +2,9 @@
 written by the evaluation stages as one markdown table, in pipeline order.
 
 Each metrics file names the stage that made what it scores ("stage_flag"); rows are labelled and ordered
-by that stage's place in step.kit.stages.STAGES, whatever the output folder was called.
+by that stage's place in step.kit.stages.STAGES, whatever the output folder was called. An evaluation made
+without ground truth shows its threshold and the building fraction of what it would have scored, and "no
+ground truth" where a score would be; scores over part of the listed tiles say "12 of 19" tiles.
 """
 from __future__ import annotations
 
@@ -36,13 +38,21 @@ def stage_table(work_space: str | Path) -> str:
             rows.append(all_building_row(m))
             baseline_done = True
         if "building_iou" in s:
-            rows.append(f"| {_label(path, m)} | {m.get('tiles', '')} | {_threshold(m)} | "
+            rows.append(f"| {_label(path, m)} | {_tiles(m)} | {_threshold(m)} | "
                         f"{s['building_iou']:.4f} | {s['f1']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} |")
+        elif m.get("ground_truth") is False and "building_fraction" in m and "coverage" not in m:
+            rows.append(f"| {_label(path, m)} | {m.get('tiles', '')} | {_threshold(m)} | no ground truth | | "
+                        f"building {m['building_fraction']:.3f} of pixels | |")
         elif "coverage" in m:  # confident-label stages: coverage and per-class precision, no IoU
             bp, gp = m.get("building_precision"), m.get("background_precision")
-            prec = "n/a" if bp is None else f"bld {bp:.4f} / bg {gp:.4f}"
+            prec = (("no ground truth" if m.get("ground_truth") is False else "n/a") if bp is None
+                    else f"bld {bp:.4f} / bg {gp:.4f}")
+            if bp is not None and m.get("ground_truth_tiles", m.get("positives")) != m.get("positives"):
+                prec += f" ({m['ground_truth_tiles']} of {m['positives']} tiles)"
+            fractions = (f"; bld {m['building_fraction']:.3f} / bg {m['background_fraction']:.3f}"
+                         if m.get("building_fraction") is not None else "")
             rows.append(f"| {_label(path, m)} | {m.get('positives', '')} | "
-                        f"coverage {m['coverage']:.3f} | | | {prec} | |")
+                        f"coverage {m['coverage']:.3f}{fractions} | | | {prec} | |")
     head = ("| stage | tiles | threshold | building IoU | F1 | precision | recall |\n"
             "|---|---|---|---|---|---|---|")
     if not rows:
@@ -54,6 +64,11 @@ def stage_table(work_space: str | Path) -> str:
     if objects:  # eval_seg's building-level scores (SpaceNet: buildings matched at IoU >= 0.5)
         tail += ["\n| buildings matched at IoU >= 0.5 | F1 | precision | recall |\n|---|---|---|---|", *objects]
     return "\n".join([head, *rows, *tail])
+
+
+def _tiles(m: dict) -> str:
+    """The scored tiles, and of how many listed when only some had ground truth."""
+    return f"{m.get('tiles', '')} of {m['tiles_listed']}" if "tiles_listed" in m else str(m.get("tiles", ""))
 
 
 def _threshold(m: dict) -> str:

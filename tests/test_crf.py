@@ -86,7 +86,8 @@ def test_label_quality_counts_add_up_over_tiles():
     label = np.array([[1, 1, 255, 0], [0, 0, 255, 1]], dtype=np.uint8)
     gt = np.array([[1, 0, 1, 0], [0, 1, 1, 1]], dtype=np.uint8)
     counts = crf.label_quality(label, gt)
-    assert counts == {"pixels": 8, "building": 3, "background": 3, "building_correct": 2, "background_correct": 2}
+    assert counts == {"pixels": 8, "building": 3, "background": 3, "building_correct": 2, "background_correct": 2,
+                      "building_scored": 3, "background_scored": 3}
     assert crf.label_quality(label) == {"pixels": 8, "building": 3, "background": 3}
     total = Counter(counts)
     total.update(crf.label_quality(np.zeros((2, 4), np.uint8), np.zeros((2, 4), np.uint8)))

@@ -244,10 +244,13 @@ def test_crs_less_geotiff_mask_stays_in_pixel_coordinates_with_a_warning(tmp_pat
     assert feature["properties"]["area_m2"] is None
 
 
-def test_mask_names_that_are_not_xyz_tiles_are_one_line_errors(tmp_path):
-    fileio.save_png(tmp_path / "seg" / "roofs.png", np.zeros((64, 64), np.uint8))
-    with pytest.raises(UserError, match="roofs.png is not named as an XYZ tile"):
-        make_footprints.write_all(footprint_args(tmp_path))
+def test_plain_png_masks_give_pixel_coordinates_and_a_missing_folder_is_one_line(tmp_path):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 30:40] = 1
+    fileio.save_png(tmp_path / "seg" / "roofs.png", mask)  # a plain tile (e.g. of `voc12.prepare labels`)
+    make_footprints.write_all(footprint_args(tmp_path))
+    collection = json.loads((tmp_path / "result" / "footprints.geojson").read_text())
+    assert collection["pixel_coordinates"] is True and len(collection["features"]) == 1
     with pytest.raises(UserError, match="--seg_out_dir .* does not exist"):
         make_footprints.write_all(stage_args(tmp_path, tmp_path, "--seg_out_dir", str(tmp_path / "nothing")))
 

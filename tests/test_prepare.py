@@ -447,3 +447,17 @@ def test_cli_prints_summary_and_folder(tmp_path):
     assert proc.stdout.splitlines() == [
         "4 tiles: 4 positives, 0 negatives, 0 dropped by the 25% rule; train 4 kept (4 positives), test 0 tiles",
         f"wrote {(tmp_path / 'out').resolve()}"]
+
+
+def test_positive_fraction_makes_a_tile_with_one_small_house_a_positive(tmp_path, capsys):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:4, :10] = 1  # 2.5% building
+    _png(tmp_path / "img" / "s.png", np.zeros((40, 40, 3)))
+    _png(tmp_path / "msk" / "s.png", mask * 255)
+    base = ["folder", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "msk"), "--tile_size", "40"]
+    assert prepare.run(prepare.parse_args([*base, "--out", str(tmp_path / "a")])).dropped == 1
+    person = prepare.run(prepare.parse_args([*base, "--out", str(tmp_path / "b"), "--positive_fraction", "0.01"]))
+    assert (person.positives, person.dropped) == (1, 0)
+    assert "0 dropped by the 1% rule" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        prepare.parse_args([*base, "--out", str(tmp_path / "c"), "--positive_fraction", "0"])

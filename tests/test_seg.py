@@ -177,7 +177,7 @@ def test_s11_train_make_eval_and_resume(tiny_root, tmp_path, monkeypatch):
 
 def test_rejected_tiles_are_left_out_of_pseudo_mask_training_and_change_its_fingerprint(tiny_root, tmp_path):
     from misc import tilecsv
-    from step.stamps import training_data
+    from step.kit.stamps import training_data
 
     args = seg_args(tiny_root, tmp_path)
     assert args.review_file == str(tmp_path / "result" / "review.csv")  # absent: nothing rejected

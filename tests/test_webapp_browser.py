@@ -25,7 +25,7 @@ from PIL import Image
 
 from misc import imutils, tilecsv
 from tests.test_webapp import write_map, write_work_space, xyz_name
-from voc12 import demo
+from voc12 import demo, image_labels
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -160,22 +160,14 @@ def demo_tiles(tmp: Path) -> tuple[Path, dict[str, float], dict[str, np.ndarray]
 
 
 def prepare_from_labels(tiles: Path, labels_csv: Path, masks: dict[str, np.ndarray], out: Path) -> None:
-    """The dataset layout (voc12/layout.py) of the labelled tiles, with ground truth for the Review page's IoU.
-    TODO(lead): switch to `python -m voc12.prepare labels --images tiles --labels labels.csv --out out` once it is
-    merged, keeping only the SegmentationClassAug copy here."""
+    """The dataset of the labelled tiles as a user makes it (`voc12.prepare labels`), plus the ground truth of
+    those tiles (0 / 255, the layout's convention) for the Review page's IoU."""
+    image_labels.prepare_labels(tiles, labels_csv, out)
     labels = tilecsv.read_labels(labels_csv)
-    (out / "JPEGImages").mkdir(parents=True)
+    (out / "SegmentationClassAug").mkdir()
     for name, mask in masks.items():
         if name in labels:
-            shutil.copy(tiles / f"{name}.png", out / "JPEGImages" / f"{name}.png")
-            imutils_save = (mask * 255).astype(np.uint8)
-            (out / "SegmentationClassAug").mkdir(exist_ok=True)
-            Image.fromarray(imutils_save).save(out / "SegmentationClassAug" / f"{name}.png")
-    with open(out / "cls_labels.npy", "wb") as f:
-        np.save(f, {n: [v] for n, v in labels.items()}, allow_pickle=True)
-    names = sorted(labels)
-    (out / "train_aug.txt").write_text("".join(f"{n}\n" for n in names))
-    (out / "train_aug_building.txt").write_text("".join(f"{n}\n" for n in names if labels[n] == 1))
+            Image.fromarray((mask * 255).astype(np.uint8)).save(out / "SegmentationClassAug" / f"{name}.png")
 
 
 # --------------------------------------------------------------------------------------------------- flow

@@ -3,10 +3,13 @@
     python -m voc12.prepare xyz --src DIR [DIR ...] --zoom Z --out DIR [--test_groups G1,G2]
     python -m voc12.prepare geotiff --src SCENE.tif [...] --labels FOOTPRINTS.geojson --out DIR
     python -m voc12.prepare folder --images DIR --masks DIR [--building_color R,G,B] --out DIR
+    python -m voc12.prepare labels --images DIR [--labels FILE.csv] --out DIR   (no masks: voc12/image_labels.py)
 
-Every mode writes through `voc12.layout.LayoutWriter`, so the 25% label rule and the lists are
-the same everywhere. The split unit is the group: the area folder name (xyz) or the scene file
-stem (geotiff, folder); tiles of the groups named in --test_groups go to the test lists.
+Every mode writes through `voc12.layout.LayoutWriter`, so the 25% label rule (--positive_fraction) and the
+lists are the same everywhere. Two splits, one at a time: by group, the area folder name (xyz) or the scene
+file stem (geotiff, folder), where the tiles of the groups named in --test_groups go to the test lists (the
+cross-area split); or by spatial block inside each area (--block_zoom for XYZ tiles, --block_m for scenes),
+where a seeded --test_fraction of each area's blocks goes to the test lists (the in-area split, voc12/splits.py).
 
 - xyz: web-mercator XYZ tiles `OAM-x-y-z.png` plus `labels.geojson` (building footprints in
   lon/lat). Each tile is written as it is (black no-data corners included); its mask is the
@@ -42,7 +45,10 @@ from misc.footprints import rasterize_footprints
 from misc.geodata import (GEOTIFF_SUFFIXES, WEB_MERCATOR, WGS84_CRS84, match_xyz_name, read_raster, reproject,
                           xyz_tile_bounds, xyz_transform)
 from misc.imutils import IMAGE_SUFFIXES, read_image, read_mask
-from voc12.layout import LayoutSummary, LayoutWriter
+from misc.pyutils import positive_float, unit_interval
+from voc12 import image_labels
+from voc12.layout import POSITIVE_FRACTION, LayoutSummary, LayoutWriter
+from voc12.splits import BlockSplit, grid_block, split_blocks, xyz_block
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +199,11 @@ class _XyzTile:
 
 
 def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
-                test_groups: Iterable[str] = (), tile_size: int = 256, progress: bool = False) -> LayoutSummary:
-    """Write the XYZ tiles of `zoom` in each folder with footprint masks; group = folder name."""
+                test_groups: Iterable[str] = (), tile_size: int = 256, progress: bool = False,
+                positive_fraction: float = POSITIVE_FRACTION, block_split: BlockSplit | None = None,
+                block_zoom: int | None = None) -> LayoutSummary:
+    """Write the XYZ tiles of `zoom` in each folder with footprint masks; group = folder name; with
+    `block_split`, blocks are the parent tiles at `block_zoom`."""
     from shapely import STRtree, box
 
     folders = [Path(d) for d in src_dirs]
@@ -203,7 +212,10 @@ def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
     test = _check_test_groups(test_groups, groups)
     _check_unique_names([(t.name, str(t.path)) for ts in tiles.values() for t in ts])
     footprints = {folder: reproject(*load_footprints(folder / "labels.geojson"), WEB_MERCATOR) for folder in folders}
-    writer = LayoutWriter(Path(out), test)
+    if block_split is not None:  # an area too small to split is one line before any work
+        split_blocks({t.name: (t.group, xyz_block(t.x, t.y, t.z, block_zoom)) for ts in tiles.values() for t in ts},
+                     block_split)
+    writer = LayoutWriter(Path(out), test, positive_fraction, block_split)
     with tqdm(total=sum(len(ts) for ts in tiles.values()), desc="xyz tiles", unit="tile", disable=not progress) as bar:
         for folder in folders:
             tree = STRtree(footprints[folder])
@@ -217,14 +229,18 @@ def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
                 near = [footprints[folder][i] for i in tree.query(box(*bounds))]  # bounding-box prefilter
                 transform, _ = xyz_transform(t.x, t.y, t.z, tile_size)  # square: checked just above
                 mask = rasterize_footprints(near, transform, (height, width))
-                writer.add(t.name, t.group, image, mask)
+                block = None if block_zoom is None else xyz_block(t.x, t.y, t.z, block_zoom)
+                writer.add(t.name, t.group, image, mask, block)
                 bar.update()
     return writer.finish()
 
 
 def prepare_geotiff(scenes: Sequence[str | Path], labels: str | Path, out: str | Path,
-                    test_groups: Iterable[str] = (), tile_size: int = 256, progress: bool = False) -> LayoutSummary:
-    """Tile rasterio scenes with the footprints of `labels` rasterised on each scene's grid; group = scene stem."""
+                    test_groups: Iterable[str] = (), tile_size: int = 256, progress: bool = False,
+                    positive_fraction: float = POSITIVE_FRACTION, block_split: BlockSplit | None = None,
+                    block_m: float | None = None) -> LayoutSummary:
+    """Tile rasterio scenes with the footprints of `labels` rasterised on each scene's grid; group = scene stem;
+    with `block_split`, blocks are squares of `block_m` metres rounded to whole tiles."""
     scenes = [Path(s) for s in scenes]
     _check_tile_size(tile_size)
     groups = _unique_groups([(s.stem, s) for s in scenes], "--src scene")
@@ -233,22 +249,23 @@ def prepare_geotiff(scenes: Sequence[str | Path], labels: str | Path, out: str |
         if not scene.is_file():
             raise UserError(f"scene {scene} does not exist; check the --src path")
     geoms, crs = load_footprints(labels)
-    writer = LayoutWriter(Path(out), test)
+    writer = LayoutWriter(Path(out), test, positive_fraction, block_split)
     with tqdm(desc="geotiff tiles", unit="tile", disable=not progress) as bar:
         for scene in scenes:
             image, mask = _read_geotiff(scene, geoms, crs)
-            _write_tiles(writer, scene.stem, image, mask, tile_size, bar)
+            per_block = _scene_tiles_per_block(scene, tile_size, block_m) if block_m else None
+            _write_tiles(writer, scene.stem, image, mask, tile_size, bar, per_block)
     return writer.finish()
 
 
 def prepare_folder(images: str | Path, masks: str | Path, out: str | Path, test_groups: Iterable[str] = (),
                    tile_size: int = 256, building_color: Sequence[int] | None = None,
-                   progress: bool = False) -> LayoutSummary:
+                   progress: bool = False, positive_fraction: float = POSITIVE_FRACTION) -> LayoutSummary:
     """Tile image/mask pairs matched by stem; group = scene stem."""
     _check_tile_size(tile_size)
     pairs = _pair_by_stem(Path(images), Path(masks))
     test = _check_test_groups(test_groups, list(pairs))
-    writer = LayoutWriter(Path(out), test)
+    writer = LayoutWriter(Path(out), test, positive_fraction)
     found_colour = building_color is None
     with tqdm(desc="folder tiles", unit="tile", disable=not progress) as bar:
         for stem, (image_path, mask_path) in pairs.items():
@@ -311,10 +328,20 @@ def _read_geotiff(scene: Path, geoms: list[dict], crs: str) -> tuple[np.ndarray,
     return np.ascontiguousarray(image), rasterize_footprints(footprints, transform, shape)
 
 
-def _write_tiles(writer: LayoutWriter, stem: str, image: np.ndarray, mask: np.ndarray, tile: int, bar: tqdm) -> None:
+def _write_tiles(writer: LayoutWriter, stem: str, image: np.ndarray, mask: np.ndarray, tile: int, bar: tqdm,
+                 per_block: int | None = None) -> None:
     for row0, col0 in tile_grid(image.shape[0], image.shape[1], tile):
-        writer.add(f"{stem}_{row0}_{col0}", stem, cut_tile(image, row0, col0, tile), cut_tile(mask, row0, col0, tile))
+        block = None if per_block is None else grid_block(row0, col0, tile, per_block)
+        writer.add(f"{stem}_{row0}_{col0}", stem, cut_tile(image, row0, col0, tile), cut_tile(mask, row0, col0, tile),
+                   block)
         bar.update()
+
+
+def _scene_tiles_per_block(scene: Path, tile_size: int, block_m: float) -> int:
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        return image_labels.scene_block_tiles({"crs": src.crs, "transform": src.transform}, tile_size, block_m, scene)
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
@@ -396,17 +423,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", type=Path, required=True, help="dataset root to write (JPEGImages, lists, ...)")
     common.add_argument("--test_groups", type=str, default="",
-                        help="comma-separated groups (area folder names or scene stems) for the test lists")
+                        help="comma-separated groups (area folder names or scene stems) for the test lists "
+                             "(the cross-area split)")
     common.add_argument("--tile_size", type=int, default=256, help="tile side in pixels")
+    derived = argparse.ArgumentParser(add_help=False)  # the modes that derive image labels from masks
+    derived.add_argument("--positive_fraction", type=_fraction, default=POSITIVE_FRACTION,
+                         help="a tile is a positive when at least this fraction of it is building (the reference's "
+                              "0.25; e.g. 0.01 emulates a person who says 'building' for one small house)")
+    blocks = argparse.ArgumentParser(add_help=False)  # the in-area split
+    blocks.add_argument("--test_fraction", type=_fraction, default=0.25,
+                        help="with --block_zoom/--block_m: the fraction of each area's blocks in the test lists")
+    blocks.add_argument("--seed", type=int, default=0, help="with --block_zoom/--block_m: the seed of the block choice")
+    zoom_blocks = argparse.ArgumentParser(add_help=False)
+    zoom_blocks.add_argument("--block_zoom", type=int, default=None,
+                             help="in-area split: blocks are the parent tiles at this zoom (e.g. 18: about 150 m)")
+    metre_blocks = argparse.ArgumentParser(add_help=False)
+    metre_blocks.add_argument("--block_m", type=positive_float, default=None,
+                              help="in-area split: square blocks of this many metres (rounded to whole tiles)")
     parser = argparse.ArgumentParser(prog="python -m voc12.prepare", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
-    xyz = sub.add_parser("xyz", parents=[common], help="web-mercator XYZ tiles + labels.geojson per folder")
+    xyz = sub.add_parser("xyz", parents=[common, derived, blocks, zoom_blocks],
+                         help="web-mercator XYZ tiles + labels.geojson per folder")
     xyz.add_argument("--src", type=Path, nargs="+", required=True, help="area folders of OAM-x-y-z.png tiles")
     xyz.add_argument("--zoom", type=int, required=True, help="zoom level of the tiles to use (e.g. 21)")
-    geo = sub.add_parser("geotiff", parents=[common], help="georeferenced scenes + one footprint GeoJSON")
+    geo = sub.add_parser("geotiff", parents=[common, derived, blocks, metre_blocks],
+                         help="georeferenced scenes + one footprint GeoJSON")
     geo.add_argument("--src", type=Path, nargs="+", required=True, help="scene files (GeoTIFF or any rasterio format)")
     geo.add_argument("--labels", type=Path, required=True, help="building footprints (GeoJSON, CRS84 unless it says)")
-    folder = sub.add_parser("folder", parents=[common], help="image/mask pairs matched by file stem")
+    lab = sub.add_parser("labels", parents=[common, blocks, zoom_blocks, metre_blocks],
+                         help="tiles + image-level labels (a name,label CSV or building/ and none/ folders), no masks")
+    lab.add_argument("--images", type=Path, required=True,
+                     help="folder of tiles (png/jpg/tif), XYZ tiles OAM-x-y-z.png, or GeoTIFF scenes to cut")
+    lab.add_argument("--labels", type=Path, default=None,
+                     help="CSV of name,label rows (1/0, yes/no, building/none, true/false; an optional group "
+                          "column); default: the sub-folders building/ and none/ of --images")
+    lab.add_argument("--tiles", choices=image_labels.TILE_KINDS, default="auto",
+                     help="what --images holds (auto: XYZ if every name is OAM-x-y-z.png, GeoTIFF scenes if every "
+                          "file is a GeoTIFF with a CRS, else plain images)")
+    lab.add_argument("--zoom", type=int, default=None, help="XYZ tiles: the zoom to use when several are present")
+    folder = sub.add_parser("folder", parents=[common, derived], help="image/mask pairs matched by file stem")
     folder.add_argument("--images", type=Path, required=True, help="folder of png/jpg/tif scenes")
     folder.add_argument("--masks", type=Path, required=True, help="folder of png/tif masks with the same stems")
     folder.add_argument("--building_color", type=str, default=None,
@@ -414,15 +469,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _fraction(text: str) -> float:
+    """A fraction strictly between 0 and 1 (argparse type)."""
+    value = unit_interval(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def block_split(args: argparse.Namespace) -> BlockSplit | None:
+    """The in-area split the flags ask for, or None; with --test_groups too, one UserError line."""
+    block_zoom, block_m = getattr(args, "block_zoom", None), getattr(args, "block_m", None)
+    if block_zoom is None and block_m is None:
+        return None
+    unit = f"--block_zoom {block_zoom}" if block_zoom is not None else f"--block_m {block_m:g}"
+    if block_zoom is not None and block_m is not None:
+        raise UserError("--block_zoom and --block_m both given; XYZ tiles take --block_zoom, GeoTIFF scenes --block_m")
+    if args.test_groups:
+        raise UserError(f"--test_groups {args.test_groups} and {unit} are two different splits (across areas, "
+                        "inside each area); give one of them")
+    return BlockSplit(args.test_fraction, args.seed, unit)
+
+
 def run(args: argparse.Namespace) -> LayoutSummary:
     groups = parse_groups(args.test_groups)
+    split = block_split(args)
     if args.mode == "xyz":
-        summary = prepare_xyz(args.src, args.zoom, args.out, groups, args.tile_size, progress=True)
+        summary = prepare_xyz(args.src, args.zoom, args.out, groups, args.tile_size, progress=True,
+                              positive_fraction=args.positive_fraction, block_split=split, block_zoom=args.block_zoom)
     elif args.mode == "geotiff":
-        summary = prepare_geotiff(args.src, args.labels, args.out, groups, args.tile_size, progress=True)
+        summary = prepare_geotiff(args.src, args.labels, args.out, groups, args.tile_size, progress=True,
+                                  positive_fraction=args.positive_fraction, block_split=split, block_m=args.block_m)
+    elif args.mode == "labels":
+        summary = image_labels.prepare_labels(args.images, args.labels, args.out, groups, args.tile_size, args.tiles,
+                                              args.zoom, split, args.block_zoom, args.block_m, progress=True)
     else:
         color = None if args.building_color is None else parse_color(args.building_color)
-        summary = prepare_folder(args.images, args.masks, args.out, groups, args.tile_size, color, progress=True)
+        summary = prepare_folder(args.images, args.masks, args.out, groups, args.tile_size, color, progress=True,
+                                 positive_fraction=args.positive_fraction)
     print(summary.line())
     print(f"wrote {Path(args.out).resolve()}")
     return summary

@@ -4,6 +4,11 @@ Every evaluation writes <work_space>/metrics_<output folder>.json with the same 
 from step.kit.stages), "stage_flag" (the flag of the stage that made what was scored, read from the folder's
 stamp), "tiles", "threshold", "scores" (misc.metrics.scores) and "all_building_baseline_iou"; step.report
 turns those files into the stage table.
+
+Ground truth may be missing (a dataset from image-level labels only, `voc12.prepare labels`): tiles without
+a mask in --gt_dir are not scored. With none at all, the JSON says "ground_truth": false and holds what can be
+said without it (the threshold, the building fraction the maps or masks give); with some, the scores are over
+those tiles ("tiles") and "tiles_listed" says how many were listed.
 """
 from __future__ import annotations
 
@@ -67,22 +72,33 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
     names = [n for n in names if cls_labels.get(n) == 1]
     if not names:
         raise UserError(f"--infer_list {args.infer_list} has no positive tile to evaluate")
+    scored = with_ground_truth(names, args.gt_dir)
     paths = dataloader.check_dataset(names, Path(args.image_dir), list_flag="--infer_list",
-                                     list_path=args.infer_list, cls_labels=cls_labels, mask_dir=args.gt_dir,
+                                     list_path=args.infer_list, cls_labels=cls_labels,
                                      decode=False, workers=args.pool_workers)
+    if scored:
+        dataloader.check_dataset(scored, Path(args.image_dir), list_flag="--infer_list", list_path=args.infer_list,
+                                 mask_dir=args.gt_dir, decode=False, workers=args.pool_workers)
     stage = Path(map_dir).name
     made_by_flag, variant = stamps.made_by(map_dir)
     rule = "auto" if thresholds[0] == AUTO else "fixed"
     thresholds = (pick_threshold(thresholds[0], flag, map_dir, names, channel, map_stage, tag), *thresholds[1:])
+    head = {"stage": stages.label(made_by_flag, variant, fallback=stage), "stage_flag": made_by_flag,
+            "variant": variant, "map_dir": str(map_dir)}
+    if not scored:
+        return _report_without_gt(args, head, names, map_dir, thresholds[0], rule, channel, tag)
     all_t = tuple(thresholds) + tuple(t for t in (SWEEP if sweep else ()) if t not in thresholds)
-    confusions = evaluate_maps(names, map_dir, args.gt_dir, all_t, channel,
+    confusions = evaluate_maps(scored, map_dir, args.gt_dir, all_t, channel,
                                vis=(Path(args.work_space) / "vis" / stage, paths, args.num_vis), desc=tag)
     table = {t: metrics.scores(c) for t, c in confusions.items()}
     fixed = thresholds[0]
-    result = {"stage": stages.label(made_by_flag, variant, fallback=stage), "stage_flag": made_by_flag,
-              "variant": variant, "map_dir": str(map_dir), "tiles": len(names),
+    result = {**head, "tiles": len(scored),
               "threshold": fixed, "threshold_rule": rule, "scores": table[fixed],
               "all_building_baseline_iou": all_building_iou(confusions[fixed])}
+    if len(scored) < len(names):
+        result["tiles_listed"] = len(names)
+        log.info("[%s] scores over the %d of %d positives with ground truth in %s", tag, len(scored), len(names),
+                 args.gt_dir)
     for t in all_t:
         log.info("[%s] %s t=%.2f  %s", tag, stage, t, metrics.format_scores(table[t]))
     if len(all_t) > 1:
@@ -95,6 +111,48 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
              tag, stage, len(names), fixed, table[fixed]["building_iou"], table[fixed]["f1"],
              result["all_building_baseline_iou"], timer.elapsed)
     return result
+
+
+def with_ground_truth(names: Sequence[str], gt_dir: str | Path | None) -> list[str]:
+    """The names whose ground truth <gt_dir>/<name>.png exists (none when --gt_dir is not a folder)."""
+    if gt_dir is None or not Path(gt_dir).is_dir():
+        return []
+    return [n for n in names if (Path(gt_dir) / f"{n}.png").is_file()]
+
+
+def no_ground_truth(gt_dir: str | Path | None, count: int, what: str) -> str:
+    """The phrase every evaluation logs when none of its `count` tiles has ground truth."""
+    return f"no ground truth ({gt_dir} has no mask of the {count} {what}), so nothing is scored"
+
+
+def _report_without_gt(args: argparse.Namespace, head: dict, names: Sequence[str], map_dir: str | Path,
+                       threshold: float, rule: str, channel: int, tag: str) -> dict:
+    """What S4/S8 say without ground truth: the threshold and the share of the positives' pixels above it."""
+    above = total = 0
+    for name in progress(names, desc=tag):
+        building = fileio.load_npy_dict(Path(map_dir) / f"{name}.npy")["high_res"][channel]
+        above += int(np.count_nonzero(metrics.threshold_building(building, threshold)))
+        total += building.size
+    result = {**head, "tiles": len(names), "threshold": threshold, "threshold_rule": rule, "ground_truth": False,
+              "building_fraction": above / max(total, 1)}
+    fileio.save_json(Path(args.work_space) / f"metrics_{Path(map_dir).name}.json", result)
+    log.info("[%s] %s: %s; at t=%.4f (%s) the maps call %.1f%% of the positives' pixels building", tag,
+             Path(map_dir).name, no_ground_truth(args.gt_dir, len(names), "positives"), threshold, rule,
+             100 * result["building_fraction"])
+    return result
+
+
+def masks_without_gt(names: Sequence[str], pred_dir: Path, list_flag: str, make_flag: str, desc: str) -> float:
+    """The building fraction of the {0, 1} PNG masks of `names` (what S10/S11 say without ground truth)."""
+    building = total = 0
+    for name in progress(names, desc=desc):
+        pred_path = pred_dir / f"{name}.png"
+        if not pred_path.is_file():
+            raise UserError(f"{pred_path} is missing for {name!r} of {list_flag}; run {make_flag} with the same list")
+        pred = imutils.read_mask(pred_path)
+        building += int(np.count_nonzero(pred == 1))
+        total += pred.size
+    return building / max(total, 1)
 
 
 def all_building_iou(conf: np.ndarray) -> float:

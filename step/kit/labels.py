@@ -19,7 +19,8 @@ from step.kit.common import inference_names, map_levels
 from step.kit.stamps import files_digest, made_from, reusable_outputs
 
 log = logging.getLogger(__name__)
-COUNT_KEYS = ("pixels", "building", "background", "building_correct", "background_correct")
+COUNT_KEYS = ("pixels", "building", "background", "building_correct", "background_correct", "building_scored",
+              "background_scored")
 
 
 def make_ir_labels(names: Sequence[str], cls_labels: Mapping[str, int], image_paths: Mapping[str, Path],
@@ -85,16 +86,14 @@ def _fingerprint(names: Sequence[str], image_paths: Mapping[str, Path], map_path
 
 
 def _gt_paths(positives: Sequence[str], gt_dir: str | Path | None, tag: str) -> dict[str, Path]:
-    """Ground-truth masks of the positives, if every one is there; else none (the summary skips precision)."""
+    """Ground-truth masks of the positives that have one (none: the summary says there is no ground truth)."""
     if gt_dir is None or not Path(gt_dir).is_dir():
         return {}
     paths = {n: Path(gt_dir) / f"{n}.png" for n in positives}
-    missing = [n for n, p in paths.items() if not p.is_file()]
-    if missing:
-        log.warning("[%s] %d of %d positives have no mask in %s (first: %s); precision not reported",
-                    tag, len(missing), len(paths), gt_dir, missing[0])
-        return {}
-    return paths
+    present = {n: p for n, p in paths.items() if p.is_file()}
+    if present and len(present) < len(paths) and runtime().is_main:
+        log.info("[%s] precision over the %d of %d positives with a mask in %s", tag, len(present), len(paths), gt_dir)
+    return present
 
 
 def _sum_over_ranks(counts: Counter) -> Counter:
@@ -107,7 +106,8 @@ def _sum_over_ranks(counts: Counter) -> Counter:
     torch.distributed.all_reduce(vec)
     total = Counter(dict(zip(COUNT_KEYS, vec.tolist())))
     if vec[-1].item() == 0:  # no rank had ground truth
-        del total["building_correct"], total["background_correct"]
+        for key in COUNT_KEYS[3:]:
+            del total[key]
     return total
 
 
@@ -118,6 +118,7 @@ def _summary(counts: Counter, names: Sequence[str], positives: Sequence[str], do
     return {"stage": tag, "map_dir": str(map_dir), "out_dir": str(job.out_dir), "channel": job.channel,
             "conf_fg_thres": job.fg_thres, "conf_bg_thres": job.bg_thres, "tiles": len(names),
             "positives": len(positives), "reused": len(done), "ground_truth": bool(gt_paths),
+            "ground_truth_tiles": len(gt_paths),
             "scores_over": "positives (negatives are all confident background)",
             **quality_scores(full), "counts": full, "wall_s": round(seconds, 2),
             "img_per_s": round(made / seconds, 3) if seconds > 0 else None}
