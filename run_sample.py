@@ -19,8 +19,10 @@ from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
 from misc.thresholds import threshold_or_auto
-from misc.torchutils import pick_device, setup_runtime
+from misc.locks import RunLocks
+from misc.torchutils import broadcast_from_main, pick_device, runtime, setup_runtime
 from net import backbones
+from step import stamps
 from step.stages import STAGES
 from voc12.layout import default_paths
 
@@ -209,9 +211,18 @@ def resolve_workers(args: argparse.Namespace) -> hardware.ThreadPlan:
 WEIGHT_FLAGS = ("MODEL_WEIGHTS", "amn_model_weights", "seg_weights")
 NO_WEIGHTS = "none"
 
-# the weights each training stage writes (their folders are checked before any stage starts)
+# the weights each training stage writes (S11's export its ONNX beside them); their folders are checked and the
+# files locked before any stage starts
 WRITES_WEIGHTS = {"train_cam": ("cam_weights_name", "msg_weights_name"), "train_amn": ("amn_weights_name",),
-                  "train_irn": ("irn_weights_name",), "train_seg": ("seg_weights_name",)}
+                  "train_irn": ("irn_weights_name",), "train_seg": ("seg_weights_name",),
+                  "export_seg": ("seg_weights_name",)}
+# the folder each map or label stage fills (checked, and locked, before any stage starts; step/stamps.py)
+WRITES_FOLDER = {"make_cam": "cam_out_dir", "make_lpcam": "lpcam_out_dir", "cam_to_ir_label": "ir_label_out_dir",
+                 "make_amn_cam": "amn_cam_out_dir", "make_pseudo_mask": "pseudo_mask_out_dir",
+                 "amn_cam_to_ir_label": "amn_ir_label_out_dir", "make_sem_seg": "sem_seg_out_dir",
+                 "make_seg": "seg_out_dir"}
+# single files a stage writes
+WRITES_FILE = {"make_footprints": "footprints_out"}
 
 
 def check_given_weights(args: argparse.Namespace) -> None:
@@ -245,6 +256,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         "pseudo_mask_out_dir": ws / "pseudo_mask",
         "amn_ir_label_out_dir": ws / "amn_ir_label",
         "sem_seg_out_dir": ws / "sem_seg",
+        "seg_out_dir": ws / "seg",
         "footprints_out": ws / "footprints.geojson",
     }
     for key, value in defaults.items():
@@ -261,13 +273,45 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def check_writable(args: argparse.Namespace, chosen: list) -> None:
-    """--work_space and the folders of the weights the chosen stages write must be writable, checked before
-    any work starts (a weights folder found unwritable after the first epoch would lose it)."""
-    fileio.check_writable_folder(args.work_space, "--work_space")
+def outputs(args: argparse.Namespace, chosen: list) -> list[tuple[str, Path, bool]]:
+    """(flag, path, is a folder) of everything the chosen stages write, --work_space first."""
+    found = [("work_space", Path(args.work_space), True)]
     for stage in chosen:
-        for flag in WRITES_WEIGHTS.get(stage.flag, ()):
-            fileio.check_writable_folder(Path(getattr(args, flag)).parent, f"--{flag}")
+        found += [(flag, Path(getattr(args, flag)), False) for flag in WRITES_WEIGHTS.get(stage.flag, ())]
+        if stage.flag in WRITES_FOLDER:
+            found.append((WRITES_FOLDER[stage.flag], Path(getattr(args, WRITES_FOLDER[stage.flag])), True))
+        if stage.flag in WRITES_FILE:
+            found.append((WRITES_FILE[stage.flag], Path(getattr(args, WRITES_FILE[stage.flag])), False))
+    return found
+
+
+def check_writable(args: argparse.Namespace, chosen: list) -> None:
+    """Every folder the chosen stages write must be writable, and every map or label folder free of files its
+    stage did not write (step.stamps.check_output_folder), checked before any work starts (a weights folder
+    found unwritable after the first epoch would lose it)."""
+    for flag, path, folder in outputs(args, chosen):
+        fileio.check_writable_folder(path if folder else path.parent, f"--{flag}")
+    for stage in chosen:
+        if stage.flag in WRITES_FOLDER:
+            flag = WRITES_FOLDER[stage.flag]
+            stamps.check_output_folder(getattr(args, flag), f"--{flag}", stage.flag, {
+                "--voc12_root": [args.image_dir], "--gt_dir": [args.gt_dir], "--seg_infer_dir": [args.seg_infer_dir]})
+
+
+def lock_outputs(locks: RunLocks, args: argparse.Namespace, chosen: list) -> None:
+    """Lock everything the chosen stages write for this run (misc/locks.py); another run holding one is one
+    UserError line on every rank. Under torchrun rank 0 holds the locks for all ranks of the run."""
+    error = None
+    if runtime().is_main:
+        try:
+            for flag, path, folder in outputs(args, chosen):
+                locks.take(path, f"--{flag}", folder)
+        except UserError as err:
+            error = str(err)
+    error = broadcast_from_main({"error": error})["error"]
+    if error:
+        locks.release()
+        raise UserError(error)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,18 +320,25 @@ def main(argv: list[str] | None = None) -> None:
     args = resolve_paths(args)
     chosen = [stage for stage in STAGES if getattr(args, f"{stage.flag}_pass")]
     check_writable(args, chosen)
-    runtime = setup_runtime(args.device, args.amp, args.num_threads)
-    args.amp = runtime.amp  # the stages (and their output stamps) see the precision actually used
-    setup_logging(Path(args.work_space) / "run.log", rank=runtime.rank)
+    rt = setup_runtime(args.device, args.amp, args.num_threads)
+    with RunLocks() as locks:
+        lock_outputs(locks, args, chosen)
+        run_stages(args, chosen, rt, plan)
+
+
+def run_stages(args: argparse.Namespace, chosen: list, rt, plan: hardware.ThreadPlan) -> None:
+    """Log the set-up and run the chosen stages in pipeline order (`rt`: the runtime of setup_runtime)."""
+    args.amp = rt.amp  # the stages (and their output stamps) see the precision actually used
+    setup_logging(Path(args.work_space) / "run.log", rank=rt.rank)
     log = logging.getLogger("run_sample")
-    if runtime.is_main:
+    if rt.is_main:
         fileio.save_json(Path(args.work_space) / "args.json", vars(args))
-    log.info("%s; %s", runtime.precision.reason, plan.reason)
-    if runtime.precision.warning:
-        log.warning("%s", runtime.precision.warning)
+    log.info("%s; %s", rt.precision.reason, plan.reason)
+    if rt.precision.warning:
+        log.warning("%s", rt.precision.warning)
     if not chosen:
         raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")
-    log.info("device=%s ranks=%d stages=%s", runtime.device, runtime.world_size, ",".join(stage.flag for stage in chosen))
+    log.info("device=%s ranks=%d stages=%s", rt.device, rt.world_size, ",".join(stage.flag for stage in chosen))
     for stage in chosen:
         with stage_timer(stage.tag):
             importlib.import_module(stage.module).run(args)

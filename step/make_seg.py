@@ -31,6 +31,7 @@ import torch
 
 from misc import fileio, geoio, imutils, visutils
 from misc.errors import UserError
+from misc.ownership import folders_of
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
@@ -99,8 +100,11 @@ def run(args: argparse.Namespace) -> None:
                 "prob_band": args.seg_prob_band}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
+    inputs = {"--seg_infer_dir" if args.seg_infer_dir else "--voc12_root": folders_of(src.path for src in sources.values()),
+              "--gt_dir": [None if args.seg_infer_dir else args.gt_dir]}
     existing = reusable_outputs(s.out_dir, fingerprint, args.resume, (".png", ".tif"), stage="make_seg",
-                                variant=trained_on(s.checkpoint, s.trained_on))
+                                variant=trained_on(s.checkpoint, s.trained_on), names=list(sources),
+                                flag="--seg_out_dir", inputs=inputs)
     done = done_names(s.out_dir, sources, existing)
     names = inference_names(list(sources), done)
     vis_left, pixels = (args.num_vis if rt.is_main else 0), 0
