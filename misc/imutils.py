@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from misc import radiometry
 from misc.errors import UserError, brief
 
 IGNORE = 255  # label value of pixels that carry no label (uncertain, padding, void)
@@ -35,14 +36,13 @@ def _open(path: Path, what: str) -> Image.Image:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB. Grayscale, palette and RGBA images are converted.
 
-    16-bit images are scaled to 8 bits; anything else (e.g. 4-band GeoTIFF) should go through
-    `python -m voc12.prepare`.
+    16-bit images are stretched to 8 bits by the rule of misc/radiometry.py; anything else (e.g. 4-band
+    GeoTIFF) should go through `python -m voc12.prepare`.
     """
     img = _open(Path(path), "image")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr / max(float(arr.max()), 1.0) * 255.0
-        img = Image.fromarray(arr.astype(np.uint8))
+        band = np.asarray(img, dtype=np.int64)[None]
+        img = Image.fromarray(radiometry.stretch_from_sample(band).apply(band)[0])
     if img.mode != "RGB":
         img = img.convert("RGB")  # RGBA drops alpha; L and P expand to 3 channels
     return np.asarray(img, dtype=np.uint8)

@@ -8,7 +8,7 @@ Writes: <seg_out_dir>/<name>.png, uint8 {0, 1} (argmax), for every PNG/JPEG imag
         GeoTIFFs, of any size, are predicted window by window (misc.geoio.predict_geotiff): <name>.tif, a tiled
         deflate (Cloud-Optimised where GDAL can) GeoTIFF with the input's CRS and transform, band 1 the mask
         {0, 1}, band 2 with --seg_prob_band True the building probability in percent, 255 where the input has
-        no data; and <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is
+        no data, and the RADIOMETRY tag: how bands other than 8-bit became 8-bit (misc/radiometry.py); and <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is
         written last, so it means done.
         Overlays of the first --num_vis images in <work_space>/vis/<seg_out_dir name>/.
 Prediction: sliding windows of --seg_window with --seg_overlap (border windows shifted inward, logits
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from misc import fileio, geoio, imutils, visutils
+from misc import fileio, geoio, imutils, radiometry, visutils
 from misc.errors import UserError
 from misc.ownership import folders_of
 from misc.pyutils import Timer, progress
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
     model = deeplabv3plus.load_seg_net(s.checkpoint, rt.device)
     sources = infer_sources(args, s.infer_list)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
-                "prob_band": args.seg_prob_band}
+                "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
     inputs = {"--seg_infer_dir" if args.seg_infer_dir else "--voc12_root": folders_of(src.path for src in sources.values()),

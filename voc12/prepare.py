@@ -12,7 +12,9 @@ stem (geotiff, folder); tiles of the groups named in --test_groups go to the tes
   lon/lat). Each tile is written as it is (black no-data corners included); its mask is the
   footprints rasterised on the tile's EPSG:3857 pixel grid (pixel centres inside a polygon).
 - geotiff: rasterio scenes with one footprint file; the footprints are reprojected to each
-  scene's CRS and rasterised with the scene's transform, then scene and mask are tiled.
+  scene's CRS and rasterised with the scene's transform, then scene and mask are tiled. Bands other than
+  8-bit are stretched once per scene by the rule S11 uses on the same scene (misc/radiometry.py), recorded
+  in <out>/radiometry.json.
 - folder: image/mask pairs matched by file stem; masks are binary (any non-zero = building) or,
   with --building_color, colour-coded RGB where exactly that colour is building.
 
@@ -37,6 +39,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from misc import fileio, radiometry
 from misc.errors import UserError, exit_on_user_error
 from misc.footprints import match_xyz_name, rasterize_footprints, xyz_tile_bounds, xyz_transform
 from misc.imutils import read_image, read_mask
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 LONLAT = "OGC:CRS84"  # lon/lat axis order, the GeoJSON default
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
+RADIOMETRY_FILE = "radiometry.json"  # geotiff mode: {scene stem: how its bands became 8-bit (misc/radiometry.py)}
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -98,19 +102,6 @@ def cut_tile(array: np.ndarray, row0: int, col0: int, tile: int) -> np.ndarray:
     out = np.zeros((tile, tile) + array.shape[2:], dtype=array.dtype)
     out[:window.shape[0], :window.shape[1]] = window
     return out
-
-
-def stretch_to_uint8(band: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Linear stretch of one band from its 2nd-98th percentile (over `valid` pixels) to 0-255."""
-    band = band.astype(np.float64)
-    ok = np.isfinite(band) if valid is None else (valid & np.isfinite(band))
-    if not ok.any():
-        return np.zeros(band.shape, dtype=np.uint8)
-    lo, hi = np.percentile(band[ok], [2, 98])
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    out = np.clip((np.where(ok, band, lo) - lo) * scale, 0, 255)
-    out[~ok] = 0
-    return np.round(out).astype(np.uint8)
 
 
 def _offsets(length: int, tile: int) -> list[int]:
@@ -245,10 +236,12 @@ def prepare_geotiff(scenes: Sequence[str | Path], labels: str | Path, out: str |
             raise UserError(f"scene {scene} does not exist; check the --src path")
     geoms, crs = load_footprints(labels)
     writer = LayoutWriter(Path(out), test)
+    stretches: dict[str, dict] = {}
     with tqdm(desc="geotiff tiles", unit="tile", disable=not progress) as bar:
         for scene in scenes:
-            image, mask = _read_geotiff(scene, geoms, crs)
+            image, mask = _read_geotiff(scene, geoms, crs, stretches)
             _write_tiles(writer, scene.stem, image, mask, tile_size, bar)
+    fileio.save_json(Path(out) / RADIOMETRY_FILE, stretches)
     return writer.finish()
 
 
@@ -298,8 +291,10 @@ def _find_xyz_tiles(folder: Path, zoom: int) -> list[_XyzTile]:
     return tiles
 
 
-def _read_geotiff(scene: Path, geoms: list[dict], crs: str) -> tuple[np.ndarray, np.ndarray]:
-    """HxWx3 uint8 RGB of the first 3 bands (a 1- or 2-band scene repeats band 1) and its footprint mask."""
+def _read_geotiff(scene: Path, geoms: list[dict], crs: str,
+                  stretches: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """HxWx3 uint8 RGB of the first 3 bands (a 1- or 2-band scene repeats band 1; other than 8-bit stretched
+    by misc/radiometry.py, recorded in `stretches` under the scene's stem) and its footprint mask."""
     import rasterio
     from rasterio.errors import RasterioError
 
@@ -309,16 +304,15 @@ def _read_geotiff(scene: Path, geoms: list[dict], crs: str) -> tuple[np.ndarray,
                 raise UserError(f"scene {scene} has no CRS, so the footprints cannot be placed; georeference it "
                                 "or use the folder mode with masks")
             indexes = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-            data = src.read(indexes, masked=True)
+            # the scene's one stretch, the same as S11's prediction of it computes (misc/radiometry.py)
+            stretch = radiometry.scene_stretch(src, indexes)
+            image = np.moveaxis(stretch.apply(src.read(indexes), radiometry.valid_pixels(src, indexes)), 0, -1)
             transform, raster_crs, shape = src.transform, src.crs, (src.height, src.width)
             bounds = src.bounds
     except RasterioError as err:
         raise UserError(f"scene {scene} is unreadable ({err}); re-export it as a GeoTIFF") from None
-    if data.dtype == np.uint8:
-        image = np.moveaxis(np.ma.getdata(data), 0, -1)
-    else:
-        valid = ~np.ma.getmaskarray(data)
-        image = np.stack([stretch_to_uint8(np.ma.getdata(b), v) for b, v in zip(data, valid)], axis=-1)
+    if stretches is not None:
+        stretches[scene.stem] = stretch.record()
     from shapely import box
 
     scene_box = box(*bounds)
