@@ -8,8 +8,9 @@ Writes: <seg_out_dir>/<name>.png, uint8 {0, 1} (argmax), for every PNG/JPEG imag
         GeoTIFFs, of any size, are predicted window by window (misc.geoio.predict_geotiff): <name>.tif, a tiled
         deflate (Cloud-Optimised where GDAL can) GeoTIFF with the input's CRS and transform, band 1 the mask
         {0, 1}, band 2 with --seg_prob_band True the building probability in percent, 255 where the input has
-        no data, and the RADIOMETRY tag: how bands other than 8-bit became 8-bit (misc/radiometry.py); and <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is
-        written last, so it means done.
+        no data, and the RADIOMETRY tag: how bands other than 8-bit became 8-bit (misc/radiometry.py); and
+        <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is written last,
+        so it means done.
         Overlays of the first --num_vis images in <work_space>/vis/<seg_out_dir name>/.
 Prediction: sliding windows of --seg_window with --seg_overlap (border windows shifted inward, logits
 averaged where windows overlap), each window averaged with its horizontal flip. With --seg_scales, a PNG/JPEG
