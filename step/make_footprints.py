@@ -2,7 +2,9 @@
 
 Reads:  every mask in --seg_out_dir (default <work_space>/seg): <name>.tif, a GeoTIFF (uint8 {0, 1}, 255 =
         nodata, as make_seg writes it), or where there is no .tif, <name>.png named as an XYZ tile
-        (OAM-x-y-z.png, placed in EPSG:3857 by its name). The images the masks were made from, for each
+        (OAM-x-y-z.png, placed in EPSG:3857 by its name). A mask of 0 and 255 only (the ground-truth
+        convention) is read as 255 = building unless a GeoTIFF declares 255 its nodata value; any value other
+        than 0, 1, 255 is refused (misc.footprints.mask_encoding). The images the masks were made from, for each
         feature's `source` and for the pictures: in --seg_infer_dir when given, else <voc12_root>/JPEGImages.
 Writes: --footprints_out (default <work_space>/footprints.geojson): one FeatureCollection in EPSG:4326, each
         feature with `area_m2` (true ground area) and `source` (its image, or its mask where the image is not
@@ -178,6 +180,10 @@ def write_all(args: argparse.Namespace) -> dict:
         if picture is not None:
             fileio.save_png(Path(args.work_space) / "vis" / "footprints" / f"{mask.name}.png", picture)
             pictures += 1
+    if not polys:
+        log.warning("[%s] no building in %d masks of %s: no pixel is building (1, or 255 in a mask of 0 and 255 "
+                    "only) outside no data, or every one was under --footprint_min_area %.1f m2", TAG, len(masks),
+                    seg_dir, args.footprint_min_area)
     area = float(np.nansum(footprints.footprint_areas(polys, crs))) if crs is not None else float("nan")
     log.info("[%s] %d masks -> %d buildings, %s in %.0fs -> %s (+ .gpkg)", TAG, len(masks), len(polys),
              f"{area:,.0f} m2" if crs is not None else "pixel coordinates (no CRS)", timer.elapsed, out)
