@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from misc import fileio, hardware
-from misc.errors import UserError, exit_on_user_error
+from misc.errors import KEPT, Interrupted, UserError, exit_on_user_error, raise_on_sigterm
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
 from misc.thresholds import threshold_or_auto
@@ -339,10 +339,17 @@ def run_stages(args: argparse.Namespace, chosen: list, rt, plan: hardware.Thread
     if not chosen:
         raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")
     log.info("device=%s ranks=%d stages=%s", rt.device, rt.world_size, ",".join(stage.flag for stage in chosen))
-    for stage in chosen:
-        with stage_timer(stage.tag):
-            importlib.import_module(stage.module).run(args)
+    for i, stage in enumerate(chosen):
+        try:
+            with stage_timer(stage.tag):
+                importlib.import_module(stage.module).run(args)
+        except KeyboardInterrupt as err:  # one line (misc.errors.exit_on_user_error): where, and what is kept
+            status = getattr(err, "status", 130)
+            how = "Ctrl-C" if status == 130 else f"signal {status - 128}"
+            earlier = f"; the {i} stage(s) before it finished" if i else ""
+            raise Interrupted(f"interrupted ({how}) during {stage.tag}{earlier}: {KEPT}", status) from None
 
 
 if __name__ == "__main__":
+    raise_on_sigterm()
     exit_on_user_error(main)

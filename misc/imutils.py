@@ -28,9 +28,17 @@ def _open(path: Path, what: str) -> Image.Image:
         img.load()  # decode now, so a truncated file fails here with its name
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise UserError(too_large(path, err)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{what} {path} is unreadable or truncated ({brief(err)}); re-export or remove it from the list") from None
     return img
+
+
+def too_large(path: str | os.PathLike, err: Exception) -> str:
+    """The line for an image above PIL's decompression-bomb limit."""
+    return (f"image {path} is larger than PIL decodes whole ({brief(err)}); save it as a GeoTIFF (S11 predicts "
+            "GeoTIFFs of any size window by window) or cut it into tiles with `python -m voc12.prepare`")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -152,5 +160,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             return img.height, img.width
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise UserError(too_large(path, err)) from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"image {path} is unreadable ({brief(err)}); re-export or remove it from the list") from None

@@ -116,6 +116,7 @@ def exit_with(pid: int) -> None:
     import threading
 
     die_with_parent()  # and with the fork server, should it die first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
     threading.Thread(target=_exit_when_gone, args=(pid,), daemon=True, name=f"exit-with-{pid}").start()
 
 
