@@ -17,8 +17,10 @@ from pathlib import Path
 from misc import fileio, hardware
 from misc.errors import KEPT, Interrupted, UserError, exit_on_user_error, raise_on_sigterm
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
-                          stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
+                          stage_timer, str2bool, unit_interval, unit_interval_open, workers_count,
+                          xyz_name_pattern)
 from misc.thresholds import threshold_or_auto
+from misc.footprints import FAIR_XYZ_NAME
 from misc.locks import RunLocks
 from misc.torchutils import broadcast_from_main, pick_device, runtime, setup_runtime
 from net import backbones
@@ -176,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_infer_batch", type=positive_int, default=8, help="windows per forward pass at prediction")
     g.add_argument("--seg_prob_band", type=str2bool, default=False,
                    help="GeoTIFF masks get a second band: the building probability in percent (0-100, 255 nodata)")
+    g.add_argument("--xyz_name_pattern", type=xyz_name_pattern, default=FAIR_XYZ_NAME,
+                   help="S11/S12: a PNG whose name (without .png) matches this regular expression whole, with groups "
+                        "x, y, z inside the zoom (0 <= x, y < 2**z), is georeferenced as that XYZ tile; any other "
+                        "stays in pixel coordinates, with a warning [the fAIr form OAM-x-y-z]")
     g.add_argument("--onnx_check_tolerance", type=positive_float, default=1e-3,
                    help="S11 export_seg: largest allowed difference of the ONNX and torch probabilities on one tile")
 

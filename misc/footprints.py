@@ -43,7 +43,9 @@ EARTH_RADIUS = 6378137.0  # WGS84 semi-major axis, the sphere of EPSG:3857
 MERCATOR_HALF = math.pi * EARTH_RADIUS  # 20037508.342789244 m
 WEB_MERCATOR = "EPSG:3857"
 LONLAT = "EPSG:4326"  # rasterio/GDAL keep lon/lat order for it (traditional GIS order), as RFC 7946 wants
-XYZ_NAME = re.compile(r"^(?P<prefix>.+)-(?P<x>\d+)-(?P<y>\d+)-(?P<z>\d+)$")
+# the names georeferenced as XYZ tiles: the fAIr form OAM-x-y-z, or a pattern with groups x, y, z the user gives
+FAIR_XYZ_NAME = r"(?P<prefix>OAM)-(?P<x>\d+)-(?P<y>\d+)-(?P<z>\d+)"
+MAX_ZOOM = 30  # deeper than any tile server (zoom 30: 4 cm at the equator); larger numbers are not a zoom
 GEOJSON_DECIMALS = 8  # 1e-8 degree is about 1 mm, far below a zoom-21 pixel (7.5 cm at the equator)
 SHARED_EDGE_FACTOR = 8.0  # pieces are one building when their boundaries run together for > this many tolerances
 
@@ -65,24 +67,35 @@ def xyz_transform(x: int, y: int, z: int, size: int = 256) -> tuple[Affine, str]
     return Affine(res, 0.0, minx, 0.0, -res, maxy), WEB_MERCATOR
 
 
-def match_xyz_name(name: str) -> tuple[str, int, int, int] | None:
-    """(prefix, x, y, z) of a name `<prefix>-x-y-z` or `<prefix>-x-y-z.png` (a path is fine); None otherwise."""
-    stem = Path(name).name.removesuffix(".png")
-    m = XYZ_NAME.match(stem)
-    return None if m is None else (m["prefix"], int(m["x"]), int(m["y"]), int(m["z"]))
-
-
-def parse_xyz_name(name: str) -> tuple[int, int, int]:
-    """(x, y, z) of an XYZ tile named `OAM-x-y-z(.png)`; anything else is a UserError naming the file."""
-    found = match_xyz_name(name)
-    if found is None:
-        raise UserError(f"{name} is not named as an XYZ tile; expected OAM-<x>-<y>-<z>.png (e.g. "
-                        "OAM-1277168-1083840-21.png), or give the mask as a GeoTIFF with its CRS")
-    _, x, y, z = found
+def _xyz_tile(name: str, pattern: str) -> tuple[tuple[str, int, int, int] | None, str]:
+    """((prefix, x, y, z) or None, why not) of a name or path, with or without .png."""
+    stem = Path(name).name
+    stem = stem[:-4] if stem.lower().endswith(".png") else stem
+    m = re.fullmatch(pattern, stem)
+    if m is None:
+        return None, f"is not named as an XYZ tile ({'OAM-<x>-<y>-<z>' if pattern == FAIR_XYZ_NAME else pattern})"
+    x, y, z = (int(m[k]) for k in ("x", "y", "z"))
+    if z > MAX_ZOOM:
+        return None, f"names zoom {z}, deeper than any XYZ tile (at most {MAX_ZOOM})"
     if x >= 1 << z or y >= 1 << z:
-        raise UserError(f"{name}: tile x={x} y={y} does not exist at zoom {z} (both must be below {1 << z}); "
-                        "check the x-y-z order of the name")
-    return x, y, z
+        return None, f"names tile x={x} y={y}, which does not exist at zoom {z} (both must be below {1 << z})"
+    return (m.groupdict().get("prefix") or "", x, y, z), ""
+
+
+def match_xyz_name(name: str, pattern: str = FAIR_XYZ_NAME) -> tuple[str, int, int, int] | None:
+    """(prefix, x, y, z) of a name that is an XYZ tile: it matches `pattern` whole (the fAIr form OAM-x-y-z by
+    default; `.png` and any folder are dropped first) and x, y fit zoom z (0 <= x, y < 2**z, z <= MAX_ZOOM);
+    None for any other name, which is never georeferenced from its name."""
+    return _xyz_tile(name, pattern)[0]
+
+
+def parse_xyz_name(name: str, pattern: str = FAIR_XYZ_NAME) -> tuple[int, int, int]:
+    """(x, y, z) of an XYZ tile name (`match_xyz_name`); anything else is a UserError naming the file."""
+    found, why = _xyz_tile(name, pattern)
+    if found is None:
+        raise UserError(f"{name} {why}; expected OAM-<x>-<y>-<z>.png (e.g. OAM-1277168-1083840-21.png), a name "
+                        "of --xyz_name_pattern, or give the mask as a GeoTIFF with its CRS")
+    return found[1:]
 
 
 # ----------------------------------------------------------------------------- masks <-> polygons
@@ -130,8 +143,9 @@ def _valid_values(mask: np.ndarray, nodata: np.ndarray | None) -> np.ndarray:
     return np.flatnonzero(np.bincount((mask if nodata is None else mask[~nodata]).ravel(), minlength=256))
 
 
-def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
-    """A predicted mask with its grid: a GeoTIFF (its transform and CRS) or an XYZ tile PNG (its name)."""
+def read_mask_grid(path: str | os.PathLike, pattern: str = FAIR_XYZ_NAME) -> MaskGrid:
+    """A predicted mask with its grid: a GeoTIFF (its transform and CRS), an XYZ tile PNG (its name, see
+    `match_xyz_name`), or any other PNG in pixel coordinates (column, row), with one warning."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
@@ -139,13 +153,18 @@ def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
     if suffix != ".png":
         raise UserError(f"{path} is neither a GeoTIFF (.tif) nor an XYZ tile (OAM-x-y-z.png); "
                         "write the masks in one of those forms")
-    x, y, z = parse_xyz_name(path.name)
     from misc.imutils import read_mask
 
     mask = read_mask(path)
-    if mask.shape[0] != mask.shape[1]:
+    tile, why = _xyz_tile(path.name, pattern)
+    if tile is None:  # never placed on the map by a guess
+        log.warning("%s %s: its footprints stay in pixel coordinates (column, row) and have no area in m2; "
+                    "write the mask as a GeoTIFF with its CRS to place them", path, why)
+        transform, crs = Affine.identity(), None
+    elif mask.shape[0] != mask.shape[1]:
         raise UserError(f"{path} is {mask.shape[1]}x{mask.shape[0]}; an XYZ tile is square (256x256)")
-    transform, crs = xyz_transform(x, y, z, mask.shape[0])
+    else:
+        transform, crs = xyz_transform(*tile[1:], mask.shape[0])
     mask, nodata = as_building(mask, None, mask_encoding(_valid_values(mask, None), path, nodata_declared=False))
     return MaskGrid(mask, transform, crs, nodata)
 
@@ -177,7 +196,8 @@ def _read_geotiff_mask(path: Path) -> MaskGrid:
 MASK_WINDOW = 4096  # read_mask_windows' window side: 16 MP of mask (and its validity) at a time
 
 
-def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Iterator[tuple[int, int, MaskGrid]]:
+def read_mask_windows(path: str | os.PathLike, size: int | None = None,
+                      pattern: str = FAIR_XYZ_NAME) -> Iterator[tuple[int, int, MaskGrid]]:
     """`read_mask_grid` by windows: (row, col, MaskGrid of the size x size window there), so a scene's mask
     need not fit in memory. Each window's transform places it in the scene (pixel coordinates of the whole
     scene when it has no CRS); polygonise each and `merge_pieces` joins the buildings cut by window edges.
@@ -189,7 +209,7 @@ def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Itera
 
     path, size = Path(path), size or MASK_WINDOW
     if path.suffix.lower() not in (".tif", ".tiff"):
-        yield 0, 0, read_mask_grid(path)
+        yield 0, 0, read_mask_grid(path, pattern)
         return
     src = geoio.open_raster(path, "GeoTIFF", "rewrite the mask")
     if max(src.height, src.width) <= size:

@@ -42,16 +42,17 @@ def is_geotiff(path: str | Path) -> bool:
     return Path(path).suffix.lower() in GEOTIFF_SUFFIXES
 
 
-def xyz_geo(name: str, height: int, width: int) -> dict[str, Any] | None:
-    """{"crs": EPSG:3857, "transform"} of an image named as an XYZ tile (OAM-x-y-z), None for other names;
-    a name of that form whose tile cannot exist is a UserError (misc.footprints.parse_xyz_name)."""
+def xyz_geo(name: str, height: int, width: int, pattern: str | None = None) -> dict[str, Any] | None:
+    """{"crs": EPSG:3857, "transform"} of an image named as an XYZ tile (misc.footprints.match_xyz_name: the
+    fAIr form OAM-x-y-z, or `pattern`, with x and y inside zoom z), None for any other name."""
     from rasterio.transform import from_bounds
 
-    from misc.footprints import WEB_MERCATOR, match_xyz_name, parse_xyz_name, xyz_tile_bounds
+    from misc.footprints import FAIR_XYZ_NAME, WEB_MERCATOR, match_xyz_name, xyz_tile_bounds
 
-    if match_xyz_name(name) is None:
+    tile = match_xyz_name(name, pattern or FAIR_XYZ_NAME)
+    if tile is None:
         return None
-    return {"crs": WEB_MERCATOR, "transform": from_bounds(*xyz_tile_bounds(*parse_xyz_name(name)), width, height)}
+    return {"crs": WEB_MERCATOR, "transform": from_bounds(*xyz_tile_bounds(*tile[1:]), width, height)}
 
 
 def write_mask(out_dir: Path, name: str, mask: np.ndarray, geo: dict[str, Any] | None) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -74,6 +75,18 @@ def positive_float_list(value: str) -> tuple[float, ...]:
     if not all(0 < v < float("inf") for v in out):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers > 0, got {value!r}")
     return out
+
+
+def xyz_name_pattern(value: str) -> str:
+    """argparse type: a regular expression with the groups x, y and z (matched against a whole file stem)."""
+    try:
+        groups = re.compile(value).groupindex
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a regular expression ({err})") from None
+    if not {"x", "y", "z"} <= set(groups):
+        raise argparse.ArgumentTypeError(f"{value!r} needs the named groups (?P<x>...), (?P<y>...) and (?P<z>...), "
+                                         r"e.g. tile_(?P<z>\d+)_(?P<x>\d+)_(?P<y>\d+)")
+    return value
 
 
 def workers_count(value: str) -> int | None:
