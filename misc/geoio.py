@@ -10,7 +10,8 @@ GeoTIFF when GDAL has the COG driver: band 1 the mask {0 = background, 1 = build
 building probability in percent (0-100); NODATA (255) in every band where the input has no data (all its
 bands nodata, or its mask or alpha band says invalid). Bands other than 8-bit become 8-bit by the one rule of
 misc/radiometry.py (the scene's percentile stretch over its valid pixels, recorded in the RADIOMETRY tag).
-Scenes of at most PNG_MAX_SIDE pixels a side also get <name>.png, nodata there written as 0 (background), so evaluation reads them as any tile.
+Scenes of at most PNG_MAX_SIDE pixels a side also get <name>.png, nodata there written as 0 (background), so
+evaluation reads them as any tile.
 """
 from __future__ import annotations
 

@@ -56,14 +56,15 @@ def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return ra == rb or ra in rb.parents or rb in ra.parents
 
 
-def check_outside_inputs(folder: str | os.PathLike, flag: str, inputs: Mapping[str, Iterable[str | os.PathLike]]) -> None:
+def check_outside_inputs(folder: str | os.PathLike, flag: str,
+                         inputs: Mapping[str, Iterable[str | os.PathLike]]) -> None:
     """Refuse an output folder that is, contains or lies inside a folder the stage reads: `inputs` maps a flag
     to the folders it names."""
     for input_flag, paths in inputs.items():
         for path in paths:
             if path is not None and overlaps(folder, path):
-                raise UserError(f"{flag} {folder} overlaps the input folder {path} ({input_flag}); nothing was changed: "
-                                f"write the outputs to a folder of their own")
+                raise UserError(f"{flag} {folder} overlaps the input folder {path} ({input_flag}); nothing was "
+                                f"changed: write the outputs to a folder of their own")
 
 
 def stale_temporaries(folder: str | os.PathLike, owned: set[str]) -> list[Path]:

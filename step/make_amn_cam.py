@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> None:
     _, deploy_path = weights_paths(args.amn_weights_name)
     model = RepVGG_amn.load_amn_net(deploy_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list", decode=False)
-    done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume, stage="make_amn_cam",
-                            names=split.positives, flag="--amn_cam_out_dir",
+    done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume,
+                            stage="make_amn_cam", names=split.positives, flag="--amn_cam_out_dir",
                             inputs={"--ir_label_out_dir": [args.ir_label_out_dir],
                                     "--voc12_root": folders_of(split.image_paths.values())})
     names = inference_names(split.positives, done)

@@ -5,7 +5,8 @@ Reads:  every mask in --seg_out_dir (default <work_space>/seg): <name>.tif, a Ge
         (the fAIr form OAM-x-y-z.png, or --xyz_name_pattern, with x and y inside zoom z: placed in EPSG:3857
         by its name; any other PNG stays in pixel coordinates, with a warning, as a GeoTIFF without CRS).
         A mask of 0 and 255 only (the ground-truth convention) is read as 255 = building unless a GeoTIFF
-        declares 255 its nodata value; any value other than 0, 1, 255 is refused (misc.footprints.mask_encoding). The images the masks were made from, for each
+        declares 255 its nodata value; any value other than 0, 1, 255 is refused (misc.footprints.mask_encoding).
+        The images the masks were made from, for each
         feature's `source` and for the pictures: in --seg_infer_dir when given, else <voc12_root>/JPEGImages.
 Writes: --footprints_out (default <work_space>/footprints.geojson): one FeatureCollection in EPSG:4326, each
         feature with `area_m2` (true ground area) and `source` (its image, or its mask where the image is not

@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> None:
                 "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
-    inputs = {"--seg_infer_dir" if args.seg_infer_dir else "--voc12_root": folders_of(src.path for src in sources.values()),
+    image_flag = "--seg_infer_dir" if args.seg_infer_dir else "--voc12_root"
+    inputs = {image_flag: folders_of(src.path for src in sources.values()),
               "--gt_dir": [None if args.seg_infer_dir else args.gt_dir]}
     existing = reusable_outputs(s.out_dir, fingerprint, args.resume, (".png", ".tif"), stage="make_seg",
                                 variant=trained_on(s.checkpoint, s.trained_on), names=list(sources),

@@ -34,7 +34,8 @@ def one_error_line(capsys, argv, status=2) -> str:
 
 def seg_argv(tmp_path, scenes, *extra):
     return ["--voc12_root", str(tmp_path / "unused_root"), "--work_space", str(tmp_path / "ws"), "--device", "cpu",
-            "--backbone", "RepVGG-Tiny", "--MODEL_WEIGHTS", "none", "--seg_weights_name", str(tmp_path / "sess" / "seg"),
+            "--backbone", "RepVGG-Tiny", "--MODEL_WEIGHTS", "none",
+            "--seg_weights_name", str(tmp_path / "sess" / "seg"),
             "--seg_infer_dir", str(scenes), "--seg_window", "32", "--num_vis", "0", *extra]
 
 
