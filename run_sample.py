@@ -15,12 +15,16 @@ import os
 from pathlib import Path
 
 from misc import fileio, hardware
-from misc.errors import UserError, exit_on_user_error
+from misc.errors import KEPT, Interrupted, UserError, exit_on_user_error, raise_on_sigterm
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
-                          stage_timer, str2bool, unit_interval, unit_interval_open, window_side, workers_count)
+                          stage_timer, str2bool, unit_interval, unit_interval_open, window_side, workers_count,
+                          xyz_name_pattern)
 from misc.thresholds import threshold_or_auto
-from misc.torchutils import pick_device, setup_runtime
+from misc.geodata import FAIR_XYZ_NAME
+from misc.locks import RunLocks
+from misc.torchutils import broadcast_from_main, pick_device, runtime, setup_runtime
 from net import backbones
+from step.kit import stamps
 from step.kit.stages import STAGES
 from voc12.layout import default_paths
 
@@ -196,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_infer_batch", type=positive_int, default=8, help="windows per forward pass at prediction")
     g.add_argument("--seg_prob_band", type=str2bool, default=False,
                    help="GeoTIFF masks get a second band: the building probability in percent (0-100, 255 nodata)")
+    g.add_argument("--xyz_name_pattern", type=xyz_name_pattern, default=FAIR_XYZ_NAME,
+                   help="S11/S12: a PNG whose name (without .png) matches this regular expression whole, with groups "
+                        "x, y, z inside the zoom (0 <= x, y < 2**z), is georeferenced as that XYZ tile; any other "
+                        "stays in pixel coordinates, with a warning [the fAIr form OAM-x-y-z]")
     g.add_argument("--onnx_check_tolerance", type=positive_float, default=1e-3,
                    help="S11 export_seg: largest allowed difference of the ONNX and torch probabilities on one tile")
 
@@ -288,13 +296,43 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def check_writable(args: argparse.Namespace, chosen: list) -> None:
-    """--work_space and the folders of the weights the chosen stages write must be writable, checked before
-    any work starts (a weights folder found unwritable after the first epoch would lose it)."""
-    fileio.check_writable_folder(args.work_space, "--work_space")
+def outputs(args: argparse.Namespace, chosen: list) -> list[tuple[str, Path, bool]]:
+    """(flag, path, is a folder) of everything the chosen stages write, --work_space first."""
+    found = [("work_space", Path(args.work_space), True)]
     for stage in chosen:
-        for flag in stage.writes_weights:
-            fileio.check_writable_folder(Path(getattr(args, flag)).parent, f"--{flag}")
+        found += [(flag, Path(getattr(args, flag)), False) for flag in (*stage.writes_weights, *stage.writes_files)]
+        if stage.writes_folder:
+            found.append((stage.writes_folder, Path(getattr(args, stage.writes_folder)), True))
+    return found
+
+
+def check_writable(args: argparse.Namespace, chosen: list) -> None:
+    """Every folder the chosen stages write must be writable, and every map or label folder free of files its
+    stage did not write (step.kit.stamps.check_output_folder), checked before any work starts (a weights folder
+    found unwritable after the first epoch would lose it)."""
+    for flag, path, folder in outputs(args, chosen):
+        fileio.check_writable_folder(path if folder else path.parent, f"--{flag}")
+    for stage in chosen:
+        if stage.writes_folder:
+            flag = stage.writes_folder
+            stamps.check_output_folder(getattr(args, flag), f"--{flag}", stage.flag, {
+                "--voc12_root": [args.image_dir], "--gt_dir": [args.gt_dir], "--seg_infer_dir": [args.seg_infer_dir]})
+
+
+def lock_outputs(locks: RunLocks, args: argparse.Namespace, chosen: list) -> None:
+    """Lock everything the chosen stages write for this run (misc/locks.py); another run holding one is one
+    UserError line on every rank. Under torchrun rank 0 holds the locks for all ranks of the run."""
+    error = None
+    if runtime().is_main:
+        try:
+            for flag, path, folder in outputs(args, chosen):
+                locks.take(path, f"--{flag}", folder)
+        except UserError as err:
+            error = str(err)
+    error = broadcast_from_main({"error": error})["error"]
+    if error:
+        locks.release()
+        raise UserError(error)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,22 +341,36 @@ def main(argv: list[str] | None = None) -> None:
     args = resolve_paths(args)
     chosen = [stage for stage in STAGES if getattr(args, f"{stage.flag}_pass")]
     check_writable(args, chosen)
-    runtime = setup_runtime(args.device, args.amp, args.num_threads)
-    args.amp = runtime.amp  # the stages (and their output stamps) see the precision actually used
-    setup_logging(Path(args.work_space) / "run.log", rank=runtime.rank)
+    rt = setup_runtime(args.device, args.amp, args.num_threads)
+    with RunLocks() as locks:
+        lock_outputs(locks, args, chosen)
+        run_stages(args, chosen, rt, plan)
+
+
+def run_stages(args: argparse.Namespace, chosen: list, rt, plan: hardware.ThreadPlan) -> None:
+    """Log the set-up and run the chosen stages in pipeline order (`rt`: the runtime of setup_runtime)."""
+    args.amp = rt.amp  # the stages (and their output stamps) see the precision actually used
+    setup_logging(Path(args.work_space) / "run.log", rank=rt.rank)
     log = logging.getLogger("run_sample")
-    if runtime.is_main:
+    if rt.is_main:
         fileio.save_json(Path(args.work_space) / "args.json", vars(args))
-    log.info("%s; %s", runtime.precision.reason, plan.reason)
-    if runtime.precision.warning:
-        log.warning("%s", runtime.precision.warning)
+    log.info("%s; %s", rt.precision.reason, plan.reason)
+    if rt.precision.warning:
+        log.warning("%s", rt.precision.warning)
     if not chosen:
         raise UserError("no stage selected; pass e.g. --train_cam_pass True (see --help for the --<stage>_pass flags)")
-    log.info("device=%s ranks=%d stages=%s", runtime.device, runtime.world_size, ",".join(stage.flag for stage in chosen))
-    for stage in chosen:
-        with stage_timer(stage.tag):
-            importlib.import_module(stage.module).run(args)
+    log.info("device=%s ranks=%d stages=%s", rt.device, rt.world_size, ",".join(stage.flag for stage in chosen))
+    for i, stage in enumerate(chosen):
+        try:
+            with stage_timer(stage.tag):
+                importlib.import_module(stage.module).run(args)
+        except KeyboardInterrupt as err:  # one line (misc.errors.exit_on_user_error): where, and what is kept
+            status = getattr(err, "status", 130)
+            how = "Ctrl-C" if status == 130 else f"signal {status - 128}"
+            earlier = f"; the {i} stage(s) before it finished" if i else ""
+            raise Interrupted(f"interrupted ({how}) during {stage.tag}{earlier}: {KEPT}", status) from None
 
 
 if __name__ == "__main__":
+    raise_on_sigterm()
     exit_on_user_error(main)

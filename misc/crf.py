@@ -195,7 +195,4 @@ def _building_map(job: LabelJob, tile: Tile, size: tuple[int, int]) -> np.ndarra
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.height, img.width
+    return imutils.image_size(path)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from misc.errors import UserError, brief
+from misc.errors import DISK_ERRORS, UserError, brief, disk_error
 
 # mkstemp creates files readable by the owner only; results get the permissions of a plain open()
 _UMASK = os.umask(0)
@@ -50,6 +50,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(tmp_path)
         os.replace(tmp_path, path)
         _fsync(path.parent)
+    except OSError as err:
+        if err.errno in DISK_ERRORS:  # one line naming the file, never a half-written one left behind
+            err.filename = str(path)
+            raise disk_error(err) from None
+        raise
+    except RuntimeError as err:
+        if "write failed" not in str(err):
+            raise
+        # torch.save reports a failed write (a full disk) as a RuntimeError of its zip writer
+        raise UserError(f"writing {path} failed ({brief(err)}); is the disk full? free some space and rerun") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -35,7 +35,7 @@ from shapely.geometry.polygon import orient
 
 from misc.errors import UserError, brief
 from misc.fileio import atomic_path
-from misc.geodata import (WGS84_EPSG, is_geotiff, match_xyz_name, open_raster, parse_xyz_name, read_raster, reproject,
+from misc.geodata import (FAIR_XYZ_NAME, WGS84_EPSG, is_geotiff, open_raster, parse_xyz_name, read_raster, reproject, xyz_name_problem,
                           xyz_transform)
 from misc.imutils import read_mask
 
@@ -54,50 +54,85 @@ class MaskGrid(NamedTuple):
     nodata: np.ndarray | None  # bool HxW, True where the raster holds no data
 
 
-def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
-    """A predicted mask with its grid: a GeoTIFF (its transform and CRS), an XYZ tile PNG (its name), or any
-    other PNG in pixel coordinates (a plain tile has no place on the map; warned once per process)."""
+# What a mask's values mean. A mask file is read in one of two encodings, decided per file from the values
+# of its valid pixels:
+# - 0/1 (S11's masks): 1 building, 0 background, 255 no data (also wherever the GeoTIFF declares no data);
+# - 0/255 (the layout's ground-truth convention): a file holding 255 but no 1, whose 255 is not the GeoTIFF's
+#   declared nodata value, has 255 building and 0 background.
+# Any other value is refused in one line; a file of 0 alone is all background.
+ZERO_ONE, ZERO_255 = "0/1", "0/255"
+
+
+def mask_encoding(values: Iterable[int], path: str | os.PathLike, nodata_declared: bool) -> str:
+    """ZERO_ONE or ZERO_255 for a mask file whose valid pixels hold `values`; other values are a UserError."""
+    values = {int(v) for v in values}
+    bad = sorted(values - {0, 1, 255})
+    if bad:
+        raise UserError(f"{path} holds the mask value(s) {', '.join(map(str, bad[:5]))}; a mask is 0 background and "
+                        "1 building (255 no data), or 0 background and 255 building: rewrite it in one of those")
+    if 255 in values and 1 not in values and not nodata_declared:
+        log.info("%s holds 0 and 255 only: read as a 0/255 mask (255 = building)", path)
+        return ZERO_255
+    return ZERO_ONE
+
+
+def as_building(mask: np.ndarray, nodata: np.ndarray | None, encoding: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uint8 mask with 1 = building, bool no-data or None) of a mask read in `encoding`."""
+    if encoding == ZERO_255:
+        return (mask == 255).astype(np.uint8), nodata
+    empty = mask == 255
+    if empty.any():
+        nodata = empty if nodata is None else (nodata | empty)
+    return mask, nodata
+
+
+def _valid_values(mask: np.ndarray, nodata: np.ndarray | None) -> np.ndarray:
+    return np.flatnonzero(np.bincount((mask if nodata is None else mask[~nodata]).ravel(), minlength=256))
+
+
+def read_mask_grid(path: str | os.PathLike, pattern: str = FAIR_XYZ_NAME) -> MaskGrid:
+    """A predicted mask with its grid: a GeoTIFF (its transform and CRS), an XYZ tile PNG (its name, see
+    `match_xyz_name`), or any other PNG in pixel coordinates (column, row), with one warning."""
     path = Path(path)
     if is_geotiff(path):
         return _read_geotiff_mask(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"{path} is neither a GeoTIFF (.tif) nor an XYZ tile (OAM-x-y-z.png); "
                         "write the masks in one of those forms")
-    if match_xyz_name(path.name) is None:
-        if not _PIXEL_PNG_WARNED:
-            _PIXEL_PNG_WARNED.append(path)
-            log.warning("%s is not named as an XYZ tile (OAM-x-y-z.png) nor a GeoTIFF: the footprints of such masks "
-                        "stay in pixel coordinates (column, row) of each tile; predict GeoTIFF or XYZ tiles to "
-                        "place them", path)
-        return MaskGrid(read_mask(path), Affine.identity(), None, None)
-    x, y, z = parse_xyz_name(path.name)
     mask = read_mask(path)
-    if mask.shape[0] != mask.shape[1]:
+    why = xyz_name_problem(path.name, pattern)
+    if why:  # never placed on the map by a guess
+        log.warning("%s %s: its footprints stay in pixel coordinates (column, row) and have no area in m2; "
+                    "write the mask as a GeoTIFF with its CRS to place them", path, why)
+        transform, crs = Affine.identity(), None
+    elif mask.shape[0] != mask.shape[1]:
         raise UserError(f"{path} is {mask.shape[1]}x{mask.shape[0]}; an XYZ tile is square (256x256)")
-    transform, crs = xyz_transform(x, y, z, mask.shape[0])
-    return MaskGrid(mask, transform, crs, None)
-
-
-_PIXEL_PNG_WARNED: list[Path] = []
+    else:
+        transform, crs = xyz_transform(*parse_xyz_name(path.name, pattern), mask.shape[0])
+    mask, nodata = as_building(mask, None, mask_encoding(_valid_values(mask, None), path, nodata_declared=False))
+    return MaskGrid(mask, transform, crs, nodata)
 
 
 def _read_geotiff_mask(path: Path) -> MaskGrid:
-    mask, valid, transform, crs = read_raster(path, "GeoTIFF mask", "rewrite the mask",
-                                              lambda src: (src.read(1), src.read_masks(1), src.transform, src.crs))
+    mask, valid, transform, crs, declared = read_raster(
+        path, "GeoTIFF mask", "rewrite the mask",
+        lambda src: (src.read(1), src.read_masks(1), src.transform, src.crs, src.nodata == 255))
     nodata = valid == 0
+    mask, nodata = as_building(mask.astype(np.uint8), nodata if nodata.any() else None,
+                               mask_encoding(_valid_values(mask.astype(np.uint8), nodata), path, declared))
     if crs is None:
         # a geotransform without a CRS is in unknown units: pixel coordinates are the honest answer
         log.warning("%s has no CRS: its footprints stay in pixel coordinates (column, row) and have no area "
                     "in m2; georeference the mask (e.g. gdal_edit.py -a_srs EPSG:xxxx) to place them", path)
         transform = Affine.identity()
-    return MaskGrid(mask.astype(np.uint8), transform, None if crs is None else crs.to_string(),
-                    nodata if nodata.any() else None)
+    return MaskGrid(mask, transform, None if crs is None else crs.to_string(), nodata)
 
 
 MASK_WINDOW = 4096  # read_mask_windows' window side: 16 MP of mask (and its validity) at a time
 
 
-def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Iterator[tuple[int, int, MaskGrid]]:
+def read_mask_windows(path: str | os.PathLike, size: int | None = None,
+                      pattern: str = FAIR_XYZ_NAME) -> Iterator[tuple[int, int, MaskGrid]]:
     """`read_mask_grid` by windows: (row, col, MaskGrid of the size x size window there), so a scene's mask
     need not fit in memory. Each window's transform places it in the scene (pixel coordinates of the whole
     scene when it has no CRS); polygonise each and `merge_pieces` joins the buildings cut by window edges.
@@ -107,7 +142,7 @@ def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Itera
 
     path, size = Path(path), size or MASK_WINDOW
     if not is_geotiff(path):
-        yield 0, 0, read_mask_grid(path)
+        yield 0, 0, read_mask_grid(path, pattern)
         return
     src = open_raster(path, "GeoTIFF mask", "rewrite the mask")
     if max(src.height, src.width) <= size:
@@ -118,15 +153,21 @@ def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Itera
         if src.crs is None:
             log.warning("%s has no CRS: its footprints stay in pixel coordinates (column, row) and have no area "
                         "in m2; georeference the mask (e.g. gdal_edit.py -a_srs EPSG:xxxx) to place them", path)
-        for row in range(0, src.height, size):
-            for col in range(0, src.width, size):
-                window = Window(col, row, min(size, src.width - col), min(size, src.height - row))
-                nodata = src.read_masks(1, window=window) == 0
-                transform = (src.window_transform(window) if src.crs is not None
-                             else Affine.translation(col, row))
-                yield row, col, MaskGrid(src.read(1, window=window).astype(np.uint8), transform,
-                                         None if src.crs is None else src.crs.to_string(),
-                                         nodata if nodata.any() else None)
+        windows = [Window(col, row, min(size, src.width - col), min(size, src.height - row))
+                   for row in range(0, src.height, size) for col in range(0, src.width, size)]
+        values: set[int] = set()  # the encoding is the whole file's: one pass over its values first
+        for window in windows:
+            values.update(_valid_values(src.read(1, window=window).astype(np.uint8),
+                                        src.read_masks(1, window=window) == 0).tolist())
+        encoding = mask_encoding(values, path, src.nodata == 255)
+        for window in windows:
+            nodata = src.read_masks(1, window=window) == 0
+            transform = (src.window_transform(window) if src.crs is not None
+                         else Affine.translation(window.col_off, window.row_off))
+            mask, nodata = as_building(src.read(1, window=window).astype(np.uint8), nodata if nodata.any() else None,
+                                       encoding)
+            yield window.row_off, window.col_off, MaskGrid(mask, transform,
+                                                           None if src.crs is None else src.crs.to_string(), nodata)
 
 
 def polygonise(mask: np.ndarray, transform: Affine, nodata_mask: np.ndarray | None = None) -> list[Polygon]:

@@ -33,7 +33,10 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 EARTH_RADIUS = 6378137.0  # WGS84 semi-major axis, the sphere of EPSG:3857
 MERCATOR_HALF = math.pi * EARTH_RADIUS  # 20037508.342789244 m
-XYZ_NAME = re.compile(r"^(?P<prefix>.+)-(?P<x>\d+)-(?P<y>\d+)-(?P<z>\d+)$")
+# the names georeferenced as XYZ tiles: the fAIr form OAM-x-y-z, or a pattern with groups x, y, z the user gives
+# (--xyz_name_pattern); any other name is never placed on the earth by a guess
+FAIR_XYZ_NAME = r"(?P<prefix>OAM)-(?P<x>\d+)-(?P<y>\d+)-(?P<z>\d+)"
+MAX_ZOOM = 30  # deeper than any tile server (zoom 30: 4 cm at the equator); larger numbers are not a zoom
 
 
 def is_geotiff(path: str | Path) -> bool:
@@ -58,24 +61,40 @@ def xyz_transform(x: int, y: int, z: int, size: int = 256) -> tuple[Affine, str]
     return Affine(res, 0.0, minx, 0.0, -res, maxy), WEB_MERCATOR
 
 
-def match_xyz_name(name: str) -> tuple[str, int, int, int] | None:
-    """(prefix, x, y, z) of a name `<prefix>-x-y-z` or `<prefix>-x-y-z.png` (a path is fine); None otherwise."""
-    stem = Path(name).name.removesuffix(".png")
-    m = XYZ_NAME.match(stem)
-    return None if m is None else (m["prefix"], int(m["x"]), int(m["y"]), int(m["z"]))
-
-
-def parse_xyz_name(name: str) -> tuple[int, int, int]:
-    """(x, y, z) of an XYZ tile named `OAM-x-y-z(.png)`; anything else is a UserError naming the file."""
-    found = match_xyz_name(name)
-    if found is None:
-        raise UserError(f"{name} is not named as an XYZ tile; expected OAM-<x>-<y>-<z>.png (e.g. "
-                        "OAM-1277168-1083840-21.png), or give the mask as a GeoTIFF with its CRS")
-    _, x, y, z = found
+def _xyz_tile(name: str, pattern: str) -> tuple[tuple[str, int, int, int] | None, str]:
+    """((prefix, x, y, z) or None, why not) of a name or path, with or without .png."""
+    stem = Path(name).name
+    stem = stem[:-4] if stem.lower().endswith(".png") else stem
+    m = re.fullmatch(pattern, stem)
+    if m is None:
+        return None, f"is not named as an XYZ tile ({'OAM-<x>-<y>-<z>' if pattern == FAIR_XYZ_NAME else pattern})"
+    x, y, z = (int(m[k]) for k in ("x", "y", "z"))
+    if z > MAX_ZOOM:
+        return None, f"names zoom {z}, deeper than any XYZ tile (at most {MAX_ZOOM})"
     if x >= 1 << z or y >= 1 << z:
-        raise UserError(f"{name}: tile x={x} y={y} does not exist at zoom {z} (both must be below {1 << z}); "
-                        "check the x-y-z order of the name")
-    return x, y, z
+        return None, f"names tile x={x} y={y}, which does not exist at zoom {z} (both must be below {1 << z})"
+    return (m.groupdict().get("prefix") or "", x, y, z), ""
+
+
+def match_xyz_name(name: str, pattern: str = FAIR_XYZ_NAME) -> tuple[str, int, int, int] | None:
+    """(prefix, x, y, z) of a name that is an XYZ tile: it matches `pattern` whole (the fAIr form OAM-x-y-z by
+    default; `.png` and any folder are dropped first) and x, y fit zoom z (0 <= x, y < 2**z, z <= MAX_ZOOM);
+    None for any other name, which is never georeferenced from its name."""
+    return _xyz_tile(name, pattern)[0]
+
+
+def xyz_name_problem(name: str, pattern: str = FAIR_XYZ_NAME) -> str:
+    """Why `name` is not an XYZ tile ("" when it is), in words that follow the name."""
+    return _xyz_tile(name, pattern)[1]
+
+
+def parse_xyz_name(name: str, pattern: str = FAIR_XYZ_NAME) -> tuple[int, int, int]:
+    """(x, y, z) of an XYZ tile name (`match_xyz_name`); anything else is a UserError naming the file."""
+    found, why = _xyz_tile(name, pattern)
+    if found is None:
+        raise UserError(f"{name} {why}; expected OAM-<x>-<y>-<z>.png (e.g. OAM-1277168-1083840-21.png), a name "
+                        "of --xyz_name_pattern, or give the mask as a GeoTIFF with its CRS")
+    return found[1:]
 
 
 # ----------------------------------------------------------------------------- rasters

@@ -8,11 +8,14 @@ the scene or its logits whole (docs/ARCHITECTURE.md, "Scenes of any size"). Its 
 tiled (512 x 512), deflate-compressed GeoTIFF with the input's CRS and transform, made a Cloud-Optimised
 GeoTIFF when GDAL has the COG driver: band 1 the mask {0 = background, 1 = building}, optional band 2 the
 building probability in percent (0-100); NODATA (255) in every band where the input has no data (all its
-bands nodata, or its mask or alpha band says invalid). Scenes of at most PNG_MAX_SIDE pixels a side also
-get <name>.png, nodata there written as 0 (background), so evaluation reads them as any tile.
+bands nodata, or its mask or alpha band says invalid). Bands other than 8-bit become 8-bit by the one rule of
+misc/radiometry.py (the scene's percentile stretch over its valid pixels, recorded in the RADIOMETRY tag).
+Scenes of at most PNG_MAX_SIDE pixels a side also get <name>.png, nodata there written as 0 (background), so
+evaluation reads them as any tile.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -24,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from misc import fileio
+from misc import fileio, radiometry
 from misc.errors import UserError
-from misc.geodata import WEB_MERCATOR, match_xyz_name, open_raster, parse_xyz_name, xyz_tile_bounds
+from misc.geodata import FAIR_XYZ_NAME, WEB_MERCATOR, match_xyz_name, open_raster, xyz_tile_bounds
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +39,15 @@ BLOCK = 512          # tile size of the output GeoTIFFs
 GDAL_CACHE_MB = 256  # GDAL's block cache while a scene is predicted: rows of input blocks for one band
 
 
-def xyz_geo(name: str, height: int, width: int) -> dict[str, Any] | None:
-    """{"crs": EPSG:3857, "transform"} of an image named as an XYZ tile (OAM-x-y-z), None for other names;
-    a name of that form whose tile cannot exist is a UserError (misc.geodata.parse_xyz_name)."""
+def xyz_geo(name: str, height: int, width: int, pattern: str | None = None) -> dict[str, Any] | None:
+    """{"crs": EPSG:3857, "transform"} of an image named as an XYZ tile (misc.geodata.match_xyz_name: the
+    fAIr form OAM-x-y-z, or `pattern`, with x and y inside zoom z), None for any other name."""
     from rasterio.transform import from_bounds
 
-    if match_xyz_name(name) is None:
+    tile = match_xyz_name(name, pattern or FAIR_XYZ_NAME)
+    if tile is None:
         return None
-    return {"crs": WEB_MERCATOR, "transform": from_bounds(*xyz_tile_bounds(*parse_xyz_name(name)), width, height)}
+    return {"crs": WEB_MERCATOR, "transform": from_bounds(*xyz_tile_bounds(*tile[1:]), width, height)}
 
 
 def write_mask(out_dir: Path, name: str, mask: np.ndarray, geo: dict[str, Any] | None) -> None:
@@ -80,23 +84,13 @@ def _open_scene(path: Path):
     return src
 
 
-def _scale_to_uint8(src) -> float | None:
-    """None for uint8 scenes; else 255 / the maximum of the first bands, found block by block."""
-    if src.dtypes[0] == "uint8":
-        return None
-    top = 1.0
-    bands = min(src.count, 3)
-    for _, window in src.block_windows(1):
-        top = max(top, float(np.nanmax(src.read(list(range(1, bands + 1)), window=window))))
-    return 255.0 / top
-
-
 def predict_geotiff(path: str | Path, out_dir: Path, name: str, blocks: Blocks, prob_band: bool = False) -> SceneResult:
     """Predict the GeoTIFF scene `path` window by window into <out_dir>/<name>.tif (+ .png when small).
 
     `blocks(read, height, width)` yields (row, col, logits [C, h, w]) covering the scene once
     (net.deeplabv3plus.scene_logits); `read(r0, r1, c0, c1)` gives it uint8 HxWx3 RGB (first 3 bands, one
-    band repeated; other dtypes scaled by the scene's maximum to 0..255). Finished rows are buffered to
+    band repeated; other dtypes stretched by the scene's stretch, misc/radiometry.py; no-data pixels 0). The
+    stretch is recorded in the GeoTIFF's RADIOMETRY tag. Finished rows are buffered to
     whole 512-pixel blocks and written with windowed writes. The PNG is written first and the GeoTIFF last,
     so a <name>.tif means the scene is done. GDAL's block cache is held to GDAL_CACHE_MB (its default, 5% of
     the RAM, would fill with blocks of the input that are never read again).
@@ -109,16 +103,15 @@ def predict_geotiff(path: str | Path, out_dir: Path, name: str, blocks: Blocks, 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _open_scene(path) as src:
         height, width = src.height, src.width
         bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-        scale = _scale_to_uint8(src)
+        stretch = radiometry.scene_stretch(src, bands)
         georeferenced = src.crs is not None or not src.transform.is_identity
         if src.crs is None:
             log.warning("%s has no CRS: its mask %s.tif has none either, so footprints made from it stay in pixel "
                         "coordinates; georeference the scene (e.g. gdal_edit.py -a_srs EPSG:xxxx) to place them", path, name)
 
         def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-            pixels = src.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0))
-            if scale is not None:
-                pixels = np.clip(pixels.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            pixels = stretch.apply(src.read(bands, window=window), radiometry.valid_pixels(src, bands, window))
             return np.ascontiguousarray(pixels.transpose(1, 2, 0))
 
         png = max(height, width) <= PNG_MAX_SIDE
@@ -132,6 +125,7 @@ def predict_geotiff(path: str | Path, out_dir: Path, name: str, blocks: Blocks, 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 with rasterio.open(work, "w", **profile) as dst:
+                    dst.update_tags(RADIOMETRY=json.dumps(stretch.record()))
                     buffer, done, next_log = _RowBuffer(dst, src, prob_band), 0, 0.1
                     for row, col, logits in blocks(read, height, width):
                         mask = buffer.add(row, col, logits)
@@ -220,9 +214,13 @@ def read_preview(path: str | Path, max_side: int, bands: list[int] | None = None
 
 
 def preview_rgb(path: str | Path, max_side: int) -> np.ndarray:
-    """`read_preview` of an image as uint8 HxWx3 RGB: one band repeated, other dtypes scaled by their maximum."""
-    image = read_preview(path, max_side)
-    image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
-    if image.dtype != np.uint8:
-        image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
-    return np.ascontiguousarray(image)
+    """An image shrunk as by `read_preview`, as uint8 HxWx3 RGB: one band repeated, other dtypes stretched by
+    the rule of misc/radiometry.py over the preview's valid pixels."""
+    with open_raster(path, "raster", "remove or rewrite it") as src:
+        scale = min(1.0, max_side / max(src.height, src.width))
+        shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
+        bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+        pixels = src.read(bands, out_shape=(3, *shape))
+        valid = radiometry.valid_pixels(src, bands, out_shape=shape)
+    image = radiometry.stretch_from_sample(pixels, valid).apply(pixels, valid)
+    return np.ascontiguousarray(image.transpose(1, 2, 0))

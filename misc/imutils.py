@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from misc import radiometry
 from misc.errors import UserError, brief
 from misc.geodata import GEOTIFF_SUFFIXES
 
@@ -28,22 +29,29 @@ def _open(path: Path, what: str) -> Image.Image:
         img.load()  # decode now, so a truncated file fails here with its name
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise UserError(too_large(path, err)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{what} {path} is unreadable or truncated ({brief(err)}); re-export or remove it from the list") from None
     return img
 
 
+def too_large(path: str | os.PathLike, err: Exception) -> str:
+    """The line for an image above PIL's decompression-bomb limit."""
+    return (f"image {path} is larger than PIL decodes whole ({brief(err)}); save it as a GeoTIFF (S11 predicts "
+            "GeoTIFFs of any size window by window) or cut it into tiles with `python -m voc12.prepare`")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB. Grayscale, palette and RGBA images are converted.
 
-    16-bit images are scaled to 8 bits; anything else (e.g. 4-band GeoTIFF) should go through
-    `python -m voc12.prepare`.
+    16-bit images are stretched to 8 bits by the rule of misc/radiometry.py; anything else (e.g. 4-band
+    GeoTIFF) should go through `python -m voc12.prepare`.
     """
     img = _open(Path(path), "image")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr / max(float(arr.max()), 1.0) * 255.0
-        img = Image.fromarray(arr.astype(np.uint8))
+        band = np.asarray(img, dtype=np.int64)[None]
+        img = Image.fromarray(radiometry.stretch_from_sample(band).apply(band)[0])
     if img.mode != "RGB":
         img = img.convert("RGB")  # RGBA drops alpha; L and P expand to 3 channels
     return np.asarray(img, dtype=np.uint8)
@@ -153,5 +161,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             return img.height, img.width
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise UserError(too_large(path, err)) from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"image {path} is unreadable ({brief(err)}); re-export or remove it from the list") from None

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -77,6 +78,18 @@ def positive_float_list(value: str) -> tuple[float, ...]:
     return out
 
 
+def xyz_name_pattern(value: str) -> str:
+    """argparse type: a regular expression with the groups x, y and z (matched against a whole file stem)."""
+    try:
+        groups = re.compile(value).groupindex
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a regular expression ({err})") from None
+    if not {"x", "y", "z"} <= set(groups):
+        raise argparse.ArgumentTypeError(f"{value!r} needs the named groups (?P<x>...), (?P<y>...) and (?P<z>...), "
+                                         r"e.g. tile_(?P<z>\d+)_(?P<x>\d+)_(?P<y>\d+)")
+    return value
+
+
 def workers_count(value: str) -> int | None:
     """A count of threads or processes: a whole number >= 0, or 'auto' (None: chosen from the cores)."""
     if value.strip().lower() == "auto":
@@ -117,6 +130,7 @@ def exit_with(pid: int) -> None:
     import threading
 
     die_with_parent()  # and with the fork server, should it die first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
     threading.Thread(target=_exit_when_gone, args=(pid,), daemon=True, name=f"exit-with-{pid}").start()
 
 

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> None:
     summary = make_ir_labels(split.names, split.cls_labels, split.image_paths, args.amn_cam_out_dir,
                              args.amn_ir_label_out_dir, channel=1, fg_thres=args.amn_conf_fg_thres,
                              bg_thres=args.amn_conf_bg_thres, flags=("--amn_conf_fg_thres", "--amn_conf_bg_thres"),
+                             folder_flags=("--amn_cam_out_dir", "--amn_ir_label_out_dir"),
                              num_workers=args.pool_workers, gt_dir=args.gt_dir,
                              resume=args.resume, map_stage="S7 (--make_amn_cam_pass True)", tag=TAG,
                              stage="amn_cam_to_ir_label")

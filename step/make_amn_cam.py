@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from misc import fileio, imutils
 from misc.camutils import strided_size
 from misc.errors import UserError
+from misc.ownership import folders_of
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import amn
@@ -37,7 +38,10 @@ def run(args: argparse.Namespace) -> None:
     _, deploy_path = weights_paths(args.amn_weights_name)
     model = load_net(amn.Net, deploy_path, deploy=True, device=rt.device)
     split = load_split(args, "train_list", decode=False)
-    done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume, stage="make_amn_cam")
+    done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume,
+                            stage="make_amn_cam", names=split.positives, flag="--amn_cam_out_dir",
+                            inputs={"--ir_label_out_dir": [args.ir_label_out_dir],
+                                    "--voc12_root": folders_of(split.image_paths.values())})
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(None, total=len(names), desc=TAG, disable=not rt.is_main)

@@ -18,6 +18,7 @@ import logging
 import torch
 
 from misc import fileio
+from misc.ownership import folders_of
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import cam, msg_sr
@@ -44,7 +45,9 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list")
     fingerprint = {"weights": model_identity(weights_path), "images": images_digest(split.positives, split.image_paths),
                    "scales": list(args.cam_scales), "amp": args.amp}
-    done = reusable_outputs(args.cam_out_dir, fingerprint, args.resume, stage="make_cam", variant="msg" if msg else "")
+    done = reusable_outputs(args.cam_out_dir, fingerprint, args.resume, stage="make_cam", variant="msg" if msg else "",
+                            names=split.positives, flag="--cam_out_dir",
+                            inputs={"--voc12_root": folders_of(split.image_paths.values())})
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(total=len(names), desc=TAG, disable=not rt.is_main, iterable=None)

@@ -2,7 +2,11 @@
 
 Reads:  every mask in --seg_out_dir (default <work_space>/seg): <name>.tif, a GeoTIFF (uint8 {0, 1}, 255 =
         nodata, as make_seg writes it), or where there is no .tif, <name>.png named as an XYZ tile
-        (OAM-x-y-z.png, placed in EPSG:3857 by its name). The images the masks were made from, for each
+        (the fAIr form OAM-x-y-z.png, or --xyz_name_pattern, with x and y inside zoom z: placed in EPSG:3857
+        by its name; any other PNG stays in pixel coordinates, with a warning, as a GeoTIFF without CRS).
+        A mask of 0 and 255 only (the ground-truth convention) is read as 255 = building unless a GeoTIFF
+        declares 255 its nodata value; any value other than 0, 1, 255 is refused (misc.footprints.mask_encoding).
+        The images the masks were made from, for each
         feature's `source` and for the pictures: in --seg_infer_dir when given, else <voc12_root>/JPEGImages.
 Writes: --footprints_out (default <work_space>/footprints.geojson): one FeatureCollection in EPSG:4326, each
         feature with `area_m2` (true ground area) and `source` (its image, or its mask where the image is not
@@ -76,14 +80,15 @@ def mask_paths(seg_dir: Path) -> list[Path]:
     return [found[name] for name in sorted(found)]
 
 
-def polygonise_masks(paths: Sequence[Path], image_dir: Path | None,
-                     desc: str = TAG) -> tuple[list[MaskInfo], dict[str | None, list[Polygon]]]:
+def polygonise_masks(paths: Sequence[Path], image_dir: Path | None, desc: str = TAG,
+                     pattern: str = geodata.FAIR_XYZ_NAME) -> tuple[list[MaskInfo], dict[str | None, list[Polygon]]]:
     """Every mask's polygons, grouped by CRS (each CRS-less mask a group of its own, keyed by its path).
-    Masks larger than misc.footprints.MASK_WINDOW pixels a side are read and polygonised by windows."""
+    Masks larger than misc.footprints.MASK_WINDOW pixels a side are read and polygonised by windows; PNG masks
+    named as XYZ tiles of `pattern` are placed by their name, other PNGs stay in pixel coordinates."""
     masks, groups = [], {}
     for path in progress(paths, desc=desc, unit="mask"):
         polys, height, width, first = [], 0, 0, None
-        for row, col, grid in footprints.read_mask_windows(path):  # large scenes by windows, merged below
+        for row, col, grid in footprints.read_mask_windows(path, pattern=pattern):  # large scenes by windows
             first = first or grid
             height, width = max(height, row + grid.mask.shape[0]), max(width, col + grid.mask.shape[1])
             polys += footprints.polygonise(grid.mask, grid.transform, grid.nodata)
@@ -164,7 +169,7 @@ def write_all(args: argparse.Namespace) -> dict:
     out = Path(args.footprints_out)
     if out.suffix.lower() != ".geojson":
         raise UserError(f"--footprints_out {out} must end in .geojson (the GeoPackage is written beside it)")
-    masks, groups = polygonise_masks(mask_paths(seg_dir), image_dir)
+    masks, groups = polygonise_masks(mask_paths(seg_dir), image_dir, pattern=args.xyz_name_pattern)
     polys, props, crs, local = make_footprints(masks, groups, args.footprint_min_area, args.footprint_simplify,
                                                args.footprint_orthogonalise)
     footprints.write_footprints(polys, props, crs, out, out.with_suffix(".gpkg"))
@@ -177,6 +182,10 @@ def write_all(args: argparse.Namespace) -> dict:
         if picture is not None:
             fileio.save_png(Path(args.work_space) / "vis" / "footprints" / f"{mask.name}.png", picture)
             pictures += 1
+    if not polys:
+        log.warning("[%s] no building in %d masks of %s: no pixel is building (1, or 255 in a mask of 0 and 255 "
+                    "only) outside no data, or every one was under --footprint_min_area %.1f m2", TAG, len(masks),
+                    seg_dir, args.footprint_min_area)
     area = float(np.nansum(footprints.footprint_areas(polys, crs))) if crs is not None else float("nan")
     log.info("[%s] %d masks -> %d buildings, %s in %.0fs -> %s (+ .gpkg)", TAG, len(masks), len(polys),
              f"{area:,.0f} m2" if crs is not None else "pixel coordinates (no CRS)", timer.elapsed, out)

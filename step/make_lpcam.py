@@ -29,6 +29,7 @@ import torch
 from misc import bac, fileio
 from misc.camutils import merge_flips, stack_pyramids
 from misc.errors import UserError
+from misc.ownership import folders_of
 from misc.pyutils import Timer, format_duration, progress, weights_paths
 from misc.torchutils import Runtime, autocast, barrier, broadcast_from_main, gather_to_main, runtime
 from net import cam
@@ -223,7 +224,9 @@ def select(clusters: dict[str, np.ndarray], w: torch.Tensor, class_thres: float,
 def write_expanded_cams(model: cam.Net, split: Split, prototypes: dict[str, np.ndarray], fingerprint: dict,
                         args: argparse.Namespace, rt: Runtime) -> tuple[int, int]:
     """S3c for every positive of the split (this rank's share); returns (maps to write in all, reused)."""
-    done = reusable_outputs(args.lpcam_out_dir, fingerprint, args.resume, stage="make_lpcam")
+    done = reusable_outputs(args.lpcam_out_dir, fingerprint, args.resume, stage="make_lpcam", names=split.positives,
+                            flag="--lpcam_out_dir", inputs={"--seed_cam_dir": [args.seed_cam_dir],
+                                                            "--voc12_root": folders_of(split.image_paths.values())})
     names = inference_names(split.positives, done)
     todo = sum(1 for n in split.positives if n not in done)
     p = torch.from_numpy(prototypes["P"]).to(rt.device)

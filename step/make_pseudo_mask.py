@@ -15,10 +15,12 @@ import numpy as np
 
 from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
+from misc.ownership import folders_of
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
 from step.kit.common import inference_names, load_split, pick_threshold
 from step.kit.stages import stage_tag
+from step.kit.stamps import made_from, reusable_outputs
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
@@ -33,9 +35,14 @@ def run(args: argparse.Namespace) -> None:
     rt, timer = runtime(), Timer()
     split = load_split(args, "train_list", decode=False)
     out_dir, map_dir = Path(args.pseudo_mask_out_dir), Path(args.amn_cam_out_dir)
-    names = inference_names(split.names, done=set())  # cheap: always redone, so never stale
     threshold = pick_threshold(args.amn_eval_thres, "--amn_eval_thres", map_dir, split.positives, channel=1,
                                map_stage="S7 (--make_amn_cam_pass True)", tag=TAG)
+    # cheap: always redone (resume off), so never stale; the stamp lists the masks, so only they are ever deleted
+    reusable_outputs(out_dir, {"maps": made_from(map_dir), "threshold": threshold}, resume=False, suffix=".png",
+                     stage="make_pseudo_mask", names=split.names, flag="--pseudo_mask_out_dir",
+                     inputs={"--amn_cam_out_dir": [map_dir], "--voc12_root": folders_of(split.image_paths.values()),
+                             "--gt_dir": [args.gt_dir]})
+    names = inference_names(split.names, done=set())
     building_px = total_px = 0
     vis_left = args.num_vis if rt.is_main else 0
     for name in progress(names, desc=TAG, disable=not rt.is_main):

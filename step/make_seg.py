@@ -3,13 +3,15 @@
 Reads:  <seg_weights_name>.pth; the tiles of --seg_infer_list under <voc12_root>/JPEGImages (default
         <voc12_root>/test.txt), or every image in --seg_infer_dir (png/jpg/tif).
 Writes: <seg_out_dir>/<name>.png, uint8 {0, 1} (argmax), for every PNG/JPEG image. An image named as an XYZ
-        tile (OAM-x-y-z.png) in --seg_infer_dir also gets <name>.tif, georeferenced from its name (EPSG:3857),
-        written before the PNG, so a PNG means done.
+        tile in --seg_infer_dir (the fAIr form OAM-x-y-z, or --xyz_name_pattern, with x and y inside zoom z)
+        also gets <name>.tif, georeferenced from its name (EPSG:3857), written before the PNG, so a PNG means
+        done; any other name stays in pixel coordinates, with one warning.
         GeoTIFFs, of any size, are predicted window by window (misc.geoio.predict_geotiff): <name>.tif, a tiled
         deflate (Cloud-Optimised where GDAL can) GeoTIFF with the input's CRS and transform, band 1 the mask
         {0, 1}, band 2 with --seg_prob_band True the building probability in percent, 255 where the input has
-        no data; and <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is
-        written last, so it means done.
+        no data, and the RADIOMETRY tag: how bands other than 8-bit became 8-bit (misc/radiometry.py); and
+        <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is written last,
+        so it means done.
         Overlays of the first --num_vis images in <work_space>/vis/<seg_out_dir name>/.
 Prediction: sliding windows of --seg_window with --seg_overlap (border windows shifted inward, logits
 averaged where windows overlap), each window averaged with its horizontal flip. With --seg_scales, a PNG/JPEG
@@ -28,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from misc import fileio, geodata, geoio, imutils, visutils
+from misc import fileio, geodata, geoio, imutils, radiometry, visutils
 from misc.errors import UserError
+from misc.ownership import folders_of
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
@@ -82,19 +85,38 @@ def done_names(out_dir: Path, sources: dict[str, Source], existing: set[str]) ->
             and (out_dir / f"{n}{'.tif' if geodata.is_geotiff(sources[n].path) else '.png'}").is_file()}
 
 
+def warn_not_tiles(sources: dict[str, Source], args: argparse.Namespace) -> None:
+    """One warning for the PNG/JPEG images of --seg_infer_dir not named as XYZ tiles: their masks stay in pixel
+    coordinates (a PNG, no GeoTIFF); nothing is placed on the map by a guess from a name."""
+    if not args.seg_infer_dir or not runtime().is_main:
+        return
+    plain = [n for n, src in sources.items() if not geodata.is_geotiff(src.path)
+             and geodata.match_xyz_name(n, args.xyz_name_pattern) is None]
+    if plain:
+        log.warning("[%s] %d image(s) of --seg_infer_dir are neither GeoTIFFs nor XYZ tiles of --xyz_name_pattern "
+                    "with x, y inside their zoom (first: %s): their masks stay in pixel coordinates (PNG only)",
+                    TAG, len(plain), sources[plain[0]].path.name)
+
+
 def run(args: argparse.Namespace) -> None:
     rt, timer, s = runtime(), Timer(), seg_settings(args)
     out_dir = Path(args.seg_out_dir)
     model = load_net(DeepLabV3Plus, s.checkpoint, device=rt.device, fold=True)
     sources = infer_sources(args, args.seg_infer_list)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
-                "prob_band": args.seg_prob_band}
+                "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE,
+                "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
+    image_flag = "--seg_infer_dir" if args.seg_infer_dir else "--voc12_root"
+    inputs = {image_flag: folders_of(src.path for src in sources.values()),
+              "--gt_dir": [None if args.seg_infer_dir else args.gt_dir]}
     existing = reusable_outputs(out_dir, fingerprint, args.resume, (".png", ".tif"), stage="make_seg",
-                                variant=trained_on(s.checkpoint, s.trained_on))
+                                variant=trained_on(s.checkpoint, s.trained_on), names=list(sources),
+                                flag="--seg_out_dir", inputs=inputs)
     done = done_names(out_dir, sources, existing)
     names = inference_names(list(sources), done)
+    warn_not_tiles(sources, args)
     vis_left, pixels = (args.num_vis if rt.is_main else 0), 0
     for name in progress(names, desc=TAG, disable=not rt.is_main):
         vis = Path(args.work_space) / "vis" / out_dir.name / f"{name}.png" if vis_left > 0 else None
@@ -116,7 +138,7 @@ def predict_image(model: torch.nn.Module, source: Source, out_dir: Path, name: s
     logits = deeplabv3plus.predict(model, image, args.seg_window, args.seg_overlap, args.seg_scales,
                                    args.seg_infer_batch, device, args.amp)
     mask = logits.argmax(0).numpy().astype(np.uint8)
-    geo = geoio.xyz_geo(name, *mask.shape) if xyz else None
+    geo = geoio.xyz_geo(name, *mask.shape, args.xyz_name_pattern) if xyz else None
     geoio.write_mask(out_dir, name, mask, geo)
     if vis is not None:
         fileio.save_png(vis, visutils.seg_overlay(image, logits, mask, source.gt))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from misc import fileio, imutils, indexing, metrics
 from misc.errors import UserError
+from misc.ownership import folders_of
 from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import irn
@@ -60,7 +61,9 @@ def run(args: argparse.Namespace) -> None:
                    "images": images_digest(split.names, split.image_paths), "amp": args.amp, "beta": args.beta,
                    "exp_times": args.exp_times, "bg_thres": args.sem_seg_bg_thres, "radius": args.irn_radius,
                    "crop": args.irn_crop_size, "train_list": args.train_list}
-    done = reusable_outputs(out_dir, fingerprint, args.resume, suffix=".png", stage="make_sem_seg")
+    done = reusable_outputs(out_dir, fingerprint, args.resume, suffix=".png", stage="make_sem_seg", names=split.names,
+                            flag="--sem_seg_out_dir", inputs={"--amn_cam_out_dir": [map_dir],
+                                                              "--voc12_root": folders_of(split.image_paths.values())})
     names = inference_names(split.names, done)
     positives = [n for n in names if split.cls_labels[n] == 1]
     for name in names:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from misc import fileio
 from voc12.layout import LayoutWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +73,18 @@ def cpu_runtime() -> None:
     from misc.torchutils import setup_runtime
 
     setup_runtime("cpu")
+
+
+@pytest.fixture
+def scenes(tmp_path):
+    """--seg_infer_dir with two images and a saved random DeepLabV3+ (S11 prediction needs nothing else)."""
+    from net.checkpoints import save_net
+    from net.deeplabv3plus import DeepLabV3Plus
+
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        fileio.save_png(folder / f"{name}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    save_net(DeepLabV3Plus("RepVGG-Tiny"), tmp_path / "sess" / "seg.pth")
+    return folder

@@ -115,13 +115,10 @@ def test_read_mask_grid_png_uses_the_tile_name(tmp_path, tile50):
     grid = fp.read_mask_grid(tmp_path / f"OAM-{x}-{y}-{z}.png")
     assert grid.crs == "EPSG:3857" and grid.transform == transform and grid.nodata is None
     np.testing.assert_array_equal(grid.mask, _scene_mask())
-    Image.fromarray(_scene_mask()).save(tmp_path / "roofs.png")  # a plain tile: pixel coordinates
-    plain = fp.read_mask_grid(tmp_path / "roofs.png")
-    assert plain.crs is None and plain.transform == Affine.identity()
-    np.testing.assert_array_equal(plain.mask, _scene_mask())
-    with pytest.raises(UserError, match="OAM-1-2-0.png"):  # named as a tile that cannot exist
-        Image.fromarray(_scene_mask()).save(tmp_path / "OAM-1-2-0.png")
-        fp.read_mask_grid(tmp_path / "OAM-1-2-0.png")
+    Image.fromarray(_scene_mask()).save(tmp_path / "roofs.png")  # not a tile: pixel coordinates (issue 21)
+    grid = fp.read_mask_grid(tmp_path / "roofs.png")
+    assert grid.crs is None and grid.transform == fp.Affine.identity()
+    np.testing.assert_array_equal(grid.mask, _scene_mask())
 
 
 # ----------------------------------------------------------------------------- polygonise

@@ -244,11 +244,13 @@ def test_crs_less_geotiff_mask_stays_in_pixel_coordinates_with_a_warning(tmp_pat
     assert feature["properties"]["area_m2"] is None
 
 
-def test_plain_png_masks_give_pixel_coordinates_and_a_missing_folder_is_one_line(tmp_path):
+def test_mask_names_that_are_not_xyz_tiles_stay_in_pixels_and_a_missing_folder_is_one_line(tmp_path, caplog):
     mask = np.zeros((64, 64), np.uint8)
     mask[10:20, 30:40] = 1
     fileio.save_png(tmp_path / "seg" / "roofs.png", mask)  # a plain tile (e.g. of `voc12.prepare labels`)
-    make_footprints.write_all(footprint_args(tmp_path))
+    with caplog.at_level("WARNING"):  # never placed by a guess, never an error either
+        assert make_footprints.write_all(footprint_args(tmp_path))["buildings"] == 1
+    assert "roofs.png is not named as an XYZ tile" in caplog.text
     collection = json.loads((tmp_path / "result" / "footprints.geojson").read_text())
     assert collection["pixel_coordinates"] is True and len(collection["features"]) == 1
     with pytest.raises(UserError, match="--seg_out_dir .* does not exist"):

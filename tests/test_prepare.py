@@ -14,7 +14,7 @@ from PIL import Image
 
 from misc import geodata
 from misc.errors import UserError
-from voc12 import prepare
+from voc12 import prepare, tiling
 from voc12.layout import POSITIVE_FRACTION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_xyz_tile_bounds_zoom21_size_and_nesting():
     (100, 80, 256, [(0, 0)]),
 ])
 def test_tile_grid(height, width, tile, expected):
-    grid = prepare.tile_grid(height, width, tile)
+    grid = tiling.tile_grid(height, width, tile)
     assert grid == expected
     covered = np.zeros((height, width), bool)
     for r, c in grid:
@@ -109,8 +109,12 @@ def test_parse_color_accepts_spaces():
 
 
 def test_stretch_to_uint8_percentiles():
-    band = np.arange(1000, dtype=np.uint16).reshape(10, 100)
-    out = prepare.stretch_to_uint8(band)
+    from misc import radiometry
+
+    band = np.arange(1000, dtype=np.uint16).reshape(1, 10, 100)
+    out = radiometry.stretch_from_sample(band).apply(band)
+    band = band[0]
+    out = out[0]
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     lo, hi = np.percentile(band, [2, 98])
     assert out[band <= lo].max() == 0 and out[band >= hi].min() == 255
@@ -282,7 +286,7 @@ def _building_lonlat(rows: tuple[int, int], cols: tuple[int, int]) -> dict:
 def _stitch(root: Path, stem: str, height: int, width: int, tile: int = 256) -> tuple[np.ndarray, np.ndarray]:
     image = np.zeros((height, width, 3), np.uint8)
     mask = np.zeros((height, width), np.uint8)
-    for r, c in prepare.tile_grid(height, width, tile):
+    for r, c in tiling.tile_grid(height, width, tile):
         name = f"{stem}_{r}_{c}"
         image[r:r + tile, c:c + tile] = np.asarray(Image.open(root / "JPEGImages" / f"{name}.png"))[:height - r, :width - c]
         mask[r:r + tile, c:c + tile] = _gt(root, name)[:height - r, :width - c]
@@ -301,7 +305,12 @@ def test_geotiff_footprint_mask_and_tiling(tmp_path):
     assert names == sorted(f"scene_{r}_{c}" for r, c in [(0, 0), (0, 256), (0, 344), (244, 0), (244, 256), (244, 344)])
     assert summary.tiles == 6 and summary.test_tiles == 6 and summary.train_kept == 0
     image, mask = _stitch(tmp_path / "out", "scene", height, width)
-    np.testing.assert_array_equal(image, np.moveaxis(data[:3], 0, -1))
+    import rasterio
+
+    with rasterio.open(scene) as src:  # GDAL reads a 4th byte band as alpha: 0 there is no data, written 0
+        valid = src.dataset_mask() != 0
+    assert not valid.all()
+    np.testing.assert_array_equal(image, np.where(valid[..., None], np.moveaxis(data[:3], 0, -1), 0))
     expected = np.zeros((height, width), bool)
     expected[230:290, 240:370] = True
     inner = np.zeros_like(expected)

@@ -410,6 +410,7 @@ def test_weights_none_starts_from_scratch_without_a_warning(tiny_root, tmp_path,
 
 
 def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_runtime):
+    from misc.errors import UserError
     from step.kit import stamps
 
     out = tmp_path / "maps"
@@ -417,10 +418,10 @@ def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_
     (out / "a.npy").write_bytes(b"old")
     (out / stamps.STAMP).write_text("{not json")
     assert stamps.made_from(out) == str(out) and stamps.made_by(out) == (None, "")
-    assert stamps.reusable_outputs(out, {"weights": "x"}, resume=True, stage="make_cam") == set()
-    assert not (out / "a.npy").exists()  # made from unknown inputs: redone
-    assert stamps.made_by(out) == ("make_cam", "")
-
+    # made from unknown inputs by an unknown writer: refused in one line, never deleted (issue 21)
+    with pytest.raises(UserError, match="did not write"):
+        stamps.reusable_outputs(out, {"weights": "x"}, resume=True, stage="make_cam", names=["a"])
+    assert (out / "a.npy").read_bytes() == b"old"
 
 # ------------------------------------------------------------------------------------------ training fingerprints
 

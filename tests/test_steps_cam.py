@@ -13,6 +13,7 @@ from misc import fileio
 from net import cam
 from net.checkpoints import load_net
 from step import eval_cam, make_cam, train_cam
+from step.kit import stamps
 from tests.conftest import REPO, stage_args
 
 
@@ -95,6 +96,10 @@ def test_make_cam_resumes_only_from_same_model(tiny_root, tmp_path):
     assert out[0].stat().st_mtime_ns == first
     stale = tmp_path / "result" / "cam" / "from_old_model.npy"
     stale.write_bytes(out[0].read_bytes())
+    # an earlier run of S2 wrote it (its stamp lists it); an unlisted file would be refused, not deleted
+    stamp_path = tmp_path / "result" / "cam" / stamps.STAMP
+    stamp = json.loads(stamp_path.read_text())
+    fileio.save_json(stamp_path, {**stamp, "outputs": [*stamp["outputs"], stale.name]})
     args.resume = False
     train_cam.run(args)  # a new model: every old CAM is removed before any new one is written
     args.resume = True

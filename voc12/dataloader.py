@@ -37,8 +37,13 @@ def read_list(path: str | os.PathLike, flag: str = "--train_list") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{flag} {path} does not exist; make it with `python -m voc12.prepare` or point {flag} at your list")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{flag} {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                        "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     names = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             names.append(line.split()[0])

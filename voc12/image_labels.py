@@ -21,14 +21,17 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from misc import fileio, radiometry
 from misc.errors import UserError
-from misc.geodata import GEOTIFF_SUFFIXES, match_xyz_name
+from misc.geodata import GEOTIFF_SUFFIXES, match_xyz_name, read_raster
 from misc.imutils import IMAGE_SUFFIXES, read_image
-from voc12.layout import LayoutSummary, LayoutWriter
+from voc12.layout import LayoutSummary, LayoutWriter, default_paths
 from voc12.splits import BlockSplit, grid_block, split_blocks, tiles_per_block, xyz_block
+from voc12.tiling import check_test_groups, check_tile_size, cut_tile, tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -184,28 +187,16 @@ def _crs(path: Path) -> str | None:
 
 
 def read_scene(scene: Path) -> tuple[np.ndarray, dict]:
-    """HxWx3 uint8 RGB of a georeferenced scene (first 3 bands; 1 or 2 bands repeat band 1; other dtypes
-    stretched 2-98%) and {"crs", "transform"}."""
-    import rasterio
-    from rasterio.errors import RasterioError
+    """HxWx3 uint8 RGB of a georeferenced scene (misc.radiometry.scene_rgb: the same bands and stretch as S11's
+    prediction of it) and {"crs", "transform", "radiometry"}."""
+    def read(src: Any) -> tuple[np.ndarray, dict]:
+        if src.crs is None:
+            raise UserError(f"scene {scene} has no CRS; georeference it, or pass --tiles image to use it "
+                            "as a plain image")
+        image, stretch = radiometry.scene_rgb(src)
+        return image, {"crs": src.crs, "transform": src.transform, "radiometry": stretch.record()}
 
-    from voc12.prepare import stretch_to_uint8
-
-    try:
-        with rasterio.open(scene) as src:
-            if src.crs is None:
-                raise UserError(f"scene {scene} has no CRS; georeference it, or pass --tiles image to use it "
-                                "as a plain image")
-            data = src.read([1, 2, 3] if src.count >= 3 else [1, 1, 1], masked=True)
-            geo = {"crs": src.crs, "transform": src.transform}
-    except RasterioError as err:
-        raise UserError(f"scene {scene} is unreadable ({err}); re-export it as a GeoTIFF") from None
-    if data.dtype == np.uint8:
-        image = np.moveaxis(np.ma.getdata(data), 0, -1)
-    else:
-        valid = ~np.ma.getmaskarray(data)
-        image = np.stack([stretch_to_uint8(np.ma.getdata(b), v) for b, v in zip(data, valid)], axis=-1)
-    return np.ascontiguousarray(image), geo
+    return read_raster(scene, "scene", "re-export it as a GeoTIFF", read)
 
 
 def scene_block_tiles(geo: dict, tile_size: int, block_m: float, scene: Path) -> int:
@@ -225,10 +216,8 @@ def prepare_labels(images: str | Path, labels: str | Path | None, out: str | Pat
     """Write the tiles of `images` with the labels of `labels` (or of the class folders) as a dataset."""
     from tqdm import tqdm
 
-    from voc12.prepare import _check_test_groups, _check_tile_size, cut_tile, tile_grid
-
     images, out = Path(images), Path(out)
-    _check_tile_size(tile_size)
+    check_tile_size(tile_size)
     tiles = find_tiles(images)
     kind = tile_kind(tiles, kind)
     if kind == "xyz":
@@ -246,18 +235,20 @@ def prepare_labels(images: str | Path, labels: str | Path | None, out: str | Pat
     default_group = images.resolve().name
     group_of = {t.name: (given[t.name].group if t.name in given and given[t.name].group else None) for t in tiles}
     writer_groups = {group_of[t.name] or (t.name if kind == "geotiff" else default_group) for t in tiles}
-    test = _check_test_groups(test_groups, sorted(writer_groups))
+    test = check_test_groups(test_groups, sorted(writer_groups))
     if block_split is not None and kind == "xyz":  # an area too small to split is one line before any work
         split_blocks({t.name: (group_of[t.name] or default_group, xyz_block(*match_xyz_name(t.path.name)[1:],
                                                                             block_zoom)) for t in tiles}, block_split)
     _refuse_stale_masks(out)
     writer = LayoutWriter(out, test, block_split=block_split)
     written: set[str] = set()
+    stretches: dict[str, dict] = {}
     with tqdm(total=len(tiles), desc="labelled tiles", unit="image", disable=not progress) as bar:
         for t in tiles:
             group = group_of[t.name] or (t.name if kind == "geotiff" else default_group)
             if kind == "geotiff":
                 image, geo = read_scene(t.path)
+                stretches[t.name] = geo["radiometry"]
                 height, width = image.shape[:2]
                 per_block = scene_block_tiles(geo, tile_size, block_m, t.path) if block_m else None
                 single = height <= tile_size and width <= tile_size
@@ -281,6 +272,8 @@ def prepare_labels(images: str | Path, labels: str | Path | None, out: str | Pat
         row = given[unplaced[0]].row
         raise UserError(f"{source} row {row}: {unplaced[0]!r} is neither an image nor a tile cut from one "
                         f"(tiles of scenes are named <scene>_<row0>_<col0> at --tile_size {tile_size}); fix the name")
+    if stretches:
+        fileio.save_json(default_paths(out)["radiometry"], stretches)
     return writer.finish()
 
 

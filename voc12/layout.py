@@ -187,6 +187,7 @@ def default_paths(root: str | os.PathLike) -> dict[str, Path]:
         "image_dir": root / "JPEGImages",
         "gt_dir": root / "SegmentationClassAug",
         "cls_labels": root / "cls_labels.npy",
+        "radiometry": root / "radiometry.json",  # GeoTIFF scenes: how their bands became 8-bit (misc/radiometry.py)
         "train_list": root / "train_aug.txt",
         "infer_list": root / "train_aug_building.txt",
         "test_list": root / "test.txt",

@@ -15,7 +15,9 @@ where a seeded --test_fraction of each area's blocks goes to the test lists (the
   lon/lat). Each tile is written as it is (black no-data corners included); its mask is the
   footprints rasterised on the tile's EPSG:3857 pixel grid (pixel centres inside a polygon).
 - geotiff: rasterio scenes with one footprint file; the footprints are reprojected to each
-  scene's CRS and rasterised with the scene's transform, then scene and mask are tiled.
+  scene's CRS and rasterised with the scene's transform, then scene and mask are tiled. Bands other than
+  8-bit are stretched once per scene by the rule S11 uses on the same scene (misc/radiometry.py), recorded
+  in <out>/radiometry.json.
 - folder: image/mask pairs matched by file stem; masks are binary (any non-zero = building) or,
   with --building_color, colour-coded RGB where exactly that colour is building.
 
@@ -40,6 +42,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from misc import fileio, radiometry
 from misc.errors import UserError, exit_on_user_error
 from misc.footprints import rasterize_footprints
 from misc.geodata import (GEOTIFF_SUFFIXES, WEB_MERCATOR, WGS84_CRS84, match_xyz_name, read_raster, reproject,
@@ -47,8 +50,9 @@ from misc.geodata import (GEOTIFF_SUFFIXES, WEB_MERCATOR, WGS84_CRS84, match_xyz
 from misc.imutils import IMAGE_SUFFIXES, read_image, read_mask
 from misc.pyutils import positive_float, unit_interval
 from voc12 import image_labels
-from voc12.layout import POSITIVE_FRACTION, LayoutSummary, LayoutWriter
+from voc12.layout import POSITIVE_FRACTION, LayoutSummary, LayoutWriter, default_paths
 from voc12.splits import BlockSplit, grid_block, split_blocks, xyz_block
+from voc12.tiling import check_test_groups, check_tile_size, cut_tile, tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +60,7 @@ MASK_SUFFIXES = (".png", *GEOTIFF_SUFFIXES)
 
 
 # ----------------------------------------------------------------------------- pure helpers
-# (the XYZ grid is misc.geodata's and rasterize_footprints misc.footprints', shared with the polygon export)
-
-def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int]]:
-    """Top-left corners (row0, col0) of the tiles covering a height x width scene, row-major.
-
-    A regular grid of step `tile`; where the scene is not a multiple of `tile` the last row/column
-    is shifted inward to end at the border. A side shorter than `tile` gets a single offset 0
-    (the caller pads).
-    """
-    if tile < 1:
-        raise ValueError(f"tile size must be positive, got {tile}")
-    return [(r, c) for r in _offsets(height, tile) for c in _offsets(width, tile)]
-
+# (the XYZ grid is misc.geodata's, rasterize_footprints misc.footprints' and the tile grid voc12.tiling's)
 
 def colour_mask(rgb: np.ndarray, color: Sequence[int]) -> np.ndarray:
     """uint8 HxW mask, 1 where the pixel of the HxWx3 (or x4) array is exactly `color` (R, G, B)."""
@@ -93,38 +85,6 @@ def parse_color(text: str) -> tuple[int, int, int]:
 def parse_groups(text: str | None) -> frozenset[str]:
     """'a,b' -> {'a', 'b'}; None or '' -> empty."""
     return frozenset(g.strip() for g in (text or "").split(",") if g.strip())
-
-
-def cut_tile(array: np.ndarray, row0: int, col0: int, tile: int) -> np.ndarray:
-    """The tile x tile window at (row0, col0), padded with 0 at the bottom/right where the scene ends."""
-    window = array[row0:row0 + tile, col0:col0 + tile]
-    if window.shape[:2] == (tile, tile):
-        return window
-    out = np.zeros((tile, tile) + array.shape[2:], dtype=array.dtype)
-    out[:window.shape[0], :window.shape[1]] = window
-    return out
-
-
-def stretch_to_uint8(band: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Linear stretch of one band from its 2nd-98th percentile (over `valid` pixels) to 0-255."""
-    band = band.astype(np.float64)
-    ok = np.isfinite(band) if valid is None else (valid & np.isfinite(band))
-    if not ok.any():
-        return np.zeros(band.shape, dtype=np.uint8)
-    lo, hi = np.percentile(band[ok], [2, 98])
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    out = np.clip((np.where(ok, band, lo) - lo) * scale, 0, 255)
-    out[~ok] = 0
-    return np.round(out).astype(np.uint8)
-
-
-def _offsets(length: int, tile: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    offsets = list(range(0, length - tile + 1, tile))
-    if offsets[-1] + tile < length:
-        offsets.append(length - tile)
-    return offsets
 
 
 # ----------------------------------------------------------------------------- footprints
@@ -209,7 +169,7 @@ def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
     folders = [Path(d) for d in src_dirs]
     tiles = {folder: _find_xyz_tiles(folder, zoom) for folder in folders}
     groups = _unique_groups([(folder.resolve().name, folder) for folder in folders], "--src folder")
-    test = _check_test_groups(test_groups, groups)
+    test = check_test_groups(test_groups, groups)
     _check_unique_names([(t.name, str(t.path)) for ts in tiles.values() for t in ts])
     footprints = {folder: reproject(*load_footprints(folder / "labels.geojson"), WEB_MERCATOR) for folder in folders}
     if block_split is not None:  # an area too small to split is one line before any work
@@ -242,19 +202,21 @@ def prepare_geotiff(scenes: Sequence[str | Path], labels: str | Path, out: str |
     """Tile rasterio scenes with the footprints of `labels` rasterised on each scene's grid; group = scene stem;
     with `block_split`, blocks are squares of `block_m` metres rounded to whole tiles."""
     scenes = [Path(s) for s in scenes]
-    _check_tile_size(tile_size)
+    check_tile_size(tile_size)
     groups = _unique_groups([(s.stem, s) for s in scenes], "--src scene")
-    test = _check_test_groups(test_groups, groups)
+    test = check_test_groups(test_groups, groups)
     for scene in scenes:
         if not scene.is_file():
             raise UserError(f"scene {scene} does not exist; check the --src path")
     geoms, crs = load_footprints(labels)
     writer = LayoutWriter(Path(out), test, positive_fraction, block_split)
+    stretches: dict[str, dict] = {}
     with tqdm(desc="geotiff tiles", unit="tile", disable=not progress) as bar:
         for scene in scenes:
-            image, mask = _read_geotiff(scene, geoms, crs)
+            image, mask = _read_geotiff(scene, geoms, crs, stretches)
             per_block = _scene_tiles_per_block(scene, tile_size, block_m) if block_m else None
             _write_tiles(writer, scene.stem, image, mask, tile_size, bar, per_block)
+    fileio.save_json(default_paths(out)["radiometry"], stretches)
     return writer.finish()
 
 
@@ -262,9 +224,9 @@ def prepare_folder(images: str | Path, masks: str | Path, out: str | Path, test_
                    tile_size: int = 256, building_color: Sequence[int] | None = None,
                    progress: bool = False, positive_fraction: float = POSITIVE_FRACTION) -> LayoutSummary:
     """Tile image/mask pairs matched by stem; group = scene stem."""
-    _check_tile_size(tile_size)
+    check_tile_size(tile_size)
     pairs = _pair_by_stem(Path(images), Path(masks))
-    test = _check_test_groups(test_groups, list(pairs))
+    test = check_test_groups(test_groups, list(pairs))
     writer = LayoutWriter(Path(out), test, positive_fraction)
     found_colour = building_color is None
     with tqdm(desc="folder tiles", unit="tile", disable=not progress) as bar:
@@ -304,21 +266,23 @@ def _find_xyz_tiles(folder: Path, zoom: int) -> list[_XyzTile]:
     return tiles
 
 
-def _read_geotiff(scene: Path, geoms: list[dict], crs: str) -> tuple[np.ndarray, np.ndarray]:
-    """HxWx3 uint8 RGB of the first 3 bands (a 1- or 2-band scene repeats band 1) and its footprint mask."""
-    def read(src: Any) -> tuple[np.ma.MaskedArray, Any, Any, tuple[int, int], Any]:
-        if src.crs is None:
-            raise UserError(f"scene {scene} has no CRS, so the footprints cannot be placed; georeference it "
-                            "or use the folder mode with masks")
-        indexes = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-        return src.read(indexes, masked=True), src.transform, src.crs, (src.height, src.width), src.bounds
+def _scene_rgb(src: Any, scene: Path) -> tuple[np.ndarray, Any, Any, Any, tuple[int, int], Any]:
+    """(HxWx3 uint8 RGB, its radiometry.Stretch, transform, CRS, shape, bounds) of an open scene."""
+    if src.crs is None:
+        raise UserError(f"scene {scene} has no CRS, so the footprints cannot be placed; georeference it "
+                        "or use the folder mode with masks")
+    image, stretch = radiometry.scene_rgb(src)  # the stretch S11's prediction of the scene computes
+    return image, stretch, src.transform, src.crs, (src.height, src.width), src.bounds
 
-    data, transform, raster_crs, shape, bounds = read_raster(scene, "scene", "re-export it as a GeoTIFF", read)
-    if data.dtype == np.uint8:
-        image = np.moveaxis(np.ma.getdata(data), 0, -1)
-    else:
-        valid = ~np.ma.getmaskarray(data)
-        image = np.stack([stretch_to_uint8(np.ma.getdata(b), v) for b, v in zip(data, valid)], axis=-1)
+
+def _read_geotiff(scene: Path, geoms: list[dict], crs: str,
+                  stretches: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """HxWx3 uint8 RGB of the first 3 bands (a 1- or 2-band scene repeats band 1; other than 8-bit stretched
+    by misc/radiometry.py, recorded in `stretches` under the scene's stem) and its footprint mask."""
+    image, stretch, transform, raster_crs, shape, bounds = read_raster(
+        scene, "scene", "re-export it as a GeoTIFF", lambda src: _scene_rgb(src, scene))
+    if stretches is not None:
+        stretches[scene.stem] = stretch.record()
     from shapely import box
 
     scene_box = box(*bounds)
@@ -394,15 +358,6 @@ def _unique_groups(items: list[tuple[str, Path]], what: str) -> list[str]:
     return list(seen)
 
 
-def _check_test_groups(test_groups: Iterable[str], groups: Sequence[str]) -> frozenset[str]:
-    test = frozenset(test_groups)
-    unknown = sorted(test - set(groups))
-    if unknown:
-        raise UserError(f"--test_groups names {', '.join(unknown)}, which is not among the groups found "
-                        f"({', '.join(sorted(groups))}); use those names")
-    return test
-
-
 def _check_unique_names(names: list[tuple[str, str]]) -> None:
     seen: dict[str, str] = {}
     for name, path in names:
@@ -410,11 +365,6 @@ def _check_unique_names(names: list[tuple[str, str]]) -> None:
             raise UserError(f"tiles {seen[name]} and {path} share the name {name!r}; tile names must be "
                             "unique across --src folders")
         seen[name] = path
-
-
-def _check_tile_size(tile_size: int) -> None:
-    if tile_size < 1:
-        raise UserError(f"--tile_size {tile_size} must be a positive number of pixels (e.g. 256)")
 
 
 # ----------------------------------------------------------------------------- command line

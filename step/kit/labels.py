@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from misc import thresholds
+from misc.ownership import folders_of
 from misc.crf import CRF_PARAMS, LabelJob, Tile, label_tiles, quality_scores
 from misc.pyutils import Timer, format_duration
 from misc.torchutils import runtime, shard
@@ -27,12 +28,14 @@ def make_ir_labels(names: Sequence[str], cls_labels: Mapping[str, int], image_pa
                    map_dir: str | Path, out_dir: str | Path, *, channel: int, fg_thres: float | str,
                    bg_thres: float | str, num_workers: int, gt_dir: str | Path | None = None, resume: bool = True,
                    map_stage: str = "the stage that writes the maps", tag: str = "labels",
-                   stage: str | None = None, flags: tuple[str, str] = ("--conf_fg_thres", "--conf_bg_thres")) -> dict:
+                   stage: str | None = None, flags: tuple[str, str] = ("--conf_fg_thres", "--conf_bg_thres"),
+                   folder_flags: tuple[str, str] = ("--lpcam_out_dir", "--ir_label_out_dir")) -> dict:
     """Confident labels for every tile of `names`; returns the summary (all ranks' counts summed).
 
     Positives read `high_res[channel]` of <map_dir>/<name>.npy, negatives get all zeros. Outputs made
     from the same maps, images and settings are kept when `resume` is true (only counted again).
-    A threshold 'auto' is picked from the maps (`pick_confident_thresholds`); `flags` name the two.
+    A threshold 'auto' is picked from the maps (`pick_confident_thresholds`); `flags` name the two,
+    `folder_flags` the map and the output folder.
     """
     rt, timer = runtime(), Timer()
     map_dir, out_dir = Path(map_dir), Path(out_dir)
@@ -42,7 +45,9 @@ def make_ir_labels(names: Sequence[str], cls_labels: Mapping[str, int], image_pa
     map_paths = {n: map_dir / f"{n}.npy" for n in positives}
     fingerprint = _fingerprint(names, image_paths, map_paths, map_dir, channel, fg_thres, bg_thres, map_stage)
     # a rerun never mixes labels from other inputs: reusable_outputs deletes them (and their palettes) first
-    done = reusable_outputs(out_dir, fingerprint, resume, suffix=".png", also=("_palette.png",), stage=stage) & set(names)
+    inputs = {folder_flags[0]: [map_dir], "--voc12_root": folders_of(image_paths.values()), "--gt_dir": [gt_dir]}
+    done = reusable_outputs(out_dir, fingerprint, resume, suffix=".png", also=("_palette.png",), stage=stage,
+                            names=names, flag=folder_flags[1], inputs=inputs) & set(names)
     gt_paths = _gt_paths(positives, gt_dir, tag)
 
     def tile(name: str, reuse: bool) -> Tile:

@@ -1,8 +1,10 @@
 """What an output was made from, so that a rerun keeps what is still valid and redoes the rest.
 
 Map and label stages keep a stamp (`.source.json`) in their output folder: the fingerprint of every input
-and setting the outputs depend on, and the flag of the stage that made them. A rerun with the same
-fingerprint skips the files already there; any difference deletes them first. Training stages put the
+and setting the outputs depend on, the flag of the stage that made them, and the name of every file it
+writes there (listed before the first is written). A rerun with the same fingerprint skips the files already
+there; any difference deletes them first: only the listed files, never another one. A folder holding anything
+else, or overlapping an input folder, is refused before any work (misc/ownership.py). Training stages put the
 same kind of digest in their checkpoint's fingerprint (`training_data`). docs/ARCHITECTURE.md, "Resume".
 
 What a fingerprint holds:
@@ -28,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from misc import fileio
+from misc import fileio, ownership
 from misc.errors import UserError
 from misc.torchutils import barrier, runtime
 
@@ -144,42 +146,83 @@ def _read_stamp(out_dir: Path) -> dict | None:
 
 def made_from(out_dir: str | os.PathLike) -> dict | str:
     """What the outputs in `out_dir` were made from: the stamp `reusable_outputs` keeps there (its content, not
-    its mtime, which every rerun renews), or the folder's name where there is none. A later stage puts it in
-    its own fingerprint, so new inputs upstream make its outputs stale."""
+    its mtime, which every rerun renews, and not its list of files), or the folder's name where there is none. A
+    later stage puts it in its own fingerprint, so new inputs upstream make its outputs stale."""
     stamp = _read_stamp(Path(out_dir))
-    return stamp if stamp is not None else str(out_dir)
+    return _fingerprint_of(stamp) if stamp is not None else str(out_dir)
+
+
+def _fingerprint_of(stamp: dict | None) -> dict | None:
+    return None if stamp is None else {k: v for k, v in stamp.items() if k != ownership.OUTPUTS}
+
+
+def owned_files(out_dir: str | os.PathLike, stage: str | None, suffixes: tuple[str, ...] | None = None) -> set[str]:
+    """The files of `out_dir` that stage `stage` wrote there, as its stamp lists them. A stamp of the same stage
+    written before stamps listed their files owns the visible files ending in `suffixes` (what those versions
+    wrote; any file when `suffixes` is None). No stamp, an unreadable one or another stage's: nothing."""
+    stamp = _read_stamp(Path(out_dir))
+    if stamp is None or stamp.get("stage") != stage:
+        return set()
+    if ownership.OUTPUTS in stamp:
+        return {str(name) for name in stamp[ownership.OUTPUTS]}
+    return {n for n in ownership.listed(out_dir) if (Path(out_dir) / n).is_file()
+            and (suffixes is None or n.endswith(tuple(suffixes)))}
+
+
+def check_output_folder(out_dir: str | os.PathLike, flag: str, stage: str | None,
+                        inputs: Mapping[str, Iterable[str | os.PathLike]] = {},
+                        suffixes: tuple[str, ...] | None = None) -> set[str]:
+    """Refuse `out_dir` (one UserError line, nothing changed) when it holds an entry stage `stage` did not write
+    or overlaps a folder it reads (`inputs`: flag -> folders); returns the files it owns there."""
+    ownership.check_outside_inputs(out_dir, flag, inputs)
+    owned = owned_files(out_dir, stage, suffixes)
+    ownership.refuse_foreign(out_dir, flag, ownership.foreign_entries(out_dir, owned))
+    return owned
 
 
 def reusable_outputs(out_dir: str | os.PathLike, fingerprint: dict, resume: bool, suffix: str | tuple[str, ...] = ".npy",
-                     stage: str | None = None, variant: str = "", also: tuple[str, ...] = ()) -> set[str]:
+                     stage: str | None = None, variant: str = "", also: tuple[str, ...] = (),
+                     names: Iterable[str] | None = None, flag: str = "the output folder",
+                     inputs: Mapping[str, Iterable[str | os.PathLike]] = {}) -> set[str]:
     """Names whose output already exists in `out_dir` and was made from the same inputs.
 
     A rerun with --resume True skips them. When the inputs changed (a retrained model) or resume is
     off, the old outputs are deleted before the new fingerprint is recorded, so an interrupted rerun
     can never mix outputs of two models (`also`: other suffixes written per name, deleted with them).
-    The stamp also records `stage`, the flag of the stage that writes the folder (and its `variant`),
-    so an evaluation knows what it scores whatever the folder is called. With several suffixes, a name
-    counts as existing when any of its files does (the caller checks which one means "done"). Rank 0 does the bookkeeping;
-    every rank gets the same answer.
+    Only files the stage wrote are ever deleted: the stamp lists every file it will write for `names`
+    (each with `suffix` and `also`) before the first is written, and a folder holding anything else, or
+    overlapping an input folder (`inputs`: flag -> folders), is refused in one line naming `flag` before
+    anything changes (misc/ownership.py). The stamp also records `stage`, the flag of the stage that writes
+    the folder (and its `variant`), so an evaluation knows what it scores whatever the folder is called. With
+    several suffixes, a name counts as existing when any of its files does (the caller checks which one means
+    "done"). Every rank checks the folder; rank 0 does the bookkeeping; every rank gets the same answer.
     """
     if stage is not None:
         fingerprint = {"stage": stage, "variant": variant, **fingerprint}
     out_dir = Path(out_dir)
     stamp = out_dir / STAMP
-    previous = _read_stamp(out_dir)
-    same = resume and previous == json.loads(json.dumps(fingerprint))
     suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
-    existing = ({p.name[: -len(end)] for end in suffixes for p in out_dir.glob(f"*{end}") if not p.name.startswith(".")}
-                if out_dir.is_dir() else set())
+    owned = check_output_folder(out_dir, flag, stage, inputs, (*suffixes, *also))
+    previous = _fingerprint_of(_read_stamp(out_dir))
+    same = resume and previous == json.loads(json.dumps(fingerprint))
+    present = set(ownership.listed(out_dir)) & owned
+    existing = {f[: -len(end)] for f in present for end in suffixes if f.endswith(end)}
+    planned = ownership.planned_files(existing if names is None else names, (*suffixes, *also))
+    if names is not None:
+        existing &= set(names)
     barrier()
     if runtime().is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in ownership.stale_temporaries(out_dir, owned | planned):
+            tmp.unlink(missing_ok=True)
         if not same:
-            stamp.unlink(missing_ok=True)
-            for name in existing:
-                for ending in (*suffixes, *also):
-                    (out_dir / f"{name}{ending}").unlink(missing_ok=True)
-        fileio.save_json(stamp, fingerprint)
+            # the list grows first, so an interruption while deleting leaves nothing unowned; no fingerprint:
+            # what is left counts as made from unknown inputs
+            fileio.save_json(stamp, {"stage": stage, "variant": variant, ownership.OUTPUTS: sorted(owned | planned)})
+            for name in sorted(present):
+                (out_dir / name).unlink(missing_ok=True)
+            owned = set()
+        fileio.save_json(stamp, {**fingerprint, ownership.OUTPUTS: sorted(owned | planned)})
     barrier()
     return existing if same else set()
 
