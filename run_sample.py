@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--onnx_check_tolerance", type=positive_float, default=1e-3,
                    help="S11 export_seg: largest allowed difference of the ONNX and torch probabilities on one tile")
 
-    g = p.add_argument_group("S12 building footprints (step.make_footprints)")
+    g = p.add_argument_group("S12 building footprints (step.make_footprints, eval_footprints)")
     g.add_argument("--footprint_min_area", type=nonneg_float, default=1.0,
                    help="drop polygons smaller than this many m2 on the ground (fAIr: 1)")
     g.add_argument("--footprint_simplify", type=nonneg_float, default=0.2,
@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--footprints_out", type=str, default=None,
                    help="GeoJSON of the footprints, EPSG:4326; a .gpkg of the same name is written beside it "
                         "[<work_space>/footprints.geojson]")
+    g.add_argument("--footprints_ref", type=str, default=None,
+                   help="S12 eval_footprints: reference building polygons of the whole area (GeoJSON in lon/lat, or "
+                        "a GeoPackage; ids from osm_id or id), matched one to one with --footprints_out at IoU >= 0.5 "
+                        "inside the area of the masks in --seg_out_dir")
 
     for stage in STAGES:
         p.add_argument(f"--{stage.flag}_pass", type=str2bool, default=False, help=f"run {stage.tag}")

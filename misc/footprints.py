@@ -136,6 +136,25 @@ def _read_geotiff_mask(path: Path) -> MaskGrid:
                     nodata if nodata.any() else None)
 
 
+def mask_files(seg_dir: str | os.PathLike) -> list[Path]:
+    """The masks S11 wrote in `seg_dir` (--seg_out_dir), sorted: <name>.tif, or <name>.png where no .tif exists."""
+    seg_dir = Path(seg_dir)
+    if not seg_dir.is_dir():
+        raise UserError(f"--seg_out_dir {seg_dir} does not exist; run --make_seg_pass True first (or point "
+                        "--seg_out_dir at a folder of masks)")
+    found: dict[str, Path] = {}
+    for path in sorted(seg_dir.iterdir()):
+        suffix = path.suffix.lower()
+        if path.name.startswith(".") or not path.is_file() or suffix not in (".tif", ".tiff", ".png"):
+            continue
+        if suffix == ".png" and path.stem in found:
+            continue
+        found[path.stem] = path
+    if not found:
+        raise UserError(f"--seg_out_dir {seg_dir} holds no mask (.tif or OAM-x-y-z.png); run --make_seg_pass True first")
+    return [found[name] for name in sorted(found)]
+
+
 MASK_WINDOW = 4096  # read_mask_windows' window side: 16 MP of mask (and its validity) at a time
 
 
