@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from misc import fileio, hardware
+from misc import augment, fileio, hardware
 from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast for the networks; auto: bf16 where the device has bf16 hardware (CUDA with "
                         "bf16, AVX512-BF16 or AMX CPUs), fp32 elsewhere, where bf16 runs 10-60x slower [auto]")
     g.add_argument("--seed", type=int, default=0, help="seed of the training order and augmentation")
+    g.add_argument("--augment", type=str, default=augment.REFERENCE, choices=augment.RECIPES,
+                   help="training augmentation of every training stage (S1, S6, S10, S11): reference (random rescale, "
+                        "horizontal flip, crop), dihedral (one of the 8 flips/rotations/transposes of the square, crop, "
+                        "no rescale: tiles seen from above have no up) or dihedral_rescale (rescale, then the 8) "
+                        "(misc/augment.py)")
     g.add_argument("--sync_bn", type=str2bool, default=False, help="under torchrun on GPUs: batch-norm statistics over all ranks")
 
     g = p.add_argument_group("dataset (every path derives from --voc12_root unless given)")

@@ -16,7 +16,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from misc import losses, metrics
+from misc import augment, losses, metrics
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, runtime
 from misc.trainloop import FitConfig, TrainJob, train
@@ -37,11 +37,13 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list", mask_dir=args.ir_label_out_dir,
                        mask_flag="--ir_label_out_dir (run --cam_to_ir_label_pass True)")
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.ir_label_out_dir, split.cls_labels,
-                                             crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed)
+                                             crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed,
+                                             augment=args.augment)
     fingerprint = {k: getattr(args, k) for k in (
         "amn_backbone", "amn_model_weights", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr",
         "amn_new_lr", "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold",
         "mcl_pixel_gate", "seed", "voc12_root", "train_list", "amn_select_by_gt")}
+    fingerprint.update(augment.fingerprint_entry(args.augment))
     fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir))
     best = {"miou": -1.0, "state": None, "epoch": 0}
     on_epoch_end = None

@@ -17,7 +17,7 @@ import argparse
 import logging
 from functools import partial
 
-from misc import losses
+from misc import augment, losses
 from misc.errors import UserError
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, poly_sgd, runtime
@@ -59,11 +59,12 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list")
     check_both_classes(split, args.train_list)
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
-                                    crop_size=args.cam_crop_size, seed=args.seed)
+                                    crop_size=args.cam_crop_size, seed=args.seed, augment=args.augment)
     fingerprint = {"network": fingerprint_name, "backbone": args.backbone, "voc12_root": args.voc12_root,
                    "train_list": args.train_list, "tiles": len(split.names), "batch": args.cam_batch_size,
                    "epochs": args.cam_num_epoches, "lr": args.cam_learning_rate, "wd": args.cam_weight_decay,
                    "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
+                   **augment.fingerprint_entry(args.augment),
                    **training_data(split.names, split.image_paths, split.cls_labels)}
     train(TrainJob(
         checkpoint=train_path, dataset=dataset,

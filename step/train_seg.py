@@ -8,7 +8,7 @@ Writes: <seg_weights_name>.pth (net.checkpoints format, network "DeepLabV3Plus",
         "fingerprint" and "trained_on"), <seg_weights_name>.resume.pth after every epoch (removed at the end).
 Loss: pixel cross-entropy, 255 ignored (crop padding). Optimiser: poly SGD, momentum 0.9, weight decay
 --seg_weight_decay, decoder and head at 10x --seg_learning_rate. Augmentation: SegmentationDataset
-(random scale 0.5-1.5, flip, crop --seg_crop_size).
+(random scale 0.5-1.5, flip, crop --seg_crop_size; --augment dihedral: the 8 flips and rotations instead).
 """
 # deviation: the reference trains DeepLabV3+ in PaddleSeg 2.9 with no configuration in the release; this is a
 # plain-torch DeepLabV3+ with the usual recipe (poly SGD 0.01, momentum 0.9, 10x decoder lr), not PaddleSeg's.
@@ -19,7 +19,7 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from misc import losses
+from misc import augment, losses
 from misc.errors import UserError
 from misc.torchutils import poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
@@ -43,7 +43,8 @@ def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.Segment
                                      decode=True, workers=args.pool_workers,
                                      mask_kind="gt" if s.trained_on == GROUND_TRUTH else "labels")
     return dataloader.SegmentationDataset(names, paths, s.label_dir, cls_labels=None, crop_size=args.seg_crop_size,
-                                          scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH, seed=args.seed)
+                                          scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH, seed=args.seed,
+                                          augment=args.augment)
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> None:
                    "trained_on": s.trained_on, **{k: getattr(args, k) for k in (
                        "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
                        "seg_weight_decay", "seg_crop_size", "seed")},
+                   **augment.fingerprint_entry(args.augment),
                    **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
     train(TrainJob(
         checkpoint=s.checkpoint, dataset=dataset,
