@@ -18,6 +18,7 @@ from misc import augment, fileio, hardware
 from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
+from misc.self_training import probability_band
 from misc.thresholds import threshold_or_auto
 from misc.torchutils import pick_device, setup_runtime
 from net import backbones
@@ -188,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_learning_rate", type=positive_float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
     g.add_argument("--seg_weight_decay", type=nonneg_float, default=1e-4, help="SGD weight decay")
     g.add_argument("--seg_crop_size", type=positive_int, default=256, help="training crop")
+    g.add_argument("--seg_self_train_rounds", type=nonneg_int, default=0,
+                   help="self-training rounds after the training on pseudo masks: round k + 1 learns from round k's "
+                        "predictions on the training tiles (negatives all background), labels in "
+                        "<work_space>/seg_round<k>_labels (0: none, the reference)")
+    g.add_argument("--seg_self_train_band", type=probability_band, default=(0.3, 0.7),
+                   help="lo,hi: in self-training rounds, building probabilities inside [lo, hi] are left unlabelled "
+                        "(255), building above hi, background below lo")
+    g.add_argument("--seg_self_train_crf", type=str2bool, default=False,
+                   help="self-training labels from the dense CRF of the probabilities at hi / lo (as S5) instead "
+                        "of the plain band")
+    g.add_argument("--seg_self_train_epochs", type=positive_int, default=None,
+                   help="epochs of each self-training round [--seg_num_epoches]")
     g.add_argument("--seg_infer_list", type=str, default=None, help="tiles to predict and evaluate [<root>/test.txt]")
     g.add_argument("--seg_infer_dir", type=str, default=None,
                    help="predict every image of this folder instead (any size; GeoTIFFs give GeoTIFF masks too)")
