@@ -19,7 +19,7 @@ from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
 from misc.self_training import probability_band
-from misc.thresholds import threshold_or_auto
+from misc.thresholds import cut_threshold, threshold_or_auto
 from misc.torchutils import pick_device, setup_runtime
 from net import backbones
 from step.stages import STAGES
@@ -123,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("S2 seed CAMs (step.make_cam) and S4 evaluation (step.eval_cam)")
     g.add_argument("--cam_scales", type=positive_float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
     g.add_argument("--cam_infer_batch", type=positive_int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
-    g.add_argument("--cam_eval_thres", type=threshold_or_auto, default=0.08, help="building iff map > t (the reference's effective value: 0.08); auto: the maps' mean over the positives (no ground truth)")
+    g.add_argument("--cam_eval_thres", type=cut_threshold, default=0.08,
+                   help="building iff map > t (the reference's effective value: 0.08); auto: the maps' mean over the "
+                        "positives (no ground truth); auto_neg: the cut with the best building IoU implied by the "
+                        "negatives' maps as the model of background (seed CAMs only: S2 then also maps the negatives "
+                        "into --cam_neg_out_dir)")
+    g.add_argument("--cam_neg_out_dir", type=str, default=None,
+                   help="S2 seed CAMs of the negatives, made with --cam_eval_thres auto_neg [<work_space>/cam_neg]")
     g.add_argument("--cam_eval_sweep", type=str2bool, default=False, help="also sweep t over 0.05..0.60 and report the best (uses GT)")
     g.add_argument("--num_vis", type=nonneg_int, default=8, help="overlay PNGs written per evaluated stage")
 
@@ -280,6 +286,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         **{key: layout[key] for key in ("train_list", "infer_list", "cls_labels", "gt_dir")},
         "MODEL_WEIGHTS": backbones.default_weights(backbones.check(args.backbone, "--backbone")),
         "cam_out_dir": ws / "cam",
+        "cam_neg_out_dir": ws / "cam_neg",
         "lpcam_out_dir": ws / "lpcam_mask",
         "ir_label_out_dir": ws / "ir_label",
         "amn_cam_out_dir": ws / "amn_cam",

@@ -59,7 +59,8 @@ def stage_table(work_space: str | Path) -> str:
 def _threshold(m: dict) -> str:
     """The operating point, marked 'auto' when it was picked from the maps (without ground truth)."""
     t = m.get("threshold", "")
-    return f"auto {t:.2f}" if m.get("threshold_rule") == "auto" else str(t)
+    rule = m.get("threshold_rule")
+    return f"{rule} {t:.2f}" if rule in ("auto", "auto_neg") else str(t)
 
 
 def all_building_row(m: dict) -> str:
