@@ -206,13 +206,13 @@ def score_area(preds: Sequence[BaseGeometry], pred_ids: Sequence[str], refs: Seq
 
 # ----------------------------------------------------------------------------- reading
 
-def read_polygons(path: str | os.PathLike, flag: str, id_fields: Sequence[str] = ("osm_id", "id")
-                  ) -> tuple[list[BaseGeometry], list[str], str]:
+def read_polygons(path: str | os.PathLike, flag: str, id_fields: Sequence[str] = ("osm_id", "id"),
+                  allow_empty: bool = False) -> tuple[list[BaseGeometry], list[str], str]:
     """(polygons, ids, CRS) of a vector file OGR reads (GeoJSON: lon/lat, RFC 7946).
 
     The id of a feature is the first of `id_fields` it has a value in, else its position in the file
     ("#<n>"). Features without polygon geometry are skipped; an unreadable file, or one without any
-    polygon, is a UserError naming `flag`.
+    polygon (unless `allow_empty`: predictions may find nothing), is a UserError naming `flag`.
     """
     path = Path(path)
     if not path.is_file():
@@ -232,7 +232,7 @@ def read_polygons(path: str | os.PathLike, flag: str, id_fields: Sequence[str] =
             continue
         polys.append(geom)
         ids.append(_feature_id(columns, i))
-    if not polys:
+    if not polys and not allow_empty:
         raise UserError(f"{flag} {path} holds no polygon; give the building outlines as polygons")
     crs = meta.get("crs") or footprints.LONLAT  # GeoJSON without a CRS member is lon/lat by definition
     return polys, ids, crs

@@ -41,7 +41,7 @@ def report_footprints(args: argparse.Namespace) -> dict:
     out = Path(args.footprints_out)
     if not out.is_file():
         raise UserError(f"--footprints_out {out} does not exist; run --make_footprints_pass True first")
-    preds, pred_ids, pred_crs = area_scores.read_polygons(out, "--footprints_out", id_fields=())
+    preds, pred_ids, pred_crs = area_scores.read_polygons(out, "--footprints_out", id_fields=(), allow_empty=True)
     refs, ref_ids, ref_crs = area_scores.read_polygons(args.footprints_ref, "--footprints_ref")
     covered = area_scores.covered_area(footprints.mask_files(s.out_dir))
     preds = footprints.reproject(preds, pred_crs, footprints.LONLAT)

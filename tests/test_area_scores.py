@@ -174,6 +174,16 @@ def test_eval_footprints_stage_scores_the_whole_area(tmp_path):
     assert "whole area (S12)" in report.stage_table(tmp_path / "result")
 
 
+def test_masks_without_buildings_score_zero_recall(tmp_path):
+    fileio.save_png(tmp_path / "seg" / f"OAM-{X}-{Y}-{Z}.png", np.zeros((256, 256), np.uint8))
+    ref_path = write_geojson(tmp_path / "labels.geojson", [tile_lonlat(X, Y, Z, 10, 10, 90, 90)], [{"osm_id": 5}])
+    args = stage_args(tmp_path / "unused_root", tmp_path, "--seg_out_dir", str(tmp_path / "seg"),
+                      "--footprints_ref", str(ref_path))
+    make_footprints.write_all(args)
+    result = eval_footprints.report_footprints(args)
+    assert (result["object_counts"]["fn"], result["scores"]["object_recall"], result["scores"]["object_f1"]) == (1, 0.0, 0.0)
+
+
 def test_eval_footprints_one_line_errors(tmp_path):
     write_seam_masks(tmp_path / "seg")
     args = stage_args(tmp_path / "unused_root", tmp_path, "--seg_out_dir", str(tmp_path / "seg"))
