@@ -1,4 +1,4 @@
-"""Run BAC-AR-Net stages in pipeline order (the table in step/stages.py).
+"""Run BAC-AR-Net stages in pipeline order (the table in step/kit/stages.py).
 
     python run_sample.py --voc12_root Dataset/RRDSD --train_cam_pass True --make_cam_pass True ...
 
@@ -17,12 +17,12 @@ from pathlib import Path
 from misc import augment, fileio, hardware
 from misc.errors import UserError, exit_on_user_error
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
-                          stage_timer, str2bool, unit_interval, unit_interval_open, workers_count)
+                          stage_timer, str2bool, unit_interval, unit_interval_open, window_side, workers_count)
 from misc.self_training import probability_band
 from misc.thresholds import cut_threshold, threshold_or_auto
 from misc.torchutils import pick_device, setup_runtime
 from net import backbones
-from step.stages import STAGES
+from step.kit.stages import STAGES
 from voc12.layout import default_paths
 
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_infer_dir", type=str, default=None,
                    help="predict every image of this folder instead (any size; GeoTIFFs give GeoTIFF masks too)")
     g.add_argument("--seg_out_dir", type=str, default=None, help="predicted masks {0,1} PNG [<work_space>/seg]")
-    g.add_argument("--seg_window", type=positive_int, default=256, help="sliding-window size at prediction")
+    g.add_argument("--seg_window", type=window_side, default=256, help="sliding-window size at prediction")
     g.add_argument("--seg_overlap", type=unit_interval_open, default=0.25, help="overlap of neighbouring windows, in [0, 1)")
     g.add_argument("--seg_scales", type=positive_float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
     g.add_argument("--seg_infer_batch", type=positive_int, default=8, help="windows per forward pass at prediction")
@@ -256,10 +256,6 @@ def resolve_workers(args: argparse.Namespace) -> hardware.ThreadPlan:
 WEIGHT_FLAGS = ("MODEL_WEIGHTS", "amn_model_weights", "seg_weights")
 NO_WEIGHTS = "none"
 
-# the weights each training stage writes (their folders are checked before any stage starts)
-WRITES_WEIGHTS = {"train_cam": ("cam_weights_name", "msg_weights_name"), "train_amn": ("amn_weights_name",),
-                  "train_irn": ("irn_weights_name",), "train_seg": ("seg_weights_name",)}
-
 
 def check_given_weights(args: argparse.Namespace) -> None:
     """Refuse an ImageNet checkpoint flag naming a missing file; `none` becomes "" (no weights, no warning)."""
@@ -272,6 +268,12 @@ def check_given_weights(args: argparse.Namespace) -> None:
         elif not Path(value).is_file():
             raise UserError(f"--{flag} {value} does not exist; fix the path, leave the flag out (its default is "
                             f"used when present) or pass --{flag} {NO_WEIGHTS} to start from scratch")
+
+
+def imagenet_weights(backbone: str, args: argparse.Namespace) -> str | None:
+    """The ImageNet file of a network's backbone left at its default: --MODEL_WEIGHTS (resolved) when it is
+    --backbone, else that backbone's own default file."""
+    return args.MODEL_WEIGHTS if backbone == args.backbone else backbones.default_weights(backbone)
 
 
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
@@ -294,16 +296,18 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         "amn_ir_label_out_dir": ws / "amn_ir_label",
         "sem_seg_out_dir": ws / "sem_seg",
         "footprints_out": ws / "footprints.geojson",
+        "seg_out_dir": ws / "seg",
+        "seg_infer_list": args.test_list,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None and value is not None:
             setattr(args, key, str(value))
-    if args.amn_backbone is None:
-        args.amn_backbone = args.backbone
-    backbones.check(args.amn_backbone, "--amn_backbone")
-    if args.amn_model_weights is None:
-        args.amn_model_weights = (args.MODEL_WEIGHTS if args.amn_backbone == args.backbone
-                                  else backbones.default_weights(args.amn_backbone))
+    for backbone, weights in (("amn_backbone", "amn_model_weights"), ("seg_backbone", "seg_weights")):
+        if getattr(args, backbone) is None:
+            setattr(args, backbone, args.backbone)
+        backbones.check(getattr(args, backbone), f"--{backbone}")
+        if getattr(args, weights) is None:
+            setattr(args, weights, imagenet_weights(getattr(args, backbone), args))
     if args.seed_cam_dir is None:
         args.seed_cam_dir = args.cam_out_dir
     return args
@@ -314,7 +318,7 @@ def check_writable(args: argparse.Namespace, chosen: list) -> None:
     any work starts (a weights folder found unwritable after the first epoch would lose it)."""
     fileio.check_writable_folder(args.work_space, "--work_space")
     for stage in chosen:
-        for flag in WRITES_WEIGHTS.get(stage.flag, ()):
+        for flag in stage.writes_weights:
             fileio.check_writable_folder(Path(getattr(args, flag)).parent, f"--{flag}")
 
 

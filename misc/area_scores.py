@@ -31,7 +31,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from misc import footprints
+from misc import footprints, geodata
 from misc.errors import UserError, brief
 
 IOU_THRESHOLD = 0.5
@@ -192,9 +192,9 @@ def score_area(preds: Sequence[BaseGeometry], pred_ids: Sequence[str], refs: Seq
     if covered.is_empty:
         raise ValueError("score_area: the covered area is empty")
     metric_crs = footprints.local_metric_crs([covered], crs)
-    covered_m, = footprints.reproject([covered], crs, metric_crs)
-    preds_m = footprints.reproject(list(preds), crs, metric_crs)
-    refs_m = footprints.reproject(list(refs), crs, metric_crs)
+    covered_m, = geodata.reproject([covered], crs, metric_crs)
+    preds_m = geodata.reproject(list(preds), crs, metric_crs)
+    refs_m = geodata.reproject(list(refs), crs, metric_crs)
     pred_keep, preds_m = clip_to_area(preds_m, covered_m, min_area_m2)
     ref_keep, refs_m = clip_to_area(refs_m, covered_m, min_area_m2)
     matching = match_polygons(preds_m, refs_m, iou_threshold)
@@ -234,7 +234,7 @@ def read_polygons(path: str | os.PathLike, flag: str, id_fields: Sequence[str] =
         ids.append(_feature_id(columns, i))
     if not polys and not allow_empty:
         raise UserError(f"{flag} {path} holds no polygon; give the building outlines as polygons")
-    crs = meta.get("crs") or footprints.LONLAT  # GeoJSON without a CRS member is lon/lat by definition
+    crs = meta.get("crs") or geodata.WGS84_CRS84  # GeoJSON without a CRS member is lon/lat by definition
     return polys, ids, crs
 
 
@@ -252,18 +252,16 @@ def _feature_id(columns: Sequence[np.ndarray], i: int) -> str:
 def mask_bounds(path: str | os.PathLike) -> tuple[BaseGeometry, str | None]:
     """(the rectangle a mask covers, its CRS) from a GeoTIFF's header, or from an XYZ tile's name and size."""
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        from misc import geoio
-
-        with geoio.open_raster(path, "GeoTIFF", "rewrite the mask") as src:
+    if geodata.is_geotiff(path):
+        with geodata.open_raster(path, "GeoTIFF", "rewrite the mask") as src:
             left, bottom, right, top = src.bounds
             return shapely.box(min(left, right), min(bottom, top), max(left, right), max(bottom, top)), (
                 None if src.crs is None else src.crs.to_string())
-    x, y, z = footprints.parse_xyz_name(path.name)
+    x, y, z = geodata.parse_xyz_name(path.name)
     from misc.imutils import image_size
 
     height, width = image_size(path)
-    transform, crs = footprints.xyz_transform(x, y, z, width)
+    transform, crs = geodata.xyz_transform(x, y, z, width)
     (x0, y0), (x1, y1) = transform * (0, 0), transform * (width, height)
     return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), crs
 
@@ -282,7 +280,7 @@ def covered_area(mask_paths: Sequence[str | os.PathLike]) -> BaseGeometry:
             raise UserError(f"{path} has no CRS, so its footprints are in pixel coordinates and cannot be compared with "
                             "reference polygons; georeference the mask (gdal_edit.py -a_srs EPSG:xxxx)")
         box = shapely.segmentize(box, max(box.bounds[2] - box.bounds[0], box.bounds[3] - box.bounds[1]) / 8)
-        boxes += footprints.reproject([box], mask_crs, footprints.LONLAT)
+        boxes += geodata.reproject([box], mask_crs, geodata.WGS84_EPSG)
     if not boxes:
         raise ValueError("covered_area: no mask given")
     # neighbouring tiles' edges, computed from different transforms, differ by float rounding: snapping to

@@ -13,8 +13,8 @@ whatever the input CRS (web-mercator "metres" overstate areas by 1/cos(lat)^2, 2
 A mask without CRS keeps pixel coordinates (column, row) and says so in a logged warning; nothing is
 ever placed on the map by guessing.
 
-The XYZ helpers (`xyz_tile_bounds`, `parse_xyz_name`, ...) and `rasterize_footprints` live here and are
-imported by voc12/prepare.py, so there is one definition of a tile's grid.
+The XYZ tile grid, the CRS names, the raster opener and `reproject` are misc.geodata's;
+`rasterize_footprints` lives here and is imported by voc12/prepare.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,53 +35,14 @@ from shapely.geometry.polygon import orient
 
 from misc.errors import UserError, brief
 from misc.fileio import atomic_path
+from misc.geodata import (GEOTIFF_SUFFIXES, WGS84_EPSG, is_geotiff, open_raster, parse_xyz_name, read_raster, reproject,
+                          xyz_transform)
+from misc.imutils import read_mask
 
 log = logging.getLogger(__name__)
 
-EARTH_RADIUS = 6378137.0  # WGS84 semi-major axis, the sphere of EPSG:3857
-MERCATOR_HALF = math.pi * EARTH_RADIUS  # 20037508.342789244 m
-WEB_MERCATOR = "EPSG:3857"
-LONLAT = "EPSG:4326"  # rasterio/GDAL keep lon/lat order for it (traditional GIS order), as RFC 7946 wants
-XYZ_NAME = re.compile(r"^(?P<prefix>.+)-(?P<x>\d+)-(?P<y>\d+)-(?P<z>\d+)$")
 GEOJSON_DECIMALS = 8  # 1e-8 degree is about 1 mm, far below a zoom-21 pixel (7.5 cm at the equator)
 SHARED_EDGE_FACTOR = 8.0  # pieces are one building when their boundaries run together for > this many tolerances
-
-
-# ----------------------------------------------------------------------------- XYZ tiles
-
-def xyz_tile_bounds(x: int, y: int, z: int) -> tuple[float, float, float, float]:
-    """(minx, miny, maxx, maxy) of XYZ tile (x, y, z) in EPSG:3857 metres; row y counts down from the north."""
-    size = 2.0 * MERCATOR_HALF / (1 << z)
-    minx = -MERCATOR_HALF + x * size
-    maxy = MERCATOR_HALF - y * size
-    return minx, maxy - size, minx + size, maxy
-
-
-def xyz_transform(x: int, y: int, z: int, size: int = 256) -> tuple[Affine, str]:
-    """The affine transform of a size x size tile's pixel grid and its CRS (EPSG:3857)."""
-    minx, _, maxx, maxy = xyz_tile_bounds(x, y, z)
-    res = (maxx - minx) / size
-    return Affine(res, 0.0, minx, 0.0, -res, maxy), WEB_MERCATOR
-
-
-def match_xyz_name(name: str) -> tuple[str, int, int, int] | None:
-    """(prefix, x, y, z) of a name `<prefix>-x-y-z` or `<prefix>-x-y-z.png` (a path is fine); None otherwise."""
-    stem = Path(name).name.removesuffix(".png")
-    m = XYZ_NAME.match(stem)
-    return None if m is None else (m["prefix"], int(m["x"]), int(m["y"]), int(m["z"]))
-
-
-def parse_xyz_name(name: str) -> tuple[int, int, int]:
-    """(x, y, z) of an XYZ tile named `OAM-x-y-z(.png)`; anything else is a UserError naming the file."""
-    found = match_xyz_name(name)
-    if found is None:
-        raise UserError(f"{name} is not named as an XYZ tile; expected OAM-<x>-<y>-<z>.png (e.g. "
-                        "OAM-1277168-1083840-21.png), or give the mask as a GeoTIFF with its CRS")
-    _, x, y, z = found
-    if x >= 1 << z or y >= 1 << z:
-        raise UserError(f"{name}: tile x={x} y={y} does not exist at zoom {z} (both must be below {1 << z}); "
-                        "check the x-y-z order of the name")
-    return x, y, z
 
 
 # ----------------------------------------------------------------------------- masks <-> polygons
@@ -97,15 +57,12 @@ class MaskGrid(NamedTuple):
 def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
     """A predicted mask with its grid: a GeoTIFF (its transform and CRS) or an XYZ tile PNG (its name)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
+    if is_geotiff(path):
         return _read_geotiff_mask(path)
-    if suffix != ".png":
+    if path.suffix.lower() != ".png":
         raise UserError(f"{path} is neither a GeoTIFF (.tif) nor an XYZ tile (OAM-x-y-z.png); "
                         "write the masks in one of those forms")
     x, y, z = parse_xyz_name(path.name)
-    from misc.imutils import read_mask
-
     mask = read_mask(path)
     if mask.shape[0] != mask.shape[1]:
         raise UserError(f"{path} is {mask.shape[1]}x{mask.shape[0]}; an XYZ tile is square (256x256)")
@@ -114,18 +71,8 @@ def read_mask_grid(path: str | os.PathLike) -> MaskGrid:
 
 
 def _read_geotiff_mask(path: Path) -> MaskGrid:
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once below, in our words
-            with rasterio.open(path) as src:
-                mask = src.read(1)
-                valid = src.read_masks(1)
-                transform, crs = src.transform, src.crs
-    except RasterioError as err:
-        raise UserError(f"{path} is not a readable GeoTIFF ({brief(err)}); rewrite the mask") from None
+    mask, valid, transform, crs = read_raster(path, "GeoTIFF mask", "rewrite the mask",
+                                              lambda src: (src.read(1), src.read_masks(1), src.transform, src.crs))
     nodata = valid == 0
     if crs is None:
         # a geotransform without a CRS is in unknown units: pixel coordinates are the honest answer
@@ -145,7 +92,7 @@ def mask_files(seg_dir: str | os.PathLike) -> list[Path]:
     found: dict[str, Path] = {}
     for path in sorted(seg_dir.iterdir()):
         suffix = path.suffix.lower()
-        if path.name.startswith(".") or not path.is_file() or suffix not in (".tif", ".tiff", ".png"):
+        if path.name.startswith(".") or not path.is_file() or suffix not in (*GEOTIFF_SUFFIXES, ".png"):
             continue
         if suffix == ".png" and path.stem in found:
             continue
@@ -166,13 +113,11 @@ def read_mask_windows(path: str | os.PathLike, size: int | None = None) -> Itera
     (0, 0, read_mask_grid(path))."""
     from rasterio.windows import Window
 
-    from misc import geoio
-
     path, size = Path(path), size or MASK_WINDOW
-    if path.suffix.lower() not in (".tif", ".tiff"):
+    if not is_geotiff(path):
         yield 0, 0, read_mask_grid(path)
         return
-    src = geoio.open_raster(path, "GeoTIFF", "rewrite the mask")
+    src = open_raster(path, "GeoTIFF mask", "rewrite the mask")
     if max(src.height, src.width) <= size:
         src.close()
         yield 0, 0, _read_geotiff_mask(path)
@@ -229,23 +174,6 @@ def rasterize_footprints(geoms: Iterable[Any], transform: Any, shape: tuple[int,
 
 # ----------------------------------------------------------------------------- metres on the ground
 
-def reproject(polys: Sequence[Polygon], src_crs: Any, dst_crs: Any) -> list[Polygon]:
-    """Polygons moved vertex by vertex from `src_crs` to `dst_crs`, in one GDAL call for all vertices.
-
-    Edges stay straight, which is exact enough for buildings (a 40 m edge bows by < 0.1 mm).
-    """
-    from rasterio.warp import transform
-
-    if not polys:
-        return []
-
-    def move(xy: np.ndarray) -> np.ndarray:
-        xs, ys = transform(src_crs, dst_crs, xy[:, 0], xy[:, 1])
-        return np.column_stack([xs, ys])
-
-    return list(shapely.transform(np.asarray(polys, dtype=object), move))
-
-
 def local_metric_crs(polys: Sequence[Polygon], crs: Any) -> str:
     """A PROJ string of the Lambert azimuthal equal-area projection centred on the polygons' bounds.
 
@@ -255,7 +183,7 @@ def local_metric_crs(polys: Sequence[Polygon], crs: Any) -> str:
     from rasterio.warp import transform
 
     minx, miny, maxx, maxy = shapely.total_bounds(np.asarray(polys, dtype=object))
-    lons, lats = transform(crs, LONLAT, [(minx + maxx) / 2], [(miny + maxy) / 2])
+    lons, lats = transform(crs, WGS84_EPSG, [(minx + maxx) / 2], [(miny + maxy) / 2])
     return (f"+proj=laea +lat_0={lats[0]:.7f} +lon_0={lons[0]:.7f} +x_0=0 +y_0=0 "
             "+datum=WGS84 +units=m +no_defs")
 
@@ -436,12 +364,12 @@ def write_footprints(polys: Sequence[Polygon], properties: Sequence[dict], crs: 
         log.warning("writing %s and %s in pixel coordinates: the masks have no CRS", geojson_path, gpkg_path)
         placed = list(polys)
     else:
-        placed = reproject(polys, crs, LONLAT)
+        placed = reproject(polys, crs, WGS84_EPSG)
     placed = [shapely.transform(orient(p, sign=1.0), lambda xy: np.round(xy, GEOJSON_DECIMALS))
               for p in placed]
     records = [_record(a, props) for a, props in zip(areas, properties)]
     _write_geojson(Path(geojson_path), placed, records, pixel=crs is None)
-    _write_gpkg(Path(gpkg_path), placed, records, None if crs is None else LONLAT)
+    _write_gpkg(Path(gpkg_path), placed, records, None if crs is None else WGS84_EPSG)
 
 
 def _record(area: float, props: dict) -> dict:

@@ -25,27 +25,21 @@ from typing import Any
 import numpy as np
 
 from misc import fileio
-from misc.errors import UserError, brief
+from misc.errors import UserError
+from misc.geodata import WEB_MERCATOR, match_xyz_name, open_raster, parse_xyz_name, xyz_tile_bounds
 
 log = logging.getLogger(__name__)
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
 NODATA = 255        # output value where the input has no data
 PNG_MAX_SIDE = 4096  # scenes up to this many pixels a side also get a PNG mask
 BLOCK = 512          # tile size of the output GeoTIFFs
 GDAL_CACHE_MB = 256  # GDAL's block cache while a scene is predicted: rows of input blocks for one band
 
 
-def is_geotiff(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in GEOTIFF_SUFFIXES
-
-
 def xyz_geo(name: str, height: int, width: int) -> dict[str, Any] | None:
     """{"crs": EPSG:3857, "transform"} of an image named as an XYZ tile (OAM-x-y-z), None for other names;
-    a name of that form whose tile cannot exist is a UserError (misc.footprints.parse_xyz_name)."""
+    a name of that form whose tile cannot exist is a UserError (misc.geodata.parse_xyz_name)."""
     from rasterio.transform import from_bounds
-
-    from misc.footprints import WEB_MERCATOR, match_xyz_name, parse_xyz_name, xyz_tile_bounds
 
     if match_xyz_name(name) is None:
         return None
@@ -76,20 +70,6 @@ class SceneResult:
     width: int
     georeferenced: bool
     png: bool  # a PNG mask was written too
-
-
-def open_raster(path: str | Path, what: str, fix: str):
-    """rasterio's dataset of `path` (a CRS-less file gives no warning: callers decide what to say); a file
-    rasterio cannot read is one UserError line: `path is not a readable <what> (why); <fix>`."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioError as err:
-        raise UserError(f"{path} is not a readable {what} ({brief(err)}); {fix}") from None
 
 
 def _open_scene(path: Path):

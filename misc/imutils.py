@@ -13,10 +13,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from misc.errors import UserError, brief
+from misc.geodata import GEOTIFF_SUFFIXES
 
 IGNORE = 255  # label value of pixels that carry no label (uncertain, padding, void)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *GEOTIFF_SUFFIXES)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 

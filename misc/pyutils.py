@@ -1,4 +1,4 @@
-"""Logging, timing, flag parsing and naming helpers shared by every stage (STYLE B1, B5)."""
+"""Logging, timing, flag parsing and naming helpers shared by every stage."""
 from __future__ import annotations
 
 import argparse
@@ -66,6 +66,7 @@ positive_float = _checked(float, "a number > 0", lambda v: 0 < v < float("inf"))
 nonneg_float = _checked(float, "a number >= 0", lambda v: 0 <= v < float("inf"))
 unit_interval = _checked(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 unit_interval_open = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+window_side = _checked(int, "a whole number >= 16", lambda v: v >= 16)
 
 
 def positive_float_list(value: str) -> tuple[float, ...]:

@@ -8,8 +8,8 @@ at training time, rbr_reparam once deployed), so weights/RepVGG-B1g2-train.pth l
 
 There is one constructor path, `build_repvgg(name, deploy, last_stride)`. The stage-4 stride edit
 (stride 1 in stage4, no dilation: OS 16) lives there, so a model built with deploy=True and a
-training-time model converted with `switch_to_deploy` have identical geometry (STYLE B3: the timm
-trap, where a deploy-time constructor silently used different padding and still loaded strictly).
+training-time model converted with `switch_to_deploy` have identical geometry (the timm trap: a
+deploy-time constructor that silently used different padding and still loaded strictly).
 
 The registry (net/backbones.py) takes from here the folding (`repvgg_model_convert`) and the hint for an
 ImageNet file that does not fit (`imagenet_hint`); its strict loader is the one of every family.
@@ -129,7 +129,7 @@ class RepVGGBlock(nn.Module):
                             device=kernel.device, dtype=kernel.dtype)
         with torch.no_grad():
             # copy_ keeps the fresh Parameters trainable; the official detach_() loop froze them
-            # (the SMP MobileOne trap in STYLE), which would break fine-tuning a deployed model.
+            # (as segmentation_models_pytorch's fused MobileOne conv does), which would break fine-tuning a deployed model.
             reparam.weight.copy_(kernel)
             reparam.bias.copy_(bias)
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity

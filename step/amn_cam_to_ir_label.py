@@ -12,9 +12,9 @@ from pathlib import Path
 
 from misc import fileio
 from misc.torchutils import runtime
-from step.common import load_split
-from step.labels import make_ir_labels
-from step.stages import stage_tag
+from step.kit.common import load_split
+from step.kit.labels import make_ir_labels
+from step.kit.stages import stage_tag
 
 TAG = stage_tag(__name__)
 

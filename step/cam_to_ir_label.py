@@ -10,7 +10,7 @@ Writes: <ir_label_out_dir>/<name>.png, uint8 HxW in {0, 1, 255} (1 building, 0 b
 Label: fg = CRF(1[m > --conf_fg_thres]), bg = CRF(1[m > --conf_bg_thres]); 1 where fg, 0 where neither,
 255 elsewhere (misc.crf.confident_label). Thresholds 0.25 / 0.15 for BAC maps (the reference script's).
 
-The work is step.labels.make_ir_labels, shared with S9b (the AR maps, channel 1, thresholds 0.45 / 0.15).
+The work is step.kit.labels.make_ir_labels, shared with S9b (the AR maps, channel 1, thresholds 0.45 / 0.15).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from misc import fileio
 from misc.torchutils import runtime
-from step.common import load_split
-from step.labels import make_ir_labels
-from step.stages import stage_tag
+from step.kit.common import load_split
+from step.kit.labels import make_ir_labels
+from step.kit.stages import stage_tag
 
 TAG = stage_tag(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from misc.torchutils import barrier, runtime
-from step.evaluation import report
-from step.stages import stage_tag
+from step.kit.evaluation import report
+from step.kit.stages import stage_tag
 
 TAG = stage_tag(__name__)
 REFERENCE_RANGE = (0.65, 0.66, 0.67, 0.68, 0.69)

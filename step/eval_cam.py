@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from misc.torchutils import barrier, runtime
-from step.evaluation import report
-from step.stages import stage_tag
+from step.kit.evaluation import report
+from step.kit.stages import stage_tag
 
 TAG = stage_tag(__name__)
 

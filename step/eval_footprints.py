@@ -20,12 +20,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from misc import area_scores, fileio, footprints
+from misc import area_scores, fileio, footprints, geodata
 from misc.errors import UserError
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
-from step import stages
-from step.segmentation import seg_settings, trained_on
+from step.kit import stages
+from step.kit.segmentation import seg_settings, trained_on
 
 log = logging.getLogger(__name__)
 TAG = stages.stage_tag(__name__)
@@ -43,19 +43,19 @@ def report_footprints(args: argparse.Namespace) -> dict:
         raise UserError(f"--footprints_out {out} does not exist; run --make_footprints_pass True first")
     preds, pred_ids, pred_crs = area_scores.read_polygons(out, "--footprints_out", id_fields=(), allow_empty=True)
     refs, ref_ids, ref_crs = area_scores.read_polygons(args.footprints_ref, "--footprints_ref")
-    covered = area_scores.covered_area(footprints.mask_files(s.out_dir))
-    preds = footprints.reproject(preds, pred_crs, footprints.LONLAT)
-    refs = footprints.reproject(refs, ref_crs, footprints.LONLAT)
+    covered = area_scores.covered_area(footprints.mask_files(args.seg_out_dir))
+    preds = geodata.reproject(preds, pred_crs, geodata.WGS84_EPSG)
+    refs = geodata.reproject(refs, ref_crs, geodata.WGS84_EPSG)
     found = area_scores.score_area(preds, pred_ids, refs, ref_ids, covered,
-                                   footprints.LONLAT, min_area_m2=args.footprint_min_area)
+                                   geodata.WGS84_EPSG, min_area_m2=args.footprint_min_area)
     if not found.ref_ids:
         raise UserError(f"no polygon of --footprints_ref {args.footprints_ref} lies in the area of the masks in "
-                        f"{s.out_dir}; give the references of this area")
+                        f"{args.seg_out_dir}; give the references of this area")
     source = trained_on(s.checkpoint, s.trained_on)
     summary = found.summary()
     result = {"stage": stages.label("make_footprints", source), "stage_flag": "make_footprints", "variant": source,
               "trained_on": source, "footprints": str(out), "references": str(args.footprints_ref),
-              "masks": str(s.out_dir), "min_area_m2": args.footprint_min_area,
+              "masks": str(args.seg_out_dir), "min_area_m2": args.footprint_min_area,
               "rule": "references clipped to the union of the masks' bounds, pieces under min_area_m2 dropped; "
                       "one-to-one matching at IoU >= 0.5, greedy by descending IoU, in a local equal-area projection",
               **summary}

@@ -4,7 +4,7 @@ Reads:  <seg_out_dir>/<name>.png {0,1} and <gt_dir>/<name>.png (0/255) for EVERY
         --seg_infer_list (default <voc12_root>/test.txt): negatives and tiles dropped by the 25% rule
         count too, unlike S4/S8 which score positives only; <seg_weights_name>.pth for its "trained_on".
 Writes: <work_space>/metrics_<seg_out_dir name>.json (metrics_seg.json by default), in the schema of
-        step.evaluation.report, so `python -m step.report` lists it; the confusion is misc.metrics'.
+        step.kit.evaluation.report, so `python -m step.report` lists it; the confusion is misc.metrics'.
         Beside the pixel scores, building-level object_precision, object_recall and object_f1 (SpaceNet:
         8-connected buildings matched one to one at IoU >= 0.5, tp / fp / fn summed over the tiles,
         misc.metrics.match_buildings) in "scores", the counts in "object_counts". A building cut by a tile edge
@@ -20,9 +20,9 @@ from pathlib import Path
 from misc import fileio, metrics
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
-from step import stages
-from step.evaluation import all_building_iou, mask_scores, write_tile_csv
-from step.segmentation import seg_settings, trained_on
+from step.kit import stages
+from step.kit.evaluation import all_building_iou, mask_scores, write_tile_csv
+from step.kit.segmentation import seg_settings, trained_on
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,18 @@ TAG = stages.stage_tag(__name__)
 def report_seg(args: argparse.Namespace) -> dict:
     """Score the masks of every listed tile, log one line and write the metrics JSON."""
     timer, s = Timer(), seg_settings(args)
-    names = dataloader.read_list(s.infer_list, "--seg_infer_list")
-    conf, empty, rows = mask_scores(names, s.out_dir, Path(args.gt_dir), "--seg_infer_list", "--make_seg_pass True", TAG)
+    names = dataloader.read_list(args.seg_infer_list, "--seg_infer_list")
+    conf, empty, rows = mask_scores(names, Path(args.seg_out_dir), Path(args.gt_dir), "--seg_infer_list", "--make_seg_pass True", TAG)
     counts = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     objects = metrics.object_scores(counts["tp"], counts["fp"], counts["fn"])
     scores = {**metrics.scores(conf), **objects}
     source = trained_on(s.checkpoint, s.trained_on)
     result = {"stage": stages.label("make_seg", source), "stage_flag": "make_seg", "variant": source,
-              "backbone": s.backbone, "trained_on": source, "pred_dir": str(s.out_dir), "gt_dir": args.gt_dir, "list": s.infer_list, "tiles": len(names), "tiles_without_building": empty,
+              "backbone": args.seg_backbone, "trained_on": source, "pred_dir": args.seg_out_dir, "gt_dir": args.gt_dir, "list": args.seg_infer_list, "tiles": len(names), "tiles_without_building": empty,
               "threshold": "argmax", "scores": scores, "all_building_baseline_iou": all_building_iou(conf),
               "object_counts": {**counts, "iou_threshold": 0.5}}
-    fileio.save_json(Path(args.work_space) / f"metrics_{s.out_dir.name}.json", result)
-    write_tile_csv(Path(args.work_space) / f"metrics_{s.out_dir.name}_tiles.csv", rows)
+    fileio.save_json(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}.json", result)
+    write_tile_csv(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}_tiles.csv", rows)
     log.info("[%s] %s: %d tiles (%d without building): %s (all-building baseline IoU %.4f) in %.0fs", TAG,
              result["stage"], len(names), empty, metrics.format_scores(scores), result["all_building_baseline_iou"],
              timer.elapsed)

@@ -2,7 +2,7 @@
 
 Reads:  <sem_seg_out_dir>/<name>.png {0, 1} and <gt_dir>/<name>.png (0/255) for the positives of
         --infer_list (as S4 / S8 score their maps).
-Writes: <work_space>/metrics_sem_seg.json in the schema of step.evaluation.report, so `python -m step.report`
+Writes: <work_space>/metrics_sem_seg.json in the schema of step.kit.evaluation.report, so `python -m step.report`
         lists it. The confusion is misc.metrics' (dataset level, ground truth 0/255 -> 0/1), not the
         release's (which mapped 255 to 0 and cut the confusion to [:2, :2], with absolute paths).
 """
@@ -16,9 +16,9 @@ from misc import fileio, metrics
 from misc.errors import UserError
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
-from step import stages, stamps
-from step.common import load_split
-from step.evaluation import all_building_iou, mask_confusion
+from step.kit import stages, stamps
+from step.kit.common import load_split
+from step.kit.evaluation import all_building_iou, mask_confusion
 
 log = logging.getLogger(__name__)
 TAG = stages.stage_tag(__name__)

@@ -25,8 +25,8 @@ from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
 from net.checkpoints import load_net
 from net.deeplabv3plus import DeepLabV3Plus
-from step.segmentation import seg_settings
-from step.stages import stage_tag
+from step.kit.segmentation import seg_settings
+from step.kit.stages import stage_tag
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
     if runtime().is_main:
         timer, s = Timer(), seg_settings(args)
         out = s.checkpoint.with_suffix(".onnx")
-        image, what = check_tile(s.infer_list, Path(args.image_dir))
+        image, what = check_tile(args.seg_infer_list, Path(args.image_dir))
         gap = export(s.checkpoint, out, image, args.onnx_check_tolerance)
         log.info("[%s] %s -> %s; onnxruntime vs torch on %s: max probability difference %.2e in %.0fs", TAG,
                  s.checkpoint, out, what, gap, timer.elapsed)

@@ -23,9 +23,9 @@ from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import amn
 from net.checkpoints import load_net
-from step.common import Split, inference_names, load_split, loader, same_size_groups
-from step.stages import stage_tag
-from step.stamps import files_digest, images_digest, made_from, model_identity, reusable_outputs
+from step.kit.common import Split, inference_names, load_split, loader, same_size_groups
+from step.kit.stages import stage_tag
+from step.kit.stamps import files_digest, images_digest, made_from, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)

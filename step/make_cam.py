@@ -23,13 +23,13 @@ import torch
 
 from misc import fileio
 from misc.pyutils import Timer, progress, weights_paths
+from misc.thresholds import AUTO_NEG
 from misc.torchutils import barrier, runtime
 from net import cam, msg_sr
 from net.checkpoints import load_net
-from misc.thresholds import AUTO_NEG
-from step.common import Split, inference_names, load_split, loader, same_size_groups
-from step.stages import stage_tag
-from step.stamps import images_digest, model_identity, reusable_outputs
+from step.kit.common import Split, inference_names, load_split, loader, same_size_groups
+from step.kit.stages import stage_tag
+from step.kit.stamps import images_digest, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)

@@ -28,12 +28,11 @@ import shapely
 from affine import Affine
 from shapely.geometry import Polygon
 
-from misc import fileio, footprints, geoio, imutils, visutils
+from misc import fileio, footprints, geodata, geoio, imutils, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
-from step.segmentation import seg_settings
-from step.stages import stage_tag
+from step.kit.stages import stage_tag
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
@@ -109,8 +108,8 @@ def make_footprints(masks: Sequence[MaskInfo], groups: dict[str, list[Polygon]],
                                               simplify_m=simplify, orthogonalise=orthogonalise)
         local[key] = cleaned
         props += [{"source": s} for s in assign_sources(cleaned, members)]
-        out_polys += footprints.reproject(cleaned, crs, footprints.LONLAT) if crs is not None else cleaned
-    return out_polys, props, footprints.LONLAT if georeferenced else None, local
+        out_polys += geodata.reproject(cleaned, crs, geodata.WGS84_EPSG) if crs is not None else cleaned
+    return out_polys, props, geodata.WGS84_EPSG if georeferenced else None, local
 
 
 def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | None:
@@ -120,7 +119,7 @@ def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | 
     on_it = [p for p in polys if p.intersects(box)]
     if mask.image is None or not on_it:
         return None
-    if geoio.is_geotiff(mask.image):
+    if geodata.is_geotiff(mask.image):
         image = geoio.preview_rgb(mask.image, visutils.VIS_MAX_SIDE)
     else:
         image = imutils.read_image(mask.image)
@@ -142,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
 
 def write_all(args: argparse.Namespace) -> dict:
     timer = Timer()
-    seg_dir = seg_settings(args).out_dir
+    seg_dir = Path(args.seg_out_dir)
     image_dir = Path(args.seg_infer_dir) if args.seg_infer_dir else Path(args.image_dir)
     out = Path(args.footprints_out)
     if out.suffix.lower() != ".geojson":

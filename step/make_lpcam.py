@@ -33,9 +33,9 @@ from misc.pyutils import Timer, format_duration, progress, weights_paths
 from misc.torchutils import Runtime, autocast, barrier, broadcast_from_main, gather_to_main, runtime
 from net import cam
 from net.checkpoints import load_net
-from step.common import Split, inference_names, load_split, loader, same_size_groups
-from step.stages import stage_tag
-from step.stamps import check_made_with, file_sha256, images_digest, made_from, model_identity, reusable_outputs
+from step.kit.common import Split, inference_names, load_split, loader, same_size_groups
+from step.kit.stages import stage_tag
+from step.kit.stamps import check_made_with, file_sha256, images_digest, made_from, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,6 @@ def sample_and_cluster(model: cam.Net, split: Split, args: argparse.Namespace, r
                        summary: Summary, model_id: dict) -> dict[str, np.ndarray] | None:
     """S3a features of the sampled positives (this rank's share), gathered to rank 0 and clustered there.
     Returns the clusters on rank 0, None elsewhere."""
-    if args.bac_num_samples < 0:
-        raise UserError(f"--bac_num_samples must be >= 0 (0 = every positive once), got {args.bac_num_samples}")
     rng = np.random.RandomState(SAMPLE_SEED)
     draws = bac.sample_positives(split.positives, args.bac_num_samples, rng=rng)
     unique = list(dict.fromkeys(draws))

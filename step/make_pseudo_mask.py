@@ -17,8 +17,8 @@ from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
-from step.common import inference_names, load_split, pick_threshold
-from step.stages import stage_tag
+from step.kit.common import inference_names, load_split, pick_threshold
+from step.kit.stages import stage_tag
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)

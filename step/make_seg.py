@@ -22,24 +22,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from misc import fileio, geoio, imutils, visutils
+from misc import fileio, geodata, geoio, imutils, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
 from net.checkpoints import load_net
 from net.deeplabv3plus import DeepLabV3Plus
-from step.common import inference_names
-from step.segmentation import seg_settings, trained_on
-from step.stages import stage_tag
-from step.stamps import files_digest, model_identity, reusable_outputs
+from step.kit.common import inference_names
+from step.kit.segmentation import seg_settings, trained_on
+from step.kit.stages import stage_tag
+from step.kit.stamps import files_digest, model_identity, reusable_outputs
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -76,47 +75,38 @@ def infer_sources(args: argparse.Namespace, infer_list: str) -> dict[str, Source
     return {n: Source(paths[n], gt_dir / f"{n}.png" if (gt_dir / f"{n}.png").is_file() else None) for n in names}
 
 
-def check_window(window: int, overlap: float, scales: Sequence[float]) -> None:
-    if window < 16:
-        raise UserError(f"--seg_window {window} is too small; use at least 16 (the training crop, e.g. 256)")
-    if not 0 <= overlap < 1:
-        raise UserError(f"--seg_overlap {overlap} must be in [0, 1) (e.g. 0.25)")
-    if any(s <= 0 for s in scales):
-        raise UserError(f"--seg_scales {','.join(map(str, scales))} must all be positive (e.g. 1.0 or 0.75,1.0,1.25)")
-
-
 def done_names(out_dir: Path, sources: dict[str, Source], existing: set[str]) -> set[str]:
     """Of the names with outputs from the same model and settings, those finished: a GeoTIFF scene's .tif
     is written last, any other image's .png."""
     return {n for n in existing if n in sources
-            and (out_dir / f"{n}{'.tif' if geoio.is_geotiff(sources[n].path) else '.png'}").is_file()}
+            and (out_dir / f"{n}{'.tif' if geodata.is_geotiff(sources[n].path) else '.png'}").is_file()}
 
 
 def run(args: argparse.Namespace) -> None:
     rt, timer, s = runtime(), Timer(), seg_settings(args)
-    check_window(args.seg_window, args.seg_overlap, args.seg_scales)
+    out_dir = Path(args.seg_out_dir)
     model = load_net(DeepLabV3Plus, s.checkpoint, device=rt.device, fold=True)
-    sources = infer_sources(args, s.infer_list)
+    sources = infer_sources(args, args.seg_infer_list)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
                 "prob_band": args.seg_prob_band}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
-    existing = reusable_outputs(s.out_dir, fingerprint, args.resume, (".png", ".tif"), stage="make_seg",
+    existing = reusable_outputs(out_dir, fingerprint, args.resume, (".png", ".tif"), stage="make_seg",
                                 variant=trained_on(s.checkpoint, s.trained_on))
-    done = done_names(s.out_dir, sources, existing)
+    done = done_names(out_dir, sources, existing)
     names = inference_names(list(sources), done)
     vis_left, pixels = (args.num_vis if rt.is_main else 0), 0
     for name in progress(names, desc=TAG, disable=not rt.is_main):
-        vis = Path(args.work_space) / "vis" / s.out_dir.name / f"{name}.png" if vis_left > 0 else None
-        if geoio.is_geotiff(sources[name].path):
-            pixels += predict_scene(model, sources[name].path, s.out_dir, name, args, rt.device, vis)
+        vis = Path(args.work_space) / "vis" / out_dir.name / f"{name}.png" if vis_left > 0 else None
+        if geodata.is_geotiff(sources[name].path):
+            pixels += predict_scene(model, sources[name].path, out_dir, name, args, rt.device, vis)
         else:
-            pixels += predict_image(model, sources[name], s.out_dir, name, args, rt.device, vis,
+            pixels += predict_image(model, sources[name], out_dir, name, args, rt.device, vis,
                                     xyz=bool(args.seg_infer_dir))
         vis_left -= vis is not None
     barrier()
     log.info("[%s] %d masks (%.2f MP/s on this rank), %d reused, in %.0fs -> %s", TAG, len(names),
-             pixels / 1e6 / max(timer.elapsed, 1e-9), len(done), timer.elapsed, s.out_dir)
+             pixels / 1e6 / max(timer.elapsed, 1e-9), len(done), timer.elapsed, out_dir)
 
 
 def predict_image(model: torch.nn.Module, source: Source, out_dir: Path, name: str, args: argparse.Namespace,

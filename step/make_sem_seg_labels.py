@@ -26,9 +26,9 @@ from misc.pyutils import Timer, progress, weights_paths
 from misc.torchutils import barrier, runtime
 from net import irn
 from net.checkpoints import load_net
-from step.common import inference_names, load_split, loader
-from step.stages import stage_tag
-from step.stamps import images_digest, made_from, model_identity, reusable_outputs
+from step.kit.common import inference_names, load_split, loader
+from step.kit.stages import stage_tag
+from step.kit.stamps import images_digest, made_from, model_identity, reusable_outputs
 from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)

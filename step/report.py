@@ -2,7 +2,7 @@
 written by the evaluation stages as one markdown table, in pipeline order.
 
 Each metrics file names the stage that made what it scores ("stage_flag"); rows are labelled and ordered
-by that stage's place in step.stages.STAGES, whatever the output folder was called.
+by that stage's place in step.kit.stages.STAGES, whatever the output folder was called.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from step import stages
+from step.kit import stages
 
 
 def _row_key(path: Path, metrics: dict) -> tuple[int, int, str]:

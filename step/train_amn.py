@@ -22,13 +22,16 @@ from misc.torchutils import barrier, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net import amn
 from net.checkpoints import build_net, deploy_net, save_net
-from step.common import load_split
-from step.stages import stage_tag
-from step.stamps import training_data
+from step.kit.common import load_split
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
+FINGERPRINT_FLAGS = ("amn_backbone", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr", "amn_new_lr",
+                     "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold", "mcl_pixel_gate",
+                     "seed", "voc12_root", "train_list", "amn_select_by_gt")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -39,12 +42,10 @@ def run(args: argparse.Namespace) -> None:
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.ir_label_out_dir, split.cls_labels,
                                              crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed,
                                              augment=args.augment)
-    fingerprint = {k: getattr(args, k) for k in (
-        "amn_backbone", "amn_model_weights", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr",
-        "amn_new_lr", "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold",
-        "mcl_pixel_gate", "seed", "voc12_root", "train_list", "amn_select_by_gt")}
-    fingerprint.update(augment.fingerprint_entry(args.augment))
-    fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir))
+    fingerprint = training_fingerprint(
+        args, FINGERPRINT_FLAGS, weights={"amn_model_weights": args.amn_model_weights},
+        data=training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir),
+        **augment.fingerprint_entry(args.augment))
     best = {"miou": -1.0, "state": None, "epoch": 0}
     on_epoch_end = None
     if args.amn_select_by_gt:

@@ -24,20 +24,21 @@ from misc.torchutils import barrier, poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, train
 from net import cam, msg_sr
 from net.checkpoints import build_net, deploy_net, save_net
-from step.common import Split, load_split
-from step.stages import stage_tag
-from step.stamps import training_data
+from step.kit.common import Split, load_split
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12.dataloader import ClassificationDataset
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
 
-# --cam_network -> (network, batch loss, its name in the fingerprint). The fingerprint keeps the value
-# --cam_network had before the short names (the module paths, which run_sample.py still takes as aliases):
-# a classifier finished before the rename is then kept, not retrained for a new spelling of the same network.
+FINGERPRINT_FLAGS = ("cam_network", "backbone", "voc12_root", "train_list", "cam_batch_size", "cam_num_epoches",
+                     "cam_learning_rate", "cam_weight_decay", "cam_momentum", "cam_crop_size", "seed")
+
+# --cam_network -> (network, batch loss)
 CLASSIFIERS = {
-    "single": (cam.Net, losses.classification_loss, "net.RepVGG_cam"),
-    "msg": (msg_sr.Net, msg_sr.msg_batch_loss, "net.RepVGG_MSG_SR"),
+    "single": (cam.Net, losses.classification_loss),
+    "msg": (msg_sr.Net, msg_sr.msg_batch_loss),
 }
 
 
@@ -51,21 +52,23 @@ def check_both_classes(split: Split, list_path: str) -> None:
                         f"both classes: add {missing} to the list (and --cls_labels)")
 
 
+def training_fingerprint_of(args: argparse.Namespace, split: Split) -> dict:
+    """What a kept classifier must have been trained from: the flags, the ImageNet file's content, the data."""
+    return training_fingerprint(args, FINGERPRINT_FLAGS, weights={"MODEL_WEIGHTS": args.MODEL_WEIGHTS},
+                                data=training_data(split.names, split.image_paths, split.cls_labels),
+                                **augment.fingerprint_entry(args.augment))
+
+
 def run(args: argparse.Namespace) -> None:
     rt = runtime()
     msg = args.cam_network == "msg"
-    net, loss, fingerprint_name = CLASSIFIERS[args.cam_network]
+    net, loss = CLASSIFIERS[args.cam_network]
     train_path, deploy_path = weights_paths(args.msg_weights_name if msg else args.cam_weights_name)
     split = load_split(args, "train_list")
     check_both_classes(split, args.train_list)
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
                                     crop_size=args.cam_crop_size, seed=args.seed, augment=args.augment)
-    fingerprint = {"network": fingerprint_name, "backbone": args.backbone, "voc12_root": args.voc12_root,
-                   "train_list": args.train_list, "tiles": len(split.names), "batch": args.cam_batch_size,
-                   "epochs": args.cam_num_epoches, "lr": args.cam_learning_rate, "wd": args.cam_weight_decay,
-                   "momentum": args.cam_momentum, "seed": args.seed, "crop": args.cam_crop_size,
-                   **augment.fingerprint_entry(args.augment),
-                   **training_data(split.names, split.image_paths, split.cls_labels)}
+    fingerprint = training_fingerprint_of(args, split)
     train(TrainJob(
         checkpoint=train_path, dataset=dataset,
         build=partial(build_net, net, args.backbone, args.MODEL_WEIGHTS),

@@ -27,13 +27,16 @@ from misc.torchutils import poly_sgd, runtime, shard
 from misc.trainloop import FitConfig, TrainJob, train
 from net import irn
 from net.checkpoints import save_net
-from step.common import load_split, loader
-from step.stages import stage_tag
-from step.stamps import model_identity, training_data
+from step.kit.common import load_split, loader
+from step.kit.stages import stage_tag
+from step.kit.stamps import training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
+FINGERPRINT_FLAGS = ("amn_backbone", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
+                     "irn_weight_decay", "irn_radius", "irn_momentum", "seed", "voc12_root", "train_list",
+                     "amn_ir_label_out_dir")
 
 
 def irn_loss(model: nn.Module, batch: dict, criterion: irn.AffinityDisplacementLoss) -> torch.Tensor:
@@ -45,18 +48,15 @@ def irn_loss(model: nn.Module, batch: dict, criterion: irn.AffinityDisplacementL
 
 
 def run(args: argparse.Namespace) -> None:
-    rt = runtime()
     train_path, _ = weights_paths(args.irn_weights_name)
     split = load_split(args, "train_list", mask_dir=args.amn_ir_label_out_dir,
                        mask_flag="--amn_ir_label_out_dir (run --amn_cam_to_ir_label_pass True first)")
     amn_path = weights_paths(args.amn_weights_name)[0]  # the frozen backbone without ImageNet weights
-    fingerprint = {k: getattr(args, k) for k in (
-        "amn_backbone", "amn_model_weights", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "irn_learning_rate",
-        "irn_weight_decay", "irn_radius", "irn_momentum", "seed", "voc12_root", "train_list", "amn_ir_label_out_dir")}
-    # the fallback backbone (used when the ImageNet weights are absent): a retrained AR network retrains IRN
-    fingerprint["amn_weights"] = model_identity(amn_path) if amn_path.is_file() else str(amn_path)
-    fingerprint.update(augment.fingerprint_entry(args.augment))
-    fingerprint.update(training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir))
+    # the AR network is the fallback backbone (used when the ImageNet weights are absent): retrained, IRN retrains
+    fingerprint = training_fingerprint(
+        args, FINGERPRINT_FLAGS, weights={"amn_model_weights": args.amn_model_weights, "amn_weights": amn_path},
+        data=training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir),
+        **augment.fingerprint_entry(args.augment))
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.amn_ir_label_out_dir,
                                              split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
                                              seed=args.seed, augment=args.augment)

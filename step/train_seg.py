@@ -40,15 +40,18 @@ from misc.trainloop import FitConfig, TrainJob, finished, train
 from net import deeplabv3plus
 from net.checkpoints import build_net, load_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
-from step.common import inference_names
-from step.segmentation import GROUND_TRUTH, SegSettings, seg_settings
-from step.stages import stage_tag
-from step.stamps import images_digest, model_identity, reusable_outputs, training_data
+from step.kit.common import inference_names
+from step.kit.segmentation import GROUND_TRUTH, SegSettings, seg_settings
+from step.kit.stages import stage_tag
+from step.kit.stamps import images_digest, model_identity, reusable_outputs, training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
 MOMENTUM = 0.9
+FINGERPRINT_FLAGS = ("seg_backbone", "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
+                     "seg_weight_decay", "seg_crop_size", "seed")
+ROUND_FLAGS = ("seg_self_train_band", "seg_self_train_crf")  # what else a self-training round depends on
 
 
 def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.SegmentationDataset:
@@ -77,30 +80,31 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--seg_self_train_rounds learns from the model's own predictions of pseudo-mask training; "
                         "with --seg_label_dir (ground truth) leave it at 0")
     dataset = training_set(args, s)
-    settings = {"seg_backbone": s.backbone, "weights": s.imagenet_weights, "labels": s.label_dir,
-                "trained_on": s.trained_on, **{k: getattr(args, k) for k in (
-                    "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
-                    "seg_weight_decay", "seg_crop_size", "seed")},
-                **augment.fingerprint_entry(args.augment)}
-    fingerprint = {**settings, **training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir)}
+    fingerprint = training_fingerprint(
+        args, FINGERPRINT_FLAGS, weights={"seg_weights": args.seg_weights},
+        data=training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir),
+        labels=s.label_dir, trained_on=s.trained_on, **augment.fingerprint_entry(args.augment))
     negatives = training_negatives(args, dataset.names) if rounds else set()
     first = round_checkpoint(s.checkpoint, 0, rounds)
     if rounds and rt.is_main and not first.is_file() and finished(s.checkpoint, fingerprint):
         os.replace(s.checkpoint, first)  # the model of an earlier run without rounds is this run's round 0
     barrier()
-    fit_seg(args, s, dataset, fingerprint, first, args.seg_num_epoches, f"DeepLabV3+ ({s.backbone}) on {s.trained_on}")
-    band, epochs = args.seg_self_train_band, args.seg_self_train_epochs or args.seg_num_epoches
+    fit_seg(args, s, dataset, fingerprint, first, args.seg_num_epoches,
+            f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}")
+    epochs = args.seg_self_train_epochs or args.seg_num_epoches
     for k in range(1, rounds + 1):
         label_dir = Path(args.work_space) / f"seg_round{k}_labels"
         make_round_labels(args, round_checkpoint(s.checkpoint, k - 1, rounds), dataset, negatives, label_dir, k)
         round_set = dataloader.SegmentationDataset(dataset.names, dataset.image_paths, label_dir,
                                                    crop_size=dataset.crop_size, scale_range=dataset.scale_range,
                                                    seed=dataset.seed, augment=dataset.augment)
-        round_fingerprint = {**settings, "labels": str(label_dir), "self_train_round": k, "band": list(band),
-                             "crf": args.seg_self_train_crf, "round_epochs": epochs,
-                             **training_data(dataset.names, dataset.image_paths, label_dir=label_dir)}
+        round_fingerprint = training_fingerprint(
+            args, FINGERPRINT_FLAGS + ROUND_FLAGS, weights={"seg_weights": args.seg_weights},
+            data=training_data(dataset.names, dataset.image_paths, label_dir=label_dir),
+            labels=str(label_dir), trained_on=s.trained_on, self_train_round=k, round_epochs=epochs,
+            **augment.fingerprint_entry(args.augment))
         fit_seg(args, s, round_set, round_fingerprint, round_checkpoint(s.checkpoint, k, rounds), epochs,
-                f"DeepLabV3+ ({s.backbone}) self-training round {k}/{rounds}", {"self_train_round": k})
+                f"DeepLabV3+ ({args.seg_backbone}) self-training round {k}/{rounds}", {"self_train_round": k})
 
 
 def fit_seg(args: argparse.Namespace, s: SegSettings, dataset: dataloader.SegmentationDataset, fingerprint: dict,
@@ -108,7 +112,7 @@ def fit_seg(args: argparse.Namespace, s: SegSettings, dataset: dataloader.Segmen
     """Train one DeepLabV3+ from the ImageNet encoder on `dataset` into `checkpoint` (or keep it when finished)."""
     train(TrainJob(
         checkpoint=checkpoint, dataset=dataset,
-        build=partial(build_net, DeepLabV3Plus, s.backbone, s.imagenet_weights),
+        build=partial(build_net, DeepLabV3Plus, args.seg_backbone, args.seg_weights),
         optimizer=lambda model, steps: poly_sgd(model, args.seg_learning_rate, args.seg_weight_decay, MOMENTUM, steps),
         loss=losses.segmentation_loss,
         save=lambda model, path, saved: save_net(model, path, extra={**saved, "trained_on": s.trained_on,

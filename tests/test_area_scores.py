@@ -9,7 +9,7 @@ import pytest
 import shapely
 from shapely.geometry import box, mapping
 
-from misc import area_scores, fileio, footprints
+from misc import area_scores, fileio, footprints, geodata
 from misc.errors import UserError
 from step import eval_footprints, make_footprints, report
 from tests.conftest import stage_args
@@ -85,9 +85,9 @@ def test_references_are_clipped_to_the_covered_area_and_slivers_dropped():
 
 def tile_lonlat(x: int, y: int, z: int, col0: float, row0: float, col1: float, row1: float):
     """The lon/lat polygon of a pixel rectangle of tile (x, y, z)."""
-    transform, crs = footprints.xyz_transform(x, y, z)
+    transform, crs = geodata.xyz_transform(x, y, z)
     (x0, y0), (x1, y1) = transform * (col0, row0), transform * (col1, row1)
-    return footprints.reproject([box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))], crs, footprints.LONLAT)[0]
+    return geodata.reproject([box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))], crs, geodata.WGS84_EPSG)[0]
 
 
 def test_score_area_in_lonlat_counts_a_roof_across_the_seam_once():
@@ -100,17 +100,17 @@ def test_score_area_in_lonlat_counts_a_roof_across_the_seam_once():
     cut = tile_lonlat(X + 1, Y, Z, 220, 10, 300, 50)             # 36 of its 80 px inside the covered area
     refs = [roof, outside, cut]
     # unmerged, the larger piece (IoU 56/96) matches and the other is a false positive
-    split = area_scores.score_area(pieces, ["a", "b"], refs, ["r", "o", "c"], covered, footprints.LONLAT)
+    split = area_scores.score_area(pieces, ["a", "b"], refs, ["r", "o", "c"], covered, geodata.WGS84_EPSG)
     assert (split.matching.tp, split.matching.fp, split.matching.fn) == (1, 1, 1)
-    merged = footprints.merge_pieces(footprints.reproject(pieces, footprints.LONLAT, footprints.WEB_MERCATOR))
-    merged = footprints.reproject(merged, footprints.WEB_MERCATOR, footprints.LONLAT)
+    merged = footprints.merge_pieces(geodata.reproject(pieces, geodata.WGS84_EPSG, geodata.WEB_MERCATOR))
+    merged = geodata.reproject(merged, geodata.WEB_MERCATOR, geodata.WGS84_EPSG)
     assert len(merged) == 1
     clipped_cut = tile_lonlat(X + 1, Y, Z, 220, 10, 256, 50)
     found = area_scores.score_area(merged + [clipped_cut], ["m", "k"], refs, ["r", "o", "c"], covered,
-                                   footprints.LONLAT)
+                                   geodata.WGS84_EPSG)
     assert (found.matching.tp, found.matching.fp, found.matching.fn) == (2, 0, 0)
     assert found.ref_ids == ["r", "c"] and found.references_outside == 1
-    pixel_m2 = (footprints.footprint_areas([tile_lonlat(X, Y, Z, 0, 0, 1, 1)], footprints.LONLAT)[0])
+    pixel_m2 = (footprints.footprint_areas([tile_lonlat(X, Y, Z, 0, 0, 1, 1)], geodata.WGS84_EPSG)[0])
     assert found.ref_area_m2 == pytest.approx([96 * 60 * pixel_m2, 36 * 40 * pixel_m2], rel=1e-3)
     assert found.covered_m2 == pytest.approx(2 * 256 * 256 * pixel_m2, rel=1e-3)
 

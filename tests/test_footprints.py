@@ -12,6 +12,7 @@ from affine import Affine
 from shapely import affinity
 
 from misc import footprints as fp
+from misc import geodata
 from misc.errors import UserError
 
 WGS84_A = 6378137.0
@@ -77,30 +78,30 @@ def _scene_mask() -> np.ndarray:
 def tile50():
     """An XYZ zoom-20 tile near Frankfurt (latitude ~50) and its grid."""
     x, y, z = _tile_at(8.68, 50.0, 20)
-    transform, crs = fp.xyz_transform(x, y, z)
+    transform, crs = geodata.xyz_transform(x, y, z)
     return x, y, z, transform, crs
 
 
 # ----------------------------------------------------------------------------- XYZ names and grids
 
 def test_parse_xyz_name_accepts_names_paths_and_stems():
-    assert fp.parse_xyz_name("OAM-1277168-1083840-21.png") == (1277168, 1083840, 21)
-    assert fp.parse_xyz_name("masks/OAM-1277168-1083840-21.png") == (1277168, 1083840, 21)
-    assert fp.parse_xyz_name("OAM-1277168-1083840-21") == (1277168, 1083840, 21)
+    assert geodata.parse_xyz_name("OAM-1277168-1083840-21.png") == (1277168, 1083840, 21)
+    assert geodata.parse_xyz_name("masks/OAM-1277168-1083840-21.png") == (1277168, 1083840, 21)
+    assert geodata.parse_xyz_name("OAM-1277168-1083840-21") == (1277168, 1083840, 21)
 
 
 @pytest.mark.parametrize("name", ["scene_0_256.png", "OAM-1-2.png", "OAM-1-2-3.jpg", "OAM-9-0-3.png"])
 def test_parse_xyz_name_refuses_other_names_in_one_line(name):
     with pytest.raises(UserError) as err:
-        fp.parse_xyz_name(name)
+        geodata.parse_xyz_name(name)
     message = str(err.value)
     assert name in message and "\n" not in message
     assert "OAM-<x>-<y>-<z>.png" in message or "zoom 3" in message
 
 
 def test_xyz_transform_spans_the_tile_bounds():
-    transform, crs = fp.xyz_transform(1772464, 966380, 21, size=256)
-    minx, miny, maxx, maxy = fp.xyz_tile_bounds(1772464, 966380, 21)
+    transform, crs = geodata.xyz_transform(1772464, 966380, 21, size=256)
+    minx, miny, maxx, maxy = geodata.xyz_tile_bounds(1772464, 966380, 21)
     assert crs == "EPSG:3857"
     assert transform * (0, 0) == pytest.approx((minx, maxy), abs=1e-9)
     assert transform * (256, 256) == pytest.approx((maxx, miny), abs=1e-6)
@@ -149,7 +150,7 @@ def test_polygonise_building_is_value_one_outside_nodata():
 
 @pytest.mark.parametrize("lon, lat", [(39.28, -6.0), (8.68, 50.0)])
 def test_areas_are_true_ground_areas(lon, lat):
-    transform, crs = fp.xyz_transform(*_tile_at(lon, lat, 20))
+    transform, crs = geodata.xyz_transform(*_tile_at(lon, lat, 20))
     mask = np.zeros((256, 256), np.uint8)
     mask[40:140, 30:90] = 1
     mask[140:200, 30:200] = 1  # an L: the sum of two lon/lat boxes
@@ -243,14 +244,14 @@ def test_merge_pieces_joins_a_roof_cut_by_four_tiles(tile50):
     pieces = []
     for dy in (0, 1):
         for dx in (0, 1):
-            transform, _ = fp.xyz_transform(x + dx, y + dy, z)
+            transform, _ = geodata.xyz_transform(x + dx, y + dy, z)
             pieces += fp.polygonise(big[dy * 256:(dy + 1) * 256, dx * 256:(dx + 1) * 256], transform)
     assert len(pieces) == 6
     merged = fp.merge_pieces(pieces)
     assert len(merged) == 3 and all(p.is_valid for p in merged)
-    whole, _ = fp.xyz_transform(x, y, z, size=256)  # the block's grid: same origin and pixel size
+    whole, _ = geodata.xyz_transform(x, y, z, size=256)  # the block's grid: same origin and pixel size
     np.testing.assert_array_equal(fp.rasterize_footprints(merged, whole, big.shape), big)
-    assert len(fp.merge_pieces(fp.reproject(pieces, "EPSG:3857", "EPSG:4326"))) == 3  # degrees work too
+    assert len(fp.merge_pieces(geodata.reproject(pieces, "EPSG:3857", "EPSG:4326"))) == 3  # degrees work too
 
 
 def test_merge_pieces_joins_overlaps_and_hairline_gaps_and_leaves_the_rest():

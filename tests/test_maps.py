@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 import run_sample
-from misc import fileio, footprints, geoio, imutils
+from misc import fileio, footprints, geodata, geoio, imutils
 from misc.errors import UserError
 from net import deeplabv3plus
 from net.backbones import reparameterize
@@ -111,7 +111,7 @@ def test_make_seg_on_a_folder_of_a_scene_and_xyz_tiles(tmp_path):
     for dx in (0, 1):
         with rasterio.open(out / f"OAM-{x + dx}-{y}-{z}.tif") as src:
             assert src.crs == CRS.from_epsg(3857) and src.shape == (64, 64)
-            np.testing.assert_allclose(tuple(src.bounds), footprints.xyz_tile_bounds(x + dx, y, z), rtol=0, atol=1e-6)
+            np.testing.assert_allclose(tuple(src.bounds), geodata.xyz_tile_bounds(x + dx, y, z), rtol=0, atol=1e-6)
             np.testing.assert_array_equal(src.read(1), imutils.read_mask(out / f"OAM-{x + dx}-{y}-{z}.png"))
     assert len(list((tmp_path / "result" / "vis" / "seg").glob("*.png"))) == 2
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.tif")}
@@ -175,9 +175,9 @@ def test_footprints_merge_across_tiles_and_rasterise_back(tmp_path):
     assert (-180 <= lon).all() and (lon <= 180).all() and (-90 <= lat).all() and (lat <= 90).all()
     assert (tmp_path / "result" / "footprints.gpkg").is_file()
     assert len(list((tmp_path / "result" / "vis" / "footprints").glob("*.png"))) == 2
-    polys = footprints.reproject([shapely_shape(f["geometry"]) for f in features], footprints.LONLAT, "EPSG:3857")
+    polys = geodata.reproject([shapely_shape(f["geometry"]) for f in features], geodata.WGS84_EPSG, "EPSG:3857")
     for name, mask in masks.items():
-        transform, _ = footprints.xyz_transform(*footprints.parse_xyz_name(name))
+        transform, _ = geodata.xyz_transform(*geodata.parse_xyz_name(name))
         back = footprints.rasterize_footprints(polys, transform, mask.shape).astype(bool)
         truth = mask.astype(bool)
         truth[240, 240] = False  # the speck was dropped on purpose
@@ -194,9 +194,9 @@ def test_footprints_with_the_default_cleaning_stay_close_to_the_mask(tmp_path):
     masks = write_xyz_masks(tmp_path / "seg")
     make_footprints.write_all(footprint_args(tmp_path))
     features = json.loads((tmp_path / "result" / "footprints.geojson").read_text())["features"]
-    polys = footprints.reproject([shapely_shape(f["geometry"]) for f in features], footprints.LONLAT, "EPSG:3857")
+    polys = geodata.reproject([shapely_shape(f["geometry"]) for f in features], geodata.WGS84_EPSG, "EPSG:3857")
     name = f"OAM-{X}-{Y}-{Z}"
-    back = footprints.rasterize_footprints(polys, footprints.xyz_transform(X, Y, Z)[0], (256, 256)).astype(bool)
+    back = footprints.rasterize_footprints(polys, geodata.xyz_transform(X, Y, Z)[0], (256, 256)).astype(bool)
     assert len(features) == 3 and (back & (masks[name] == 1)).sum() / (back | (masks[name] == 1)).sum() >= 0.9
 
 
@@ -213,7 +213,7 @@ def test_a_scene_mask_read_by_windows_gives_whole_buildings(tmp_path, monkeypatc
     make_footprints.write_all(args)
     features = json.loads((tmp_path / "result" / "footprints.geojson").read_text())["features"]
     assert len(features) == 2
-    polys = footprints.reproject([shapely_shape(f["geometry"]) for f in features], footprints.LONLAT, UTM33)
+    polys = geodata.reproject([shapely_shape(f["geometry"]) for f in features], geodata.WGS84_EPSG, UTM33)
     back = footprints.rasterize_footprints(polys, ORIGIN, (100, 120))
     np.testing.assert_array_equal(back, mask[0] == 1)
     areas = sorted(f["properties"]["area_m2"] for f in features)  # 0.25 m2 pixels; UTM's scale 0.9996 there

@@ -65,10 +65,9 @@ def test_s1_s2_s4_under_its_own_name(tiny_root, tmp_path):
     args = stage_args(tiny_root, tmp_path, *MSG)
     train_cam.run(args)
     assert (tmp_path / "sess" / "msg.pth").is_file()
-    # the fingerprint keeps the value --cam_network had before the short names, so a baseline trained
-    # then is kept, not retrained
+    # the fingerprint records the canonical short name, whichever spelling was given
     ckpt = torch.load(tmp_path / "sess" / "msg.pth", map_location="cpu", weights_only=True)
-    assert ckpt["fingerprint"]["network"] == "net.RepVGG_MSG_SR"
+    assert ckpt["fingerprint"]["cam_network"] == "msg"
     assert not (tmp_path / "sess" / "cam.pth").exists() and not (tmp_path / "sess" / "msg_deploy.pt").exists()
     model = load_net(msg_sr.Net, tmp_path / "sess" / "msg.pth")
     assert isinstance(model, msg_sr.Net)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from misc import geodata
 from misc.errors import UserError
 from voc12 import prepare
 from voc12.layout import POSITIVE_FRACTION
@@ -43,7 +44,7 @@ def _gt(root: Path, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- pure helpers
 
 def test_xyz_tile_bounds_zoom0_covers_the_world():
-    assert prepare.xyz_tile_bounds(0, 0, 0) == pytest.approx((-HALF, -HALF, HALF, HALF), abs=1e-6)
+    assert geodata.xyz_tile_bounds(0, 0, 0) == pytest.approx((-HALF, -HALF, HALF, HALF), abs=1e-6)
     assert HALF == pytest.approx(20037508.34, abs=0.01)
 
 
@@ -54,13 +55,13 @@ def test_xyz_tile_bounds_zoom0_covers_the_world():
     (1, 1, (0.0, -HALF, HALF, 0.0)),
 ])
 def test_xyz_tile_bounds_zoom1_quadrants(x, y, expected):
-    assert prepare.xyz_tile_bounds(x, y, 1) == pytest.approx(expected, abs=1e-6)
+    assert geodata.xyz_tile_bounds(x, y, 1) == pytest.approx(expected, abs=1e-6)
 
 
 def test_xyz_tile_bounds_zoom21_size_and_nesting():
-    minx, miny, maxx, maxy = prepare.xyz_tile_bounds(1772464, 966380, 21)
+    minx, miny, maxx, maxy = geodata.xyz_tile_bounds(1772464, 966380, 21)
     assert maxx - minx == pytest.approx(2 * HALF / 2**21) and maxy - miny == pytest.approx(2 * HALF / 2**21)
-    parent = prepare.xyz_tile_bounds(1772464 // 4, 966380 // 4, 19)  # a z19 tile holds 4x4 z21 tiles
+    parent = geodata.xyz_tile_bounds(1772464 // 4, 966380 // 4, 19)  # a z19 tile holds 4x4 z21 tiles
     assert parent[0] <= minx and maxx <= parent[2] and parent[1] <= miny and maxy <= parent[3]
 
 

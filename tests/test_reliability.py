@@ -65,7 +65,7 @@ worker_pid = pool.submit(os.getpid).result()
 @pytest.mark.parametrize("kind", ["inference loader", "training loader", "CRF pool"])
 def test_workers_die_with_a_killed_parent(kind, tmp_path):
     if kind == "inference loader":
-        body = LOADER.format(module="step.common", factory="loader", call="loader(Slow(), 1)", index="")
+        body = LOADER.format(module="step.kit.common", factory="loader", call="loader(Slow(), 1)", index="")
     elif kind == "training loader":  # the DataLoader fit() builds, with the same worker_init_fn
         body = LOADER.format(module="torch.utils.data", factory="DataLoader", index="",
                              call="DataLoader(Slow(), num_workers=1, worker_init_fn=__import__('functools').partial("
@@ -90,7 +90,7 @@ def test_workers_die_with_a_killed_parent(kind, tmp_path):
 
 def test_every_worker_pool_is_told_to_die_with_its_parent():
     assert "worker_init_fn=partial(die_with_parent" in (REPO / "misc" / "trainloop.py").read_text()
-    assert "worker_init_fn=partial(die_with_parent" in (REPO / "step" / "common.py").read_text()
+    assert "worker_init_fn=partial(die_with_parent" in (REPO / "step" / "kit" / "common.py").read_text()
     assert "initializer=exit_with, initargs=(os.getpid(),)" in (REPO / "misc" / "crf.py").read_text()
 
 
@@ -410,7 +410,7 @@ def test_weights_none_starts_from_scratch_without_a_warning(tiny_root, tmp_path,
 
 
 def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_runtime):
-    from step import stamps
+    from step.kit import stamps
 
     out = tmp_path / "maps"
     out.mkdir()
@@ -420,3 +420,59 @@ def test_an_unreadable_stamp_means_unknown_inputs_not_a_traceback(tmp_path, cpu_
     assert stamps.reusable_outputs(out, {"weights": "x"}, resume=True, stage="make_cam") == set()
     assert not (out / "a.npy").exists()  # made from unknown inputs: redone
     assert stamps.made_by(out) == ("make_cam", "")
+
+
+# ------------------------------------------------------------------------------------------ training fingerprints
+
+def _s1_fingerprint(tiny_root, tmp_path, *extra):
+    import run_sample
+    from step import train_cam
+    from step.kit.common import load_split
+
+    argv = ["--voc12_root", str(tiny_root), "--work_space", str(tmp_path / "result"), "--backbone", "RepVGG-Tiny",
+            "--device", "cpu", "--num_workers", "0", *extra]
+    args = run_sample.resolve_paths(run_sample.build_parser().parse_args(argv))
+    return train_cam.training_fingerprint_of(args, load_split(args, "train_list", decode=False))
+
+
+def test_s1_fingerprint_follows_the_content_of_the_imagenet_weights(tiny_root, tmp_path, monkeypatch):
+    """S1 retrains (its kept checkpoint's fingerprint no longer matches) when the ImageNet file it reads changes,
+    appears at the default path, or is switched off with none; the same flags and files keep it."""
+    from net import backbones
+
+    default = tmp_path / "weights" / "RepVGG-Tiny-train.pth"
+    monkeypatch.setattr(backbones, "default_weights", lambda name: str(default))
+    absent = _s1_fingerprint(tiny_root, tmp_path)
+    assert absent == _s1_fingerprint(tiny_root, tmp_path)            # same flags, same files
+    assert absent["weights"] == {"MODEL_WEIGHTS": "absent"}
+    default.parent.mkdir()
+    default.write_bytes(b"imagenet weights, first download")
+    appeared = _s1_fingerprint(tiny_root, tmp_path)
+    assert appeared != absent                                         # the default file appeared
+    stat = default.stat()
+    default.write_bytes(b"imagenet weights, other download")          # same size, same mtime, new bytes
+    os.utime(default, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replaced = _s1_fingerprint(tiny_root, tmp_path)
+    assert replaced not in (appeared, absent)
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(default.read_bytes())
+    assert _s1_fingerprint(tiny_root, tmp_path, "--MODEL_WEIGHTS", str(copy)) == replaced  # content, not path
+    scratch = _s1_fingerprint(tiny_root, tmp_path, "--MODEL_WEIGHTS", "none")
+    assert scratch["weights"] == {"MODEL_WEIGHTS": "none"} and scratch not in (absent, replaced)
+    assert _s1_fingerprint(tiny_root, tmp_path, "--cam_learning_rate", "0.5") != replaced  # a flag still counts
+
+
+def test_training_fingerprint_records_weights_by_content_only(tmp_path):
+    import argparse
+
+    from step.kit.stamps import file_sha256, training_fingerprint
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"w")
+    args = argparse.Namespace(seed=3, MODEL_WEIGHTS=str(weights))
+    found = training_fingerprint(args, ("seed",), weights={"MODEL_WEIGHTS": weights, "previous": tmp_path / "no.pth"},
+                                 data={"images_content_sha256": "x"}, trained_on="labels")
+    assert found == {"seed": 3, "trained_on": "labels", "images_content_sha256": "x",
+                     "weights": {"MODEL_WEIGHTS": {"sha256": file_sha256(weights)}, "previous": "absent"}}
+    with pytest.raises(ValueError, match="MODEL_WEIGHTS"):
+        training_fingerprint(args, ("seed", "MODEL_WEIGHTS"), weights={}, data={})

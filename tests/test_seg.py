@@ -16,7 +16,8 @@ from net.backbones import reparameterize
 from net.checkpoints import build_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
 from net.resnet import ResNet50
-from step import eval_seg, make_seg, segmentation, stages, train_seg
+from step import eval_seg, make_seg, train_seg
+from step.kit import segmentation, stages
 from tests.conftest import stage_args
 
 
@@ -185,15 +186,25 @@ def test_ground_truth_training_labels_and_stage_name(tiny_root, tmp_path):
     assert stages.label("make_seg", "ground truth").startswith("DeepLabV3+ on ground truth (S11")
 
 
+def test_s11_defaults_are_resolved_in_run_sample_with_the_others(tiny_root, tmp_path):
+    args = seg_args(tiny_root, tmp_path)
+    assert args.seg_backbone == args.backbone == "RepVGG-Tiny"
+    assert args.seg_weights == args.MODEL_WEIGHTS == ""  # follows --MODEL_WEIGHTS (none) for --backbone
+    assert args.seg_out_dir == str(tmp_path / "result" / "seg") and args.seg_infer_list == args.test_list
+    other = seg_args(tiny_root, tmp_path, "--seg_backbone", "resnet50", "--seg_out_dir", str(tmp_path / "masks"))
+    assert other.seg_weights == backbones.default_weights("resnet50") and other.seg_out_dir == str(tmp_path / "masks")
+
+
 def test_user_errors(tiny_root, tmp_path):
     with pytest.raises(UserError, match="pseudo_mask_out_dir"):
         train_seg.run(seg_args(tiny_root, tmp_path))
     with pytest.raises(UserError, match="valid names: .*resnet50"):
-        segmentation.seg_settings(seg_args(tiny_root, tmp_path, "--seg_backbone", "resnet18"))
+        seg_args(tiny_root, tmp_path, "--seg_backbone", "resnet18")  # refused with the other defaults
     with pytest.raises(UserError, match="--seg_batch_size 1"):
         train_seg.check_batch(1, 1)
-    with pytest.raises(UserError, match="--seg_overlap 1.0"):
-        make_seg.check_window(256, 1.0, (1.0,))
+    for flag, value in (("--seg_overlap", "1.0"), ("--seg_window", "8"), ("--seg_scales", "1,0")):
+        with pytest.raises(SystemExit):  # refused by its argparse type, before any stage runs
+            seg_args(tiny_root, tmp_path, flag, value)
     with pytest.raises(UserError, match="--train_seg_pass True"):
         make_seg.run(seg_args(tiny_root, tmp_path))
     with pytest.raises(UserError, match="run --make_seg_pass True"):

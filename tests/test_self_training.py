@@ -75,7 +75,7 @@ def test_two_rounds_make_labels_and_models_and_resume(tiny_root, tmp_path, monke
     assert sorted(p.name for p in sess.glob("*.pth")) == ["seg.pth", "seg_round0.pth", "seg_round1.pth"]
     final = torch.load(sess / "seg.pth", weights_only=True)
     assert final["self_train_round"] == 2 and final["trained_on"] == "pseudo masks"
-    assert final["fingerprint"]["augment"] == "dihedral" and final["fingerprint"]["band"] == [0.3, 0.7]
+    assert final["fingerprint"]["augment"] == "dihedral" and tuple(final["fingerprint"]["seg_self_train_band"]) == (0.3, 0.7)
     names = (tiny_root / "train_aug.txt").read_text().split()
     cls_labels = dataloader.load_cls_labels(tiny_root / "cls_labels.npy")
     for k in (1, 2):

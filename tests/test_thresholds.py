@@ -81,7 +81,7 @@ def test_no_maps_is_an_error_not_a_nan():
 def test_auto_without_positive_maps_is_one_line_naming_the_fix(tmp_path):
     from misc.errors import UserError
     from misc.torchutils import setup_runtime
-    from step.common import pick_threshold
+    from step.kit.common import pick_threshold
 
     setup_runtime("cpu")
     with pytest.raises(UserError, match="needs the maps of positive tiles.*give the threshold as a number"):

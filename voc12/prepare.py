@@ -38,20 +38,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from misc.errors import UserError, exit_on_user_error
-from misc.footprints import match_xyz_name, rasterize_footprints, xyz_tile_bounds, xyz_transform
-from misc.imutils import read_image, read_mask
+from misc.footprints import rasterize_footprints
+from misc.geodata import (GEOTIFF_SUFFIXES, WEB_MERCATOR, WGS84_CRS84, match_xyz_name, read_raster, reproject,
+                          xyz_tile_bounds, xyz_transform)
+from misc.imutils import IMAGE_SUFFIXES, read_image, read_mask
 from voc12.layout import LayoutSummary, LayoutWriter
 
 log = logging.getLogger(__name__)
 
-LONLAT = "OGC:CRS84"  # lon/lat axis order, the GeoJSON default
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
+MASK_SUFFIXES = (".png", *GEOTIFF_SUFFIXES)
 
 
 # ----------------------------------------------------------------------------- pure helpers
-# (xyz_tile_bounds, xyz_transform and rasterize_footprints live in misc.footprints, shared with the
-# polygon export; they are imported above and stay reachable as voc12.prepare.<name>)
+# (the XYZ grid is misc.geodata's and rasterize_footprints misc.footprints', shared with the polygon export)
 
 def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int]]:
     """Top-left corners (row0, col0) of the tiles covering a height x width scene, row-major.
@@ -168,9 +167,9 @@ def _polygonal(geom: Any) -> list[dict] | None:
 def _geojson_crs(path: Path, data: dict) -> str:
     name = ((data.get("crs") or {}).get("properties") or {}).get("name")
     if not name:
-        return LONLAT
+        return WGS84_CRS84
     if re.search(r"CRS84$|EPSG:{1,2}4326$", str(name)):
-        return LONLAT  # GeoJSON keeps lon/lat order even when it says EPSG:4326
+        return WGS84_CRS84  # GeoJSON keeps lon/lat order even when it says EPSG:4326
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
@@ -179,16 +178,6 @@ def _geojson_crs(path: Path, data: dict) -> str:
     except CRSError:
         raise UserError(f"{path} names an unknown CRS {name!r}; reproject it to lon/lat (CRS84) "
                         "and drop its 'crs' member") from None
-
-
-def _reproject(geoms: list[dict], src_crs: Any, dst_crs: Any) -> list[Any]:
-    """GeoJSON geometries -> shapely geometries in `dst_crs`."""
-    from rasterio.warp import transform_geom
-    from shapely.geometry import shape
-
-    if not geoms:
-        return []
-    return [shape(g) for g in transform_geom(src_crs, dst_crs, geoms)]
 
 
 # ----------------------------------------------------------------------------- modes
@@ -213,7 +202,7 @@ def prepare_xyz(src_dirs: Sequence[str | Path], zoom: int, out: str | Path,
     groups = _unique_groups([(folder.resolve().name, folder) for folder in folders], "--src folder")
     test = _check_test_groups(test_groups, groups)
     _check_unique_names([(t.name, str(t.path)) for ts in tiles.values() for t in ts])
-    footprints = {folder: _reproject(*load_footprints(folder / "labels.geojson"), "EPSG:3857") for folder in folders}
+    footprints = {folder: reproject(*load_footprints(folder / "labels.geojson"), WEB_MERCATOR) for folder in folders}
     writer = LayoutWriter(Path(out), test)
     with tqdm(total=sum(len(ts) for ts in tiles.values()), desc="xyz tiles", unit="tile", disable=not progress) as bar:
         for folder in folders:
@@ -300,20 +289,14 @@ def _find_xyz_tiles(folder: Path, zoom: int) -> list[_XyzTile]:
 
 def _read_geotiff(scene: Path, geoms: list[dict], crs: str) -> tuple[np.ndarray, np.ndarray]:
     """HxWx3 uint8 RGB of the first 3 bands (a 1- or 2-band scene repeats band 1) and its footprint mask."""
-    import rasterio
-    from rasterio.errors import RasterioError
+    def read(src: Any) -> tuple[np.ma.MaskedArray, Any, Any, tuple[int, int], Any]:
+        if src.crs is None:
+            raise UserError(f"scene {scene} has no CRS, so the footprints cannot be placed; georeference it "
+                            "or use the folder mode with masks")
+        indexes = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+        return src.read(indexes, masked=True), src.transform, src.crs, (src.height, src.width), src.bounds
 
-    try:
-        with rasterio.open(scene) as src:
-            if src.crs is None:
-                raise UserError(f"scene {scene} has no CRS, so the footprints cannot be placed; georeference it "
-                                "or use the folder mode with masks")
-            indexes = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-            data = src.read(indexes, masked=True)
-            transform, raster_crs, shape = src.transform, src.crs, (src.height, src.width)
-            bounds = src.bounds
-    except RasterioError as err:
-        raise UserError(f"scene {scene} is unreadable ({err}); re-export it as a GeoTIFF") from None
+    data, transform, raster_crs, shape, bounds = read_raster(scene, "scene", "re-export it as a GeoTIFF", read)
     if data.dtype == np.uint8:
         image = np.moveaxis(np.ma.getdata(data), 0, -1)
     else:
@@ -322,7 +305,7 @@ def _read_geotiff(scene: Path, geoms: list[dict], crs: str) -> tuple[np.ndarray,
     from shapely import box
 
     scene_box = box(*bounds)
-    footprints = [g for g in _reproject(geoms, crs, raster_crs) if g.intersects(scene_box)]
+    footprints = [g for g in reproject(geoms, crs, raster_crs) if g.intersects(scene_box)]
     if not footprints:
         log.warning("no footprint of the labels falls on scene %s; its tiles will all be negatives", scene)
     return np.ascontiguousarray(image), rasterize_footprints(footprints, transform, shape)

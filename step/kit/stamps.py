@@ -14,14 +14,19 @@ What a fingerprint holds:
   (`content_digest`: 30 ms for the 270 demo tiles), so replaced content retrains and a copied dataset
   (new mtimes, same bytes) still resumes;
 - every flag that changes the output (scales, thresholds, precision, ...).
+
+A training fingerprint is built by one helper, `training_fingerprint`: the stage's flags, the content of every
+weights file the training reads (`weights_identity`) and `training_data`.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from misc import fileio
 from misc.errors import UserError
@@ -92,6 +97,34 @@ def training_data(names: Sequence[str], image_paths: dict[str, Path], cls_labels
     if label_dir is not None:
         out["masks_content_sha256"] = content_digest((n, Path(label_dir) / f"{n}.png") for n in names)
     return out
+
+
+def weights_identity(path: str | os.PathLike | None) -> dict[str, str] | str:
+    """What a weights file a training reads is: {"sha256": ...} of its content (a copy keeps the identity, new
+    bytes at the same path do not); "none" for the user's explicit `none` (an empty path, run_sample.py);
+    "absent" where no file is there (a default path without its file, or no default at all), so the file
+    appearing later retrains."""
+    if path == "":
+        return "none"
+    if path is None or not Path(path).is_file():
+        return "absent"
+    return model_identity(path)
+
+
+def training_fingerprint(args: argparse.Namespace, flags: Sequence[str], weights: Mapping[str, Any],
+                         data: Mapping[str, str], **resolved: Any) -> dict[str, Any]:
+    """A training stage's fingerprint (what must match for a finished checkpoint to be kept): the values of
+    `flags` in `args`, `resolved` settings that no single flag holds, the content of every weights file the
+    training reads (`weights`: {name: path}, each a `weights_identity`) and `data` (`training_data`).
+
+    Weights are recorded by content only, never by path: a flag in `flags` naming a weights file (--MODEL_WEIGHTS,
+    --amn_model_weights, --seg_weights: the names ending in "weights") is refused (ValueError), so a stage cannot
+    record a path where it reads a file."""
+    paths = [f for f in flags if f.lower().endswith("weights")]
+    if paths:
+        raise ValueError(f"training_fingerprint: {paths} name weights files; pass them in `weights` (by content)")
+    return {**{flag: getattr(args, flag) for flag in flags}, **resolved,
+            "weights": {name: weights_identity(path) for name, path in weights.items()}, **data}
 
 
 def images_digest(names: Sequence[str], image_paths: dict[str, Path]) -> str:

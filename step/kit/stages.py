@@ -2,7 +2,7 @@
 
 It is the one owner of a stage's identity. `run_sample.py` builds its `--<flag>_pass` flags from it and
 runs the chosen stages in this order; each stage module takes its log tag from it (`stage_tag`); map
-folders record the flag of the stage that made them (step.stamps), evaluations copy that flag into
+folders record the flag of the stage that made them (step.kit.stamps), evaluations copy that flag into
 their metrics JSON, and the stage table (step.report) labels and orders its rows by it.
 """
 from __future__ import annotations
@@ -16,23 +16,24 @@ class Stage:
     module: str        # the step module whose run(args) does the work
     tag: str           # the log tag, "S<n> <name>"
     label: str = ""    # what its output is called in the stage table (stages that make something scored)
+    writes_weights: tuple[str, ...] = ()  # flags of the weights it writes (run_sample checks their folders first)
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("train_cam", "step.train_cam", "S1 train_cam"),
+    Stage("train_cam", "step.train_cam", "S1 train_cam", writes_weights=("cam_weights_name", "msg_weights_name")),
     Stage("make_cam", "step.make_cam", "S2 make_cam", "seed CAM (S2)"),
     Stage("make_lpcam", "step.make_lpcam", "S3 make_lpcam", "BAC expanded CAM (S3)"),
     Stage("eval_cam", "step.eval_cam", "S4 eval_cam"),
     Stage("cam_to_ir_label", "step.cam_to_ir_label", "S5 cam_to_ir_label", "confident labels (S5)"),
-    Stage("train_amn", "step.train_amn", "S6 train_amn"),
+    Stage("train_amn", "step.train_amn", "S6 train_amn", writes_weights=("amn_weights_name",)),
     Stage("make_amn_cam", "step.make_amn_cam", "S7 make_amn_cam", "AR map (S7)"),
     Stage("eval_amn_cam", "step.eval_amn_cam", "S8 eval_amn_cam"),
     Stage("make_pseudo_mask", "step.make_pseudo_mask", "S9 make_pseudo_mask"),
     Stage("amn_cam_to_ir_label", "step.amn_cam_to_ir_label", "S9b amn_cam_to_ir_label", "AMN confident labels (S9b)"),
-    Stage("train_irn", "step.train_irn", "S10 train_irn"),
+    Stage("train_irn", "step.train_irn", "S10 train_irn", writes_weights=("irn_weights_name",)),
     Stage("make_sem_seg", "step.make_sem_seg_labels", "S10 make_sem_seg", "IRN random walk (S10)"),
     Stage("eval_sem_seg", "step.eval_sem_seg", "S10 eval_sem_seg"),
-    Stage("train_seg", "step.train_seg", "S11 train_seg"),
+    Stage("train_seg", "step.train_seg", "S11 train_seg", writes_weights=("seg_weights_name",)),
     Stage("export_seg", "step.export_seg", "S11 export_seg"),
     Stage("make_seg", "step.make_seg", "S11 make_seg", "DeepLabV3+ on pseudo masks (S11)"),
     Stage("eval_seg", "step.eval_seg", "S11 eval_seg"),

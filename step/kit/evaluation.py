@@ -1,7 +1,7 @@
 """Scoring against the ground truth, shared by the evaluation stages (S4, S8, S10, S11).
 
 Every evaluation writes <work_space>/metrics_<output folder>.json with the same keys: "stage" (the label
-from step.stages), "stage_flag" (the flag of the stage that made what was scored, read from the folder's
+from step.kit.stages), "stage_flag" (the flag of the stage that made what was scored, read from the folder's
 stamp), "tiles", "threshold", "scores" (misc.metrics.scores) and "all_building_baseline_iou"; step.report
 turns those files into the stage table.
 """
@@ -18,8 +18,8 @@ from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.thresholds import AUTO, AUTO_NEG
-from step import stages, stamps
-from step.common import NegativeMaps, pick_threshold
+from step.kit import stages, stamps
+from step.kit.common import NegativeMaps, pick_threshold
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
     """Evaluate, log a table, write metrics_<dir>.json and overlays; shared by S4 and S8.
 
     thresholds[0] is the operating point, a number, 'auto' or 'auto_neg' (picked from the maps without ground
-    truth, step.common.pick_threshold; `flag` and `map_stage` name it and the stage that writes the maps); further
+    truth, step.kit.common.pick_threshold; `flag` and `map_stage` name it and the stage that writes the maps); further
     thresholds (and the 0.05..0.60 sweep when `sweep`) are reported too, with the best of them marked as
     chosen with ground truth."""
     timer = Timer()

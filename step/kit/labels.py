@@ -15,8 +15,8 @@ from misc import thresholds
 from misc.crf import CRF_PARAMS, LabelJob, Tile, label_tiles, quality_scores
 from misc.pyutils import Timer, format_duration
 from misc.torchutils import runtime, shard
-from step.common import inference_names, map_levels
-from step.stamps import files_digest, made_from, reusable_outputs
+from step.kit.common import inference_names, map_levels
+from step.kit.stamps import files_digest, made_from, reusable_outputs
 
 log = logging.getLogger(__name__)
 COUNT_KEYS = ("pixels", "building", "background", "building_correct", "background_correct")
