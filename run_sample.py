@@ -310,6 +310,8 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, weights, imagenet_weights(getattr(args, backbone), args))
     if args.seed_cam_dir is None:
         args.seed_cam_dir = args.cam_out_dir
+    if args.seg_self_train_epochs is None:
+        args.seg_self_train_epochs = args.seg_num_epoches
     return args
 
 

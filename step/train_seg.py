@@ -51,7 +51,8 @@ TAG = stage_tag(__name__)
 MOMENTUM = 0.9
 FINGERPRINT_FLAGS = ("seg_backbone", "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
                      "seg_weight_decay", "seg_crop_size", "seed")
-ROUND_FLAGS = ("seg_self_train_band", "seg_self_train_crf")  # what else a self-training round depends on
+# what a self-training round depends on beyond FINGERPRINT_FLAGS
+ROUND_FLAGS = ("seg_self_train_band", "seg_self_train_crf", "seg_self_train_epochs")
 
 
 def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.SegmentationDataset:
@@ -62,8 +63,8 @@ def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.Segment
                                      decode=True, workers=args.pool_workers,
                                      mask_kind="gt" if s.trained_on == GROUND_TRUTH else "labels")
     return dataloader.SegmentationDataset(names, paths, s.label_dir, cls_labels=None, crop_size=args.seg_crop_size,
-                                          scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH, seed=args.seed,
-                                          augment=args.augment)
+                                          scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH,
+                                          seed=args.seed, augment=args.augment)
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
@@ -91,7 +92,6 @@ def run(args: argparse.Namespace) -> None:
     barrier()
     fit_seg(args, s, dataset, fingerprint, first, args.seg_num_epoches,
             f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}")
-    epochs = args.seg_self_train_epochs or args.seg_num_epoches
     for k in range(1, rounds + 1):
         label_dir = Path(args.work_space) / f"seg_round{k}_labels"
         make_round_labels(args, round_checkpoint(s.checkpoint, k - 1, rounds), dataset, negatives, label_dir, k)
@@ -101,9 +101,10 @@ def run(args: argparse.Namespace) -> None:
         round_fingerprint = training_fingerprint(
             args, FINGERPRINT_FLAGS + ROUND_FLAGS, weights={"seg_weights": args.seg_weights},
             data=training_data(dataset.names, dataset.image_paths, label_dir=label_dir),
-            labels=str(label_dir), trained_on=s.trained_on, self_train_round=k, round_epochs=epochs,
+            labels=str(label_dir), trained_on=s.trained_on, self_train_round=k,
             **augment.fingerprint_entry(args.augment))
-        fit_seg(args, s, round_set, round_fingerprint, round_checkpoint(s.checkpoint, k, rounds), epochs,
+        fit_seg(args, s, round_set, round_fingerprint, round_checkpoint(s.checkpoint, k, rounds),
+                args.seg_self_train_epochs,
                 f"DeepLabV3+ ({args.seg_backbone}) self-training round {k}/{rounds}", {"self_train_round": k})
 
 
