@@ -14,14 +14,15 @@ import logging
 import os
 from pathlib import Path
 
-from misc import fileio, hardware
+from misc import augment, fileio, hardware
 from misc.errors import KEPT, Interrupted, UserError, exit_on_user_error, raise_on_sigterm
+from misc.geodata import FAIR_XYZ_NAME
+from misc.locks import RunLocks
 from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_float_list, positive_int, setup_logging,
                           stage_timer, str2bool, unit_interval, unit_interval_open, window_side, workers_count,
                           xyz_name_pattern)
-from misc.thresholds import threshold_or_auto
-from misc.geodata import FAIR_XYZ_NAME
-from misc.locks import RunLocks
+from misc.self_training import probability_band
+from misc.thresholds import cut_threshold, threshold_or_auto
 from misc.torchutils import broadcast_from_main, pick_device, runtime, setup_runtime
 from net import backbones
 from step.kit import stamps
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast for the networks; auto: bf16 where the device has bf16 hardware (CUDA with "
                         "bf16, AVX512-BF16 or AMX CPUs), fp32 elsewhere, where bf16 runs 10-60x slower [auto]")
     g.add_argument("--seed", type=int, default=0, help="seed of the training order and augmentation")
+    g.add_argument("--augment", type=str, default=augment.REFERENCE, choices=augment.RECIPES,
+                   help="training augmentation of every training stage (S1, S6, S10, S11): reference (random rescale, "
+                        "horizontal flip, crop), dihedral (one of the 8 flips/rotations/transposes of the square, crop, "
+                        "no rescale: tiles seen from above have no up) or dihedral_rescale (rescale, then the 8) "
+                        "(misc/augment.py)")
     g.add_argument("--sync_bn", type=str2bool, default=False, help="under torchrun on GPUs: batch-norm statistics over all ranks")
 
     g = p.add_argument_group("dataset (every path derives from --voc12_root unless given)")
@@ -121,7 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("S2 seed CAMs (step.make_cam) and S4 evaluation (step.eval_cam)")
     g.add_argument("--cam_scales", type=positive_float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
     g.add_argument("--cam_infer_batch", type=positive_int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
-    g.add_argument("--cam_eval_thres", type=threshold_or_auto, default=0.08, help="building iff map > t (the reference's effective value: 0.08); auto: the maps' mean over the positives (no ground truth)")
+    g.add_argument("--cam_eval_thres", type=cut_threshold, default=0.08,
+                   help="building iff map > t (the reference's effective value: 0.08); auto: the maps' mean over the "
+                        "positives (no ground truth); auto_neg: the cut with the best building IoU implied by the "
+                        "negatives' maps as the model of background (seed CAMs only: S2 then also maps the negatives "
+                        "into --cam_neg_out_dir)")
+    g.add_argument("--cam_neg_out_dir", type=str, default=None,
+                   help="S2 seed CAMs of the negatives, made with --cam_eval_thres auto_neg [<work_space>/cam_neg]")
     g.add_argument("--cam_eval_sweep", type=str2bool, default=False, help="also sweep t over 0.05..0.60 and report the best (uses GT)")
     g.add_argument("--num_vis", type=nonneg_int, default=8, help="overlay PNGs written per evaluated stage")
 
@@ -190,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_learning_rate", type=positive_float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
     g.add_argument("--seg_weight_decay", type=nonneg_float, default=1e-4, help="SGD weight decay")
     g.add_argument("--seg_crop_size", type=positive_int, default=256, help="training crop")
+    g.add_argument("--seg_self_train_rounds", type=nonneg_int, default=0,
+                   help="self-training rounds after the training on pseudo masks: round k + 1 learns from round k's "
+                        "predictions on the training tiles (negatives all background), labels in "
+                        "<work_space>/seg_round<k>_labels (0: none, the reference)")
+    g.add_argument("--seg_self_train_band", type=probability_band, default=(0.3, 0.7),
+                   help="lo,hi: in self-training rounds, building probabilities inside [lo, hi] are left unlabelled "
+                        "(255), building above hi, background below lo")
+    g.add_argument("--seg_self_train_crf", type=str2bool, default=False,
+                   help="self-training labels from the dense CRF of the probabilities at hi / lo (as S5) instead "
+                        "of the plain band")
+    g.add_argument("--seg_self_train_epochs", type=positive_int, default=None,
+                   help="epochs of each self-training round [--seg_num_epoches]")
     g.add_argument("--seg_infer_list", type=str, default=None, help="tiles to predict and evaluate [<root>/test.txt]")
     g.add_argument("--seg_infer_dir", type=str, default=None,
                    help="predict every image of this folder instead (any size; GeoTIFFs give GeoTIFF masks too)")
@@ -207,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--onnx_check_tolerance", type=positive_float, default=1e-3,
                    help="S11 export_seg: largest allowed difference of the ONNX and torch probabilities on one tile")
 
-    g = p.add_argument_group("S12 building footprints (step.make_footprints)")
+    g = p.add_argument_group("S12 building footprints (step.make_footprints, eval_footprints)")
     g.add_argument("--footprint_min_area", type=nonneg_float, default=1.0,
                    help="drop polygons smaller than this many m2 on the ground (fAIr: 1)")
     g.add_argument("--footprint_simplify", type=nonneg_float, default=0.2,
@@ -217,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--footprints_out", type=str, default=None,
                    help="GeoJSON of the footprints, EPSG:4326; a .gpkg of the same name is written beside it "
                         "[<work_space>/footprints.geojson]")
+    g.add_argument("--footprints_ref", type=str, default=None,
+                   help="S12 eval_footprints: reference building polygons of the whole area (GeoJSON in lon/lat, or "
+                        "a GeoPackage; ids from osm_id or id), matched one to one with --footprints_out at IoU >= 0.5 "
+                        "inside the area of the masks in --seg_out_dir")
 
     for stage in STAGES:
         p.add_argument(f"--{stage.flag}_pass", type=str2bool, default=False, help=f"run {stage.tag}")
@@ -271,6 +299,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         **{key: layout[key] for key in ("train_list", "infer_list", "cls_labels", "gt_dir")},
         "MODEL_WEIGHTS": backbones.default_weights(backbones.check(args.backbone, "--backbone")),
         "cam_out_dir": ws / "cam",
+        "cam_neg_out_dir": ws / "cam_neg",
         "lpcam_out_dir": ws / "lpcam_mask",
         "ir_label_out_dir": ws / "ir_label",
         "amn_cam_out_dir": ws / "amn_cam",
@@ -293,6 +322,8 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, weights, imagenet_weights(getattr(args, backbone), args))
     if args.seed_cam_dir is None:
         args.seed_cam_dir = args.cam_out_dir
+    if args.seg_self_train_epochs is None:
+        args.seg_self_train_epochs = args.seg_num_epoches
     return args
 
 

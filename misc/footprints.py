@@ -35,8 +35,8 @@ from shapely.geometry.polygon import orient
 
 from misc.errors import UserError, brief
 from misc.fileio import atomic_path
-from misc.geodata import (FAIR_XYZ_NAME, WGS84_EPSG, is_geotiff, open_raster, parse_xyz_name, read_raster, reproject, xyz_name_problem,
-                          xyz_transform)
+from misc.geodata import (FAIR_XYZ_NAME, GEOTIFF_SUFFIXES, WGS84_EPSG, is_geotiff, open_raster, parse_xyz_name,
+                          read_raster, reproject, xyz_name_problem, xyz_transform)
 from misc.imutils import read_mask
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,25 @@ def _read_geotiff_mask(path: Path) -> MaskGrid:
                     "in m2; georeference the mask (e.g. gdal_edit.py -a_srs EPSG:xxxx) to place them", path)
         transform = Affine.identity()
     return MaskGrid(mask, transform, None if crs is None else crs.to_string(), nodata)
+
+
+def mask_files(seg_dir: str | os.PathLike) -> list[Path]:
+    """The masks S11 wrote in `seg_dir` (--seg_out_dir), sorted: <name>.tif, or <name>.png where no .tif exists."""
+    seg_dir = Path(seg_dir)
+    if not seg_dir.is_dir():
+        raise UserError(f"--seg_out_dir {seg_dir} does not exist; run --make_seg_pass True first (or point "
+                        "--seg_out_dir at a folder of masks)")
+    found: dict[str, Path] = {}
+    for path in sorted(seg_dir.iterdir()):
+        suffix = path.suffix.lower()
+        if path.name.startswith(".") or not path.is_file() or suffix not in (*GEOTIFF_SUFFIXES, ".png"):
+            continue
+        if suffix == ".png" and path.stem in found:
+            continue
+        found[path.stem] = path
+    if not found:
+        raise UserError(f"--seg_out_dir {seg_dir} holds no mask (.tif or OAM-x-y-z.png); run --make_seg_pass True first")
+    return [found[name] for name in sorted(found)]
 
 
 MASK_WINDOW = 4096  # read_mask_windows' window side: 16 MP of mask (and its validity) at a time

@@ -16,6 +16,11 @@ the operating point of that map:
   labelled 87% with 59% / 93% right and two thirds of all pixels building (docs/ARCHITECTURE.md,
   "Thresholds").
 
+- `auto_neg` (cuts only, `negatives_cut`): the negative tiles hold no building, so their maps are a model of
+  what background scores look like. Taking the positives' values as a mixture F_pos = (1 - pi) F_neg +
+  pi F_bld, the building share pi is the largest one the low values allow (`building_share`), and the cut is
+  the t that maximises the building IoU this mixture implies. It reads the negatives' maps as well.
+
 No ground truth is read. The values come from one pass over the maps (a histogram of 1,000 bins on [0, 1] plus
 the exact sum), so the numbers are the same however the tiles are ordered or sharded.
 """
@@ -28,7 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 AUTO = "auto"
+AUTO_NEG = "auto_neg"
 BINS = 1000
+# building_share looks at cuts holding at least this share of the negatives' values below them, where the
+# ratio of the two distributions is not noise of a few pixels
+NEG_MIN_MASS = 0.1
 
 
 def threshold_or_auto(value: str) -> float | str:
@@ -42,6 +51,17 @@ def threshold_or_auto(value: str) -> float | str:
     if not 0 <= number <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {value!r}")
     return number
+
+
+def cut_threshold(value: str) -> float | str:
+    """argparse type of the flags that cut a map (`--cam_eval_thres`): a number in [0, 1], 'auto', or
+    'auto_neg' (picked with the negatives' maps as the model of background, `negatives_cut`)."""
+    if str(value).strip().lower() == AUTO_NEG:
+        return AUTO_NEG
+    try:
+        return threshold_or_auto(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], 'auto' or 'auto_neg', got {value!r}") from None
 
 
 @dataclass
@@ -98,3 +118,46 @@ def confident_levels(levels: MapLevels) -> tuple[float, float]:
     building_centre = levels.mean_between(t, 1.0)
     background_centre = levels.mean_between(0.0, t)
     return round((t + building_centre) / 2, 4), round((t + background_centre) / 2, 4)
+
+
+def building_share(positives: MapLevels, negatives: MapLevels) -> float:
+    """pi, the share of building among the positives' values, from F_pos = (1 - pi) F_neg + pi F_bld.
+
+    Building values lie high, so below a low cut t the positives hold background only and F_pos(t) =
+    (1 - pi) F_neg(t); above it building only adds. 1 - pi is therefore the smallest F_pos(t) / F_neg(t)
+    over the cuts (the largest background share the data allow), taken where F_neg(t) >= NEG_MIN_MASS.
+    """
+    if not positives.count or not negatives.count:
+        raise ValueError("building_share needs map values of positives and negatives")
+    f_pos = np.cumsum(positives.histogram) / positives.count
+    f_neg = np.cumsum(negatives.histogram) / negatives.count
+    usable = f_neg >= NEG_MIN_MASS
+    background = float(np.min(f_pos[usable] / f_neg[usable]))
+    return float(np.clip(1.0 - background, 0.0, 1.0))
+
+
+def implied_iou(positives: MapLevels, negatives: MapLevels) -> tuple[np.ndarray, np.ndarray]:
+    """(cuts t_i = i / BINS, the building IoU of `map >= t_i` that the mixture implies at each).
+
+    With S(t) the share of values at or above t and pi = `building_share`: true positives pi S_bld(t) =
+    S_pos(t) - (1 - pi) S_neg(t), false positives (1 - pi) S_neg(t), false negatives pi - TP, so
+    IoU(t) = TP / (pi + (1 - pi) S_neg(t)).
+    """
+    pi = building_share(positives, negatives)
+    # S(t_i): the share of values in bins i and above
+    s_pos = np.cumsum(positives.histogram[::-1])[::-1] / positives.count
+    s_neg = np.cumsum(negatives.histogram[::-1])[::-1] / negatives.count
+    true_pos = np.clip(s_pos - (1 - pi) * s_neg, 0.0, None)
+    iou = np.divide(true_pos, pi + (1 - pi) * s_neg, out=np.zeros(BINS), where=(pi + (1 - pi) * s_neg) > 0)
+    return np.arange(BINS) / BINS, iou
+
+
+def negatives_cut(positives: MapLevels, negatives: MapLevels) -> float:
+    """The `auto_neg` threshold: the cut with the best implied building IoU (`implied_iou`). Where the
+    positives' values are no richer in high values than the negatives' (pi = 0: nothing to separate) it
+    falls back to `operating_point`."""
+    cuts, iou = implied_iou(positives, negatives)
+    if not iou.max() > 0:
+        return operating_point(positives)
+    return round(float(cuts[int(np.argmax(iou))]), 4)
+

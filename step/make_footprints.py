@@ -62,24 +62,6 @@ class MaskInfo:
         return str(self.image if self.image is not None else self.path)
 
 
-def mask_paths(seg_dir: Path) -> list[Path]:
-    """<name>.tif, or <name>.png where no .tif exists, for every mask name in `seg_dir`, sorted."""
-    if not seg_dir.is_dir():
-        raise UserError(f"--seg_out_dir {seg_dir} does not exist; run --make_seg_pass True first (or point "
-                        "--seg_out_dir at a folder of masks)")
-    found: dict[str, Path] = {}
-    for path in sorted(seg_dir.iterdir()):
-        suffix = path.suffix.lower()
-        if path.name.startswith(".") or not path.is_file() or suffix not in (*geodata.GEOTIFF_SUFFIXES, ".png"):
-            continue
-        if suffix == ".png" and path.stem in found:
-            continue
-        found[path.stem] = path
-    if not found:
-        raise UserError(f"--seg_out_dir {seg_dir} holds no mask (.tif or OAM-x-y-z.png); run --make_seg_pass True first")
-    return [found[name] for name in sorted(found)]
-
-
 def polygonise_masks(paths: Sequence[Path], image_dir: Path | None, desc: str = TAG,
                      pattern: str = geodata.FAIR_XYZ_NAME) -> tuple[list[MaskInfo], dict[str | None, list[Polygon]]]:
     """Every mask's polygons, grouped by CRS (each CRS-less mask a group of its own, keyed by its path).
@@ -169,7 +151,7 @@ def write_all(args: argparse.Namespace) -> dict:
     out = Path(args.footprints_out)
     if out.suffix.lower() != ".geojson":
         raise UserError(f"--footprints_out {out} must end in .geojson (the GeoPackage is written beside it)")
-    masks, groups = polygonise_masks(mask_paths(seg_dir), image_dir, pattern=args.xyz_name_pattern)
+    masks, groups = polygonise_masks(footprints.mask_files(seg_dir), image_dir, pattern=args.xyz_name_pattern)
     polys, props, crs, local = make_footprints(masks, groups, args.footprint_min_area, args.footprint_simplify,
                                                args.footprint_orthogonalise)
     footprints.write_footprints(polys, props, crs, out, out.with_suffix(".gpkg"))

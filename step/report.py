@@ -55,15 +55,15 @@ def stage_table(work_space: str | Path) -> str:
                         f"coverage {m['coverage']:.3f}{fractions} | | | {prec} | |")
     head = ("| stage | tiles | threshold | building IoU | F1 | precision | recall |\n"
             "|---|---|---|---|---|---|---|")
-    if not rows:
-        return f"(no metrics_*.json in {work_space})"
     ratio = pseudo_to_gt_ratio(work_space)
     tail = [] if ratio is None else [f"\nDeepLabV3+ on pseudo masks / on ground truth, building IoU: {ratio:.3f}"]
     objects = [f"| {_label(path, m)} | {m['scores']['object_f1']:.4f} | {m['scores']['object_precision']:.4f} | "
                f"{m['scores']['object_recall']:.4f} |" for path, m in loaded if "object_f1" in m.get("scores", {})]
-    if objects:  # eval_seg's building-level scores (SpaceNet: buildings matched at IoU >= 0.5)
+    if not rows and not objects:
+        return f"(no metrics_*.json in {work_space})"
+    if objects:  # building-level scores (SpaceNet: buildings matched at IoU >= 0.5): eval_seg per tile, eval_footprints per area
         tail += ["\n| buildings matched at IoU >= 0.5 | F1 | precision | recall |\n|---|---|---|---|", *objects]
-    return "\n".join([head, *rows, *tail])
+    return "\n".join(([head, *rows] if rows else []) + tail).strip("\n")
 
 
 def _tiles(m: dict) -> str:
@@ -74,7 +74,8 @@ def _tiles(m: dict) -> str:
 def _threshold(m: dict) -> str:
     """The operating point, marked 'auto' when it was picked from the maps (without ground truth)."""
     t = m.get("threshold", "")
-    return f"auto {t:.2f}" if m.get("threshold_rule") == "auto" else str(t)
+    rule = m.get("threshold_rule")
+    return f"{rule} {t:.2f}" if rule in ("auto", "auto_neg") else str(t)
 
 
 def all_building_row(m: dict) -> str:

@@ -16,7 +16,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from misc import losses, metrics
+from misc import augment, losses, metrics
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, runtime
 from misc.trainloop import FitConfig, TrainJob, train
@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list", mask_dir=args.ir_label_out_dir,
                        mask_flag="--ir_label_out_dir (run --cam_to_ir_label_pass True)")
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.ir_label_out_dir, split.cls_labels,
-                                             crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed)
+                                             crop_size=args.amn_crop_size, scale_range=(0.5, 1.5), seed=args.seed,
+                                             augment=args.augment)
     fingerprint = training_fingerprint(
         args, FINGERPRINT_FLAGS, weights={"amn_model_weights": args.amn_model_weights},
-        data=training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir))
+        data=training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir),
+        **augment.fingerprint_entry(args.augment))
     best = {"miou": -1.0, "state": None, "epoch": 0}
     on_epoch_end = None
     if args.amn_select_by_gt:

@@ -17,7 +17,7 @@ import argparse
 import logging
 from functools import partial
 
-from misc import losses
+from misc import augment, losses
 from misc.errors import UserError
 from misc.pyutils import weights_paths
 from misc.torchutils import barrier, poly_sgd, runtime
@@ -55,7 +55,8 @@ def check_both_classes(split: Split, list_path: str) -> None:
 def training_fingerprint_of(args: argparse.Namespace, split: Split) -> dict:
     """What a kept classifier must have been trained from: the flags, the ImageNet file's content, the data."""
     return training_fingerprint(args, FINGERPRINT_FLAGS, weights={"MODEL_WEIGHTS": args.MODEL_WEIGHTS},
-                                data=training_data(split.names, split.image_paths, split.cls_labels))
+                                data=training_data(split.names, split.image_paths, split.cls_labels),
+                                **augment.fingerprint_entry(args.augment))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list")
     check_both_classes(split, args.train_list)
     dataset = ClassificationDataset(split.names, split.image_paths, split.cls_labels,
-                                    crop_size=args.cam_crop_size, seed=args.seed)
+                                    crop_size=args.cam_crop_size, seed=args.seed, augment=args.augment)
     fingerprint = training_fingerprint_of(args, split)
     train(TrainJob(
         checkpoint=train_path, dataset=dataset,

@@ -9,7 +9,7 @@ Writes: <irn_weights_name>.pth with `mean_shift.running_mean` set to the mean di
 Loss: AffinityDisplacementLoss with PathIndex radius --irn_radius (5) on the labels at stride 4.
 Optimiser: poly SGD, boundary branch at --irn_learning_rate, displacement branch at 10x, weight decay
 --irn_weight_decay, momentum --irn_momentum (default 1e-4, the reference's effective value, as S1's).
-Crops --irn_crop_size (256, the tile size; the reference's default was 512), random rescale (0.5, 1.5) and horizontal flip.
+Crops --irn_crop_size (256, the tile size; the reference's default was 512), random rescale (0.5, 1.5) and horizontal flip (--augment: or the 8 flips and rotations).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc import augment
 from misc.pyutils import progress, weights_paths
 from misc.torchutils import poly_sgd, runtime, shard
 from misc.trainloop import FitConfig, TrainJob, train
@@ -54,10 +55,11 @@ def run(args: argparse.Namespace) -> None:
     # the AR network is the fallback backbone (used when the ImageNet weights are absent): retrained, IRN retrains
     fingerprint = training_fingerprint(
         args, FINGERPRINT_FLAGS, weights={"amn_model_weights": args.amn_model_weights, "amn_weights": amn_path},
-        data=training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir))
+        data=training_data(split.names, split.image_paths, split.cls_labels, args.amn_ir_label_out_dir),
+        **augment.fingerprint_entry(args.augment))
     dataset = dataloader.SegmentationDataset(split.names, split.image_paths, args.amn_ir_label_out_dir,
                                              split.cls_labels, crop_size=args.irn_crop_size, scale_range=(0.5, 1.5),
-                                             seed=args.seed)
+                                             seed=args.seed, augment=args.augment)
     criterion = irn.AffinityDisplacementLoss(args.irn_radius)
 
     def set_mean_shift(model: irn.Net) -> None:

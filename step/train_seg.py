@@ -7,28 +7,44 @@ Reads:  --train_list tiles under <voc12_root>/JPEGImages (no image labels needed
         weights --seg_weights when the file exists.
 Writes: <seg_weights_name>.pth (net.checkpoints format, network "DeepLabV3Plus", train-time blocks, plus
         "fingerprint" and "trained_on"), <seg_weights_name>.resume.pth after every epoch (removed at the end).
+Self-training (--seg_self_train_rounds K > 0, pseudo masks only; also reads --cls_labels): round 0 learns from
+        the pseudo masks as above, into <seg_weights_name>_round0.pth; round k = 1..K learns from round k - 1's
+        predictions on the training tiles, <work_space>/seg_round<k>_labels/<name>.png {0, 1, 255} (positives:
+        misc.self_training.round_label with --seg_self_train_band and --seg_self_train_crf; negatives all 0;
+        stamped, so a rerun keeps labels made by the same model), into <seg_weights_name>_round<k>.pth, the
+        last round into <seg_weights_name>.pth. Every round starts from the ImageNet encoder, not from the
+        previous round's weights: a model started from its own weights already agrees with its own labels,
+        learns little from them and keeps its mistakes; a fresh model learns the cleaned labels as a new task.
 Loss: pixel cross-entropy, 255 ignored (crop padding). Optimiser: poly SGD, momentum 0.9, weight decay
 --seg_weight_decay, decoder and head at 10x --seg_learning_rate. Augmentation: SegmentationDataset
-(random scale 0.5-1.5, flip, crop --seg_crop_size).
+(random scale 0.5-1.5, flip, crop --seg_crop_size; --augment dihedral: the 8 flips and rotations instead).
 """
 # deviation: the reference trains DeepLabV3+ in PaddleSeg 2.9 with no configuration in the release; this is a
 # plain-torch DeepLabV3+ with the usual recipe (poly SGD 0.01, momentum 0.9, 10x decoder lr), not PaddleSeg's.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
 from functools import partial
 from pathlib import Path
 
-from misc import losses, tilecsv
+import numpy as np
+import torch
+
+from misc import augment, fileio, imutils, losses, self_training, tilecsv
 from misc.errors import UserError
-from misc.torchutils import poly_sgd, runtime
-from misc.trainloop import FitConfig, TrainJob, train
-from net.checkpoints import build_net, save_net
+from misc.pyutils import Timer, progress
+from misc.torchutils import barrier, poly_sgd, runtime
+from misc.trainloop import FitConfig, TrainJob, finished, train
+from net import deeplabv3plus
+from net.checkpoints import build_net, load_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
+from step.kit.common import inference_names
 from step.kit.segmentation import GROUND_TRUTH, PSEUDO, SegSettings, seg_settings
 from step.kit.stages import stage_tag
-from step.kit.stamps import training_data, training_fingerprint
+from step.kit.stamps import images_digest, model_identity, reusable_outputs, training_data, training_fingerprint
 from voc12 import dataloader
 
 log = logging.getLogger(__name__)
@@ -36,6 +52,8 @@ TAG = stage_tag(__name__)
 MOMENTUM = 0.9
 FINGERPRINT_FLAGS = ("seg_backbone", "voc12_root", "train_list", "seg_batch_size", "seg_num_epoches", "seg_learning_rate",
                      "seg_weight_decay", "seg_crop_size", "seed")
+# what a self-training round depends on beyond FINGERPRINT_FLAGS
+ROUND_FLAGS = ("seg_self_train_band", "seg_self_train_crf", "seg_self_train_epochs")
 
 
 def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.SegmentationDataset:
@@ -47,7 +65,8 @@ def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.Segment
                                      decode=True, workers=args.pool_workers,
                                      mask_kind="gt" if s.trained_on == GROUND_TRUTH else "labels")
     return dataloader.SegmentationDataset(names, paths, s.label_dir, cls_labels=None, crop_size=args.seg_crop_size,
-                                          scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH, seed=args.seed)
+                                          scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH,
+                                          seed=args.seed, augment=args.augment)
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
@@ -59,19 +78,103 @@ def check_batch(batch_size: int, world_size: int) -> None:
 def run(args: argparse.Namespace) -> None:
     rt, s = runtime(), seg_settings(args)
     check_batch(args.seg_batch_size, rt.world_size)
+    rounds = args.seg_self_train_rounds
+    if rounds and s.trained_on == GROUND_TRUTH:
+        raise UserError("--seg_self_train_rounds learns from the model's own predictions of pseudo-mask training; "
+                        "with --seg_label_dir (ground truth) leave it at 0")
     dataset = training_set(args, s)
     fingerprint = training_fingerprint(
         args, FINGERPRINT_FLAGS, weights={"seg_weights": args.seg_weights},
         data=training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir),
-        labels=s.label_dir, trained_on=s.trained_on)
+        labels=s.label_dir, trained_on=s.trained_on, **augment.fingerprint_entry(args.augment))
+    negatives = training_negatives(args, dataset.names) if rounds else set()
+    first = round_checkpoint(s.checkpoint, 0, rounds)
+    if rounds and rt.is_main and not first.is_file() and finished(s.checkpoint, fingerprint):
+        os.replace(s.checkpoint, first)  # the model of an earlier run without rounds is this run's round 0
+    barrier()
+    fit_seg(args, s, dataset, fingerprint, first, args.seg_num_epoches,
+            f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}")
+    for k in range(1, rounds + 1):
+        label_dir = Path(args.work_space) / f"seg_round{k}_labels"
+        make_round_labels(args, round_checkpoint(s.checkpoint, k - 1, rounds), dataset, negatives, label_dir, k)
+        round_set = dataloader.SegmentationDataset(dataset.names, dataset.image_paths, label_dir,
+                                                   crop_size=dataset.crop_size, scale_range=dataset.scale_range,
+                                                   seed=dataset.seed, augment=dataset.augment)
+        round_fingerprint = training_fingerprint(
+            args, FINGERPRINT_FLAGS + ROUND_FLAGS, weights={"seg_weights": args.seg_weights},
+            data=training_data(dataset.names, dataset.image_paths, label_dir=label_dir),
+            labels=str(label_dir), trained_on=s.trained_on, self_train_round=k,
+            **augment.fingerprint_entry(args.augment))
+        fit_seg(args, s, round_set, round_fingerprint, round_checkpoint(s.checkpoint, k, rounds),
+                args.seg_self_train_epochs,
+                f"DeepLabV3+ ({args.seg_backbone}) self-training round {k}/{rounds}", {"self_train_round": k})
+
+
+def fit_seg(args: argparse.Namespace, s: SegSettings, dataset: dataloader.SegmentationDataset, fingerprint: dict,
+            checkpoint: Path, epochs: int, describe: str, extra: dict | None = None) -> None:
+    """Train one DeepLabV3+ from the ImageNet encoder on `dataset` into `checkpoint` (or keep it when finished)."""
     train(TrainJob(
-        checkpoint=s.checkpoint, dataset=dataset,
+        checkpoint=checkpoint, dataset=dataset,
         build=partial(build_net, DeepLabV3Plus, args.seg_backbone, args.seg_weights),
         optimizer=lambda model, steps: poly_sgd(model, args.seg_learning_rate, args.seg_weight_decay, MOMENTUM, steps),
         loss=losses.segmentation_loss,
-        save=lambda model, path, extra: save_net(model, path, extra={**extra, "trained_on": s.trained_on}),
-        cfg=FitConfig(epochs=args.seg_num_epoches, batch_size=args.seg_batch_size, seed=args.seed, amp=args.amp,
+        save=lambda model, path, saved: save_net(model, path, extra={**saved, "trained_on": s.trained_on,
+                                                                     **(extra or {})}),
+        cfg=FitConfig(epochs=epochs, batch_size=args.seg_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--seg_learning_rate",
                       sync_bn=args.sync_bn),
-        describe=f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}"))
+        describe=describe))
+
+
+def round_checkpoint(final: Path, k: int, rounds: int) -> Path:
+    """Where round k's model goes: the final weights for the last round (and without rounds), else
+    <name>_round<k>.pth beside them."""
+    return final if k == rounds else final.with_name(f"{final.stem}_round{k}{final.suffix}")
+
+
+def training_negatives(args: argparse.Namespace, names: list[str]) -> set[str]:
+    """The training tiles whose image label (--cls_labels) is 0: their round labels stay all background."""
+    cls_labels = dataloader.load_cls_labels(args.cls_labels)
+    missing = [n for n in names if n not in cls_labels]
+    if missing:
+        raise UserError(f"--train_list {args.train_list} names {missing[0]!r}, which has no entry in --cls_labels "
+                        f"{args.cls_labels}; self-training needs every tile's image label (regenerate cls_labels.npy)")
+    return {n for n in names if cls_labels[n] == 0}
+
+
+@torch.no_grad()
+def make_round_labels(args: argparse.Namespace, model_path: Path, dataset: dataloader.SegmentationDataset,
+                      negatives: set[str], out_dir: Path, k: int) -> None:
+    """Round k's labels of every training tile from the model of round k - 1 (this rank's share; a rerun keeps
+    the labels this model made with the same settings)."""
+    rt, timer = runtime(), Timer()
+    names, band = dataset.names, args.seg_self_train_band
+    settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales),
+                "amp": args.amp, "band": list(band), "crf": args.seg_self_train_crf}
+    fingerprint = {"weights": model_identity(model_path), "settings": settings,
+                   "images": images_digest(names, dataset.image_paths),
+                   "negatives": hashlib.sha256("\n".join(sorted(negatives)).encode()).hexdigest()}
+    done = reusable_outputs(out_dir, fingerprint, args.resume, ".png", stage="train_seg",
+                            variant=f"self-training round {k}", names=names, flag="--seg_self_train_rounds",
+                            inputs={"--voc12_root": [args.image_dir]})
+    todo = inference_names(names, done)
+    model = load_net(DeepLabV3Plus, model_path, device=rt.device, fold=True) if todo else None
+    counts = np.zeros(3, np.int64)  # background, building, no label (this rank's positives)
+    for name in progress(todo, desc=f"{TAG} round {k} labels", disable=not rt.is_main):
+        if name in negatives:  # all background, whatever the model says: no need to decode or predict
+            size = imutils.image_size(dataset.image_paths[name])
+            label = self_training.round_label(None, np.zeros(size, np.float32), band, negative=True)
+        else:
+            image = imutils.read_image(dataset.image_paths[name])
+            logits = deeplabv3plus.predict(model, image, args.seg_window, args.seg_overlap, args.seg_scales,
+                                           args.seg_infer_batch, rt.device, args.amp)
+            prob = torch.softmax(logits, dim=0)[1].numpy()
+            label = self_training.round_label(image, prob, band, crf=args.seg_self_train_crf)
+            counts += self_training.label_fractions(label)
+        fileio.save_png(out_dir / f"{name}.png", label)
+    barrier()
+    share = counts / max(int(counts.sum()), 1)
+    log.info("[%s] round %d labels: %d made, %d kept, positives %.1f%% building, %.1f%% no label (band %.2f-%.2f%s) "
+             "in %.0fs -> %s", TAG, k, len(todo), len(done), 100 * share[1], 100 * share[2], band[0], band[1],
+             ", CRF" if args.seg_self_train_crf else "", timer.elapsed, out_dir)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import run_sample
-from misc import fileio, footprints, geodata, geoio
+from misc import fileio, geodata, geoio
 from step import make_footprints
 from tests.test_maps import footprint_args
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from misc import fileio, imutils
+from misc import augment, fileio, imutils
 from misc.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -176,15 +176,32 @@ def _aug_rng(seed: int, epoch: int, index: int) -> random.Random:
     return random.Random((seed * 1_000_003 + epoch) * 10_000_019 + index)
 
 
+def _check_recipe(recipe: str) -> str:
+    if recipe not in augment.RECIPES:
+        raise ValueError(f"augmentation recipe {recipe!r} is not one of {augment.RECIPES}")
+    return recipe
+
+
+def _flip_or_dihedral(arrays: list[np.ndarray], recipe: str, rng: random.Random) -> list[np.ndarray]:
+    """The reference's horizontal flip (p = 0.5), or with a dihedral recipe one of the eight D4 elements."""
+    if recipe == augment.REFERENCE:
+        return [a[:, ::-1] for a in arrays] if rng.random() < 0.5 else arrays
+    return augment.random_dihedral(arrays, rng)
+
+
 class ClassificationDataset(Dataset):
-    """S1 training set: random_resize_long(192, 320) -> normalise -> hflip -> random crop (fill 0) -> CHW."""
+    """S1 training set: random_resize_long(192, 320) -> normalise -> hflip -> random crop (fill 0) -> CHW.
+    `augment` (misc.augment.RECIPES): "dihedral" replaces the rescale and flip by a D4 element,
+    "dihedral_rescale" only the flip."""
 
     def __init__(self, names: Sequence[str], image_paths: dict[str, Path], cls_labels: dict[str, int],
-                 crop_size: int = 256, resize_long: tuple[int, int] = (192, 320), seed: int = 0) -> None:
+                 crop_size: int = 256, resize_long: tuple[int, int] = (192, 320), seed: int = 0,
+                 augment: str = "reference") -> None:
         self.names = list(names)
         self.image_paths = image_paths
         self.labels = np.array([[cls_labels[n]] for n in self.names], dtype=np.float32)
         self.crop_size, self.resize_long, self.seed, self.epoch = crop_size, resize_long, seed, 0
+        self.augment = _check_recipe(augment)
         self.cache = DecodedCache()
 
     def set_epoch(self, epoch: int) -> None:
@@ -196,10 +213,10 @@ class ClassificationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = _aug_rng(self.seed, self.epoch, index)
         img = self.cache.read(self.image_paths[self.names[index]], imutils.read_image)
-        img = imutils.random_resize_long(img, *self.resize_long, rng=rng)
+        if augment.rescales(self.augment):
+            img = imutils.random_resize_long(img, *self.resize_long, rng=rng)
         img = imutils.normalize(img)
-        if rng.random() < 0.5:
-            img = img[:, ::-1]
+        (img,) = _flip_or_dihedral([img], self.augment, rng)
         (img,) = imutils.random_crop([img], self.crop_size, fills=[0.0], rng=rng)
         return {"name": self.names[index], "img": torch.from_numpy(imutils.hwc_to_chw(img)),
                 "label": torch.from_numpy(self.labels[index])}
@@ -232,18 +249,21 @@ class ClassificationDatasetMSF(Dataset):
 
 
 class SegmentationDataset(Dataset):
-    """Pixel-label training set (S6, S11): random scale (image bicubic, label nearest) -> normalise ->
+    """Pixel-label training set (S6, S10, S11): random scale (image bicubic, label nearest) -> normalise ->
     hflip -> random crop (image fill 0, label fill 255). Labels {0,1,255}; `gt_labels=True` maps
-    0/255 ground truth to {0,1} first."""
+    0/255 ground truth to {0,1} first. `augment` as ClassificationDataset's: the same D4 element for the
+    image and its labels."""
 
     def __init__(self, names: Sequence[str], image_paths: dict[str, Path], label_dir: str | os.PathLike,
                  cls_labels: dict[str, int] | None = None, crop_size: int = 256,
-                 scale_range: tuple[float, float] = (0.5, 1.5), gt_labels: bool = False, seed: int = 0) -> None:
+                 scale_range: tuple[float, float] = (0.5, 1.5), gt_labels: bool = False, seed: int = 0,
+                 augment: str = "reference") -> None:
         self.names = list(names)
         self.image_paths = image_paths
         self.label_dir = Path(label_dir)
         self.cls_labels = cls_labels
         self.crop_size, self.scale_range, self.gt_labels, self.seed, self.epoch = crop_size, scale_range, gt_labels, seed, 0
+        self.augment = _check_recipe(augment)
         self.cache = DecodedCache()
         # ground truth is converted to {0, 1, 255} once, as it is decoded (the cache keeps the converted mask)
         self.read_label = partial(imutils.read_gt, flag="--seg_label_dir") if gt_labels else imutils.read_mask
@@ -259,12 +279,12 @@ class SegmentationDataset(Dataset):
         name = self.names[index]
         img = self.cache.read(self.image_paths[name], imutils.read_image)
         label = self.cache.read(self.label_dir / f"{name}.png", self.read_label)
-        scale = rng.uniform(*self.scale_range)
-        img = imutils.pil_rescale(img, scale, order=3)
-        label = imutils.pil_rescale(label, scale, order=0)
+        if augment.rescales(self.augment):
+            scale = rng.uniform(*self.scale_range)
+            img = imutils.pil_rescale(img, scale, order=3)
+            label = imutils.pil_rescale(label, scale, order=0)
         img = imutils.normalize(img)
-        if rng.random() < 0.5:
-            img, label = img[:, ::-1], label[:, ::-1]
+        img, label = _flip_or_dihedral([img, label], self.augment, rng)
         img, label = imutils.random_crop([img, label], self.crop_size, fills=[0.0, 255], rng=rng)
         label_cls = float(self.cls_labels[name]) if self.cls_labels is not None else float((label == 1).any())
         return {"name": name, "img": torch.from_numpy(imutils.hwc_to_chw(img)),

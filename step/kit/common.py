@@ -77,31 +77,51 @@ def inference_names(split_names: Sequence[str], done: set[str]) -> list[str]:
 
 
 def map_levels(map_dir: str | os.PathLike, names: Sequence[str], channel: int, map_stage: str,
-               tag: str) -> thresholds.MapLevels:
-    """Value statistics of `high_res[channel]` of <map_dir>/<name>.npy over `names` (the positives): what an
-    'auto' threshold is picked from. A missing map is a one-line error naming `map_stage`."""
+               tag: str, kind: str = "positive") -> thresholds.MapLevels:
+    """Value statistics of `high_res[channel]` of <map_dir>/<name>.npy over `names` (the positives, or with
+    `kind` "negative" the negatives): what an 'auto' threshold is picked from. A missing map is a one-line
+    error naming `map_stage`."""
     def maps() -> Iterator[np.ndarray]:
         for name in progress(names, desc=f"{tag} auto threshold", disable=not runtime().is_main):
             path = Path(map_dir) / f"{name}.npy"
             if not path.is_file():
-                raise UserError(f"{path} is missing for the positive {name!r}; run {map_stage} first")
+                raise UserError(f"{path} is missing for the {kind} {name!r}; run {map_stage} first")
             yield fileio.load_npy_dict(path)["high_res"][channel]
 
     levels = thresholds.levels_of(maps())
     if not levels.count:
-        raise UserError(f"an 'auto' threshold needs the maps of positive tiles, but the list has none with map values "
+        raise UserError(f"an 'auto' threshold needs the maps of {kind} tiles, but the list has none with map values "
                         f"in {map_dir}; give the threshold as a number")
     return levels
 
 
+@dataclass(frozen=True)
+class NegativeMaps:
+    """Where the negatives' maps of the same kind lie, for an 'auto_neg' threshold."""
+    map_dir: str | os.PathLike
+    names: Sequence[str]
+    map_stage: str  # what makes them, for the one-line error
+
+
 def pick_threshold(value: float | str, flag: str, map_dir: str | os.PathLike, names: Sequence[str], channel: int,
-                   map_stage: str, tag: str) -> float:
+                   map_stage: str, tag: str, negatives: NegativeMaps | None = None) -> float:
     """`value` itself, or for 'auto' the operating point of the maps (misc.thresholds: the mean map value
-    over the positives; no ground truth), logged once with the flag it stands for."""
-    if value != thresholds.AUTO:
+    over the positives; no ground truth), or for 'auto_neg' the cut with the best building IoU implied by
+    the negatives' maps as the model of background (`negatives`, misc.thresholds.negatives_cut); logged once
+    with the flag it stands for."""
+    if value not in (thresholds.AUTO, thresholds.AUTO_NEG):
         return float(value)
-    picked = thresholds.operating_point(map_levels(map_dir, names, channel, map_stage, tag))
+    levels = map_levels(map_dir, names, channel, map_stage, tag)
+    if value == thresholds.AUTO:
+        picked, how = thresholds.operating_point(levels), f"the mean map value of {len(names)} positives in {map_dir}"
+    else:
+        if negatives is None:
+            raise UserError(f"{flag} auto_neg needs the maps of the negative tiles, which only the seed CAMs (S2) have; "
+                            f"use auto (or a number) for the maps in {map_dir}")
+        background = map_levels(negatives.map_dir, negatives.names, channel, negatives.map_stage, tag, "negative")
+        picked = thresholds.negatives_cut(levels, background)
+        how = (f"the best building IoU implied by {len(names)} positives in {map_dir} and {len(negatives.names)} "
+               f"negatives in {negatives.map_dir}, building share {thresholds.building_share(levels, background):.3f}")
     if runtime().is_main:
-        log.info("[%s] %s auto -> %.4f (the mean map value of %d positives in %s; no ground truth read)",
-                 tag, flag, picked, len(names), map_dir)
+        log.info("[%s] %s %s -> %.4f (%s; no ground truth read)", tag, flag, value, picked, how)
     return picked

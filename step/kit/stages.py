@@ -42,13 +42,16 @@ STAGES: tuple[Stage, ...] = (
     Stage("export_seg", "step.export_seg", "S11 export_seg", writes_files=("seg_weights_name",)),  # ONNX beside it
     Stage("make_seg", "step.make_seg", "S11 make_seg", "DeepLabV3+ on pseudo masks (S11)", writes_folder="seg_out_dir"),
     Stage("eval_seg", "step.eval_seg", "S11 eval_seg"),
-    Stage("make_footprints", "step.make_footprints", "S12 make_footprints", writes_files=("footprints_out",)),
+    Stage("make_footprints", "step.make_footprints", "S12 make_footprints",
+          "footprints of DeepLabV3+ on pseudo masks, whole area (S12)", writes_files=("footprints_out",)),
+    Stage("eval_footprints", "step.eval_footprints", "S12 eval_footprints"),
 )
 
 # Outputs of one stage that mean different things: (flag, variant) -> label.
 VARIANT_LABELS = {
     ("make_cam", "msg"): "MSG-SR-Net baseline map (S2)",
     ("make_seg", "ground truth"): "DeepLabV3+ on ground truth (S11, fully supervised upper bound)",
+    ("make_footprints", "ground truth"): "footprints of DeepLabV3+ on ground truth, whole area (S12)",
 }
 
 _BY_FLAG = {s.flag: s for s in STAGES}
