@@ -88,3 +88,13 @@ def scenes(tmp_path):
         fileio.save_png(folder / f"{name}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     save_net(DeepLabV3Plus("RepVGG-Tiny"), tmp_path / "sess" / "seg.pth")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small convolutions: on a shared 2-core machine two OpenMP threads
+    spin against other processes and such steps run ~20x slower (measured: 4.6 s vs 0.19 s a step)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,18 +22,10 @@ from net.deeplabv3plus import DeepLabV3Plus
 from step import eval_seg, export_seg, make_footprints, make_seg
 from tests.conftest import stage_args
 
-pytestmark = pytest.mark.usefixtures("cpu_runtime")
+pytestmark = pytest.mark.usefixtures("cpu_runtime", "one_thread")
 
 UTM33 = CRS.from_epsg(32633)
 ORIGIN = from_origin(500_000.0, 4_600_000.0, 0.5, 0.5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions on a shared 2-core machine (see tests/test_seg.py)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

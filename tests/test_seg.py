@@ -21,17 +21,7 @@ from step.kit import segmentation, stages
 from tests.conftest import stage_args
 
 
-pytestmark = pytest.mark.usefixtures("cpu_runtime")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin against other
-    processes and these small convolutions run ~20x slower (measured: 4.6 s vs 0.19 s a step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cpu_runtime", "one_thread")
 
 
 def seg_args(root, work, *extra):

@@ -15,15 +15,7 @@ from step import train_seg
 from tests.conftest import stage_args
 from voc12 import dataloader
 
-pytestmark = pytest.mark.usefixtures("cpu_runtime")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions on a shared 2-core machine (see tests/test_seg.py)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cpu_runtime", "one_thread")
 
 
 def test_band_labels_leave_the_uncertain_band_unlabelled():
