@@ -1,6 +1,6 @@
 """Which files in an output folder a stage may delete: only those it wrote, as its own stamp lists them.
 
-A map or label stage records in its folder stamp (step/stamps.py) the name of every file it will write,
+A map or label stage records in its folder stamp (step/kit/stamps.py) the name of every file it will write,
 before it writes the first (`OUTPUTS`). A rerun that must redo the folder deletes those names and nothing
 else. A folder that holds anything the stamp does not list (a user's images, another stage's files, a
 subfolder) is refused in one line before any work, and so is an output folder that is, contains or lies

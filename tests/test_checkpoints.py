@@ -50,7 +50,7 @@ def test_network_ids_in_checkpoints_outlive_the_module_names():
 
 @pytest.mark.parametrize("deploy", [False, True])
 def test_a_checkpoint_written_before_the_rename_loads(tmp_path, deploy):
-    """The files of net/RepVGG_cam.py: the same dict, its id "RepVGG_cam", a deploy file holding rbr_reparam."""
+    """The files of the old net/RepVGG_cam.py: the same dict, its id "RepVGG_cam", a deploy file holding rbr_reparam."""
     torch.manual_seed(0)
     model = cam.Net("RepVGG-Tiny").eval()
     if deploy:
