@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 
 from misc import fileio, metrics
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
 from step.kit import stages
-from step.kit.evaluation import (all_building_iou, mask_scores, masks_without_gt, no_ground_truth, with_ground_truth,
-                             write_tile_csv)
+from step.kit.evaluation import (all_building_iou, group_scores, log_group_scores, mask_scores, mask_tile_confusion,
+                                 masks_without_gt, no_ground_truth, with_ground_truth, write_tile_csv)
 from step.kit.segmentation import seg_settings, trained_on
 from voc12 import dataloader
+from voc12.layout import read_tile_groups
 
 log = logging.getLogger(__name__)
 TAG = stages.stage_tag(__name__)
@@ -53,6 +55,10 @@ def report_seg(args: argparse.Namespace) -> dict:
               "object_counts": {**counts, "iou_threshold": 0.5}}
     if len(names) < len(listed):
         result["tiles_listed"] = len(listed)
+    groups = group_scores(names, read_tile_groups(args.voc12_root),
+                          partial(mask_tile_confusion, Path(args.seg_out_dir), Path(args.gt_dir)))
+    if groups:
+        result["groups"] = groups
     fileio.save_json(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}.json", result)
     write_tile_csv(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}_tiles.csv", rows)
     log.info("[%s] %s: %d tiles (%d without building): %s (all-building baseline IoU %.4f) in %.0fs", TAG,
@@ -61,6 +67,7 @@ def report_seg(args: argparse.Namespace) -> dict:
     log.info("[%s] buildings (IoU >= 0.5): F1 %.4f  precision %.4f  recall %.4f  (tp %d, fp %d, fn %d)", TAG,
              objects["object_f1"], objects["object_precision"], objects["object_recall"], counts["tp"], counts["fp"],
              counts["fn"])
+    log_group_scores(TAG, result["stage"], groups)
     return result
 
 

@@ -4,7 +4,8 @@ written by the evaluation stages as one markdown table, in pipeline order.
 Each metrics file names the stage that made what it scores ("stage_flag"); rows are labelled and ordered
 by that stage's place in step.kit.stages.STAGES, whatever the output folder was called. An evaluation made
 without ground truth shows its threshold and the building fraction of what it would have scored, and "no
-ground truth" where a score would be; scores over part of the listed tiles say "12 of 19" tiles.
+ground truth" where a score would be; scores over part of the listed tiles say "12 of 19" tiles. Evaluations
+of tiles from several areas or scenes add a table of the building IoU per area under the stage table.
 """
 from __future__ import annotations
 
@@ -61,9 +62,26 @@ def stage_table(work_space: str | Path) -> str:
                f"{m['scores']['object_recall']:.4f} |" for path, m in loaded if "object_f1" in m.get("scores", {})]
     if not rows and not objects:
         return f"(no metrics_*.json in {work_space})"
+    areas = area_table([(path, m) for path, m in loaded if m.get("groups")])
+    if areas:
+        tail += ["", areas]
     if objects:  # building-level scores (SpaceNet: buildings matched at IoU >= 0.5): eval_seg per tile, eval_footprints per area
         tail += ["\n| buildings matched at IoU >= 0.5 | F1 | precision | recall |\n|---|---|---|---|", *objects]
     return "\n".join(([head, *rows] if rows else []) + tail).strip("\n")
+
+
+def area_table(loaded: list[tuple[Path, dict]]) -> str:
+    """Building IoU per area (and its all-building baseline) of every evaluation that scored several areas."""
+    if not loaded:
+        return ""
+    areas = sorted({area for _, m in loaded for area in m["groups"]})
+    lines = ["| building IoU by area (tiles; all-building) | " + " | ".join(areas) + " |",
+             "|---|" + "---|" * len(areas)]
+    for path, m in loaded:
+        cells = [f"{g['building_iou']:.4f} ({g['tiles']}; {g['all_building_baseline_iou']:.4f})"
+                 if (g := m["groups"].get(area)) else "" for area in areas]
+        lines.append(f"| {_label(path, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _tiles(m: dict) -> str:

@@ -20,6 +20,7 @@ block inside each area (voc12.splits), never by tile.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -191,4 +192,15 @@ def default_paths(root: str | os.PathLike) -> dict[str, Path]:
         "train_list": root / "train_aug.txt",
         "infer_list": root / "train_aug_building.txt",
         "test_list": root / "test.txt",
+        "tiles": root / "tiles.csv",
     }
+
+
+def read_tile_groups(root: str | os.PathLike) -> dict[str, str]:
+    """{tile name: group} from <root>/tiles.csv (the area or scene each tile was cut from); {} without the file
+    (a dataset laid out by hand), so scores per group are simply not given."""
+    path = default_paths(root)["tiles"]
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["name"]: row["group"] for row in csv.DictReader(f) if row.get("name") and row.get("group")}

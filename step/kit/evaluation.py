@@ -8,13 +8,15 @@ turns those files into the stage table.
 Ground truth may be missing (a dataset from image-level labels only, `voc12.prepare labels`): tiles without
 a mask in --gt_dir are not scored. With none at all, the JSON says "ground_truth": false and holds what can be
 said without it (the threshold, the building fraction the maps or masks give); with some, the scores are over
-those tiles ("tiles") and "tiles_listed" says how many were listed.
+those tiles ("tiles") and "tiles_listed" says how many were listed. Where the tiles come from two or more
+areas or scenes (<voc12_root>/tiles.csv), "groups" holds the same scores per area.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from misc.thresholds import AUTO, AUTO_NEG
 from step.kit import stages, stamps
 from step.kit.common import NegativeMaps, pick_threshold
 from voc12 import dataloader
+from voc12.layout import read_tile_groups
 
 log = logging.getLogger(__name__)
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.605, 0.01))
@@ -103,6 +106,11 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
                  args.gt_dir)
     for t in all_t:
         log.info("[%s] %s t=%.2f  %s", tag, stage, t, metrics.format_scores(table[t]))
+    groups = group_scores(scored, read_tile_groups(args.voc12_root), partial(
+        map_confusion, Path(map_dir), Path(args.gt_dir), fixed, channel))
+    if groups:
+        result["groups"] = groups
+        log_group_scores(tag, f"{stage} at t={fixed:.2f}", groups)
     if len(all_t) > 1:
         best = max(all_t, key=lambda t: table[t]["building_iou"])
         result["sweep"] = {f"{t:.2f}": table[t] for t in all_t}
@@ -113,6 +121,17 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
              tag, stage, len(names), fixed, table[fixed]["building_iou"], table[fixed]["f1"],
              result["all_building_baseline_iou"], timer.elapsed)
     return result
+
+
+def map_confusion(map_dir: Path, gt_dir: Path, threshold: float, channel: int, name: str) -> np.ndarray:
+    """The confusion of one tile's map cut at `threshold` against its ground truth (checked by evaluate_maps)."""
+    building = fileio.load_npy_dict(map_dir / f"{name}.npy")["high_res"][channel]
+    return metrics.confusion(imutils.read_gt(gt_dir / f"{name}.png"), metrics.threshold_building(building, threshold))
+
+
+def mask_tile_confusion(pred_dir: Path, gt_dir: Path, name: str) -> np.ndarray:
+    """The confusion of one tile's {0, 1} mask against its ground truth (checked by mask_scores)."""
+    return metrics.confusion(imutils.read_gt(gt_dir / f"{name}.png"), imutils.read_mask(pred_dir / f"{name}.png"))
 
 
 def with_ground_truth(names: Sequence[str], gt_dir: str | Path | None) -> list[str]:
@@ -176,6 +195,31 @@ def seed_negative_maps(args: argparse.Namespace, map_dir: str | Path, flag: str)
     if not names:
         raise UserError(f"{flag} auto_neg needs negative tiles, but --train_list {args.train_list} has none; use auto")
     return NegativeMaps(neg_dir, names, fix)
+
+
+def group_scores(names: Sequence[str], groups: Mapping[str, str],
+                 confusion_of: Callable[[str], np.ndarray]) -> dict[str, dict]:
+    """Scores per group (the area or scene a tile was cut from, voc12.layout.read_tile_groups) of the tiles
+    `names`, from each tile's confusion: an average over areas hides an area where a stage loses. {} when the
+    tiles are of fewer than two known groups."""
+    found: dict[str, list] = {}
+    for name in names:
+        if name in groups:
+            entry = found.setdefault(groups[name], [0, np.zeros((2, 2), np.int64)])
+            entry[0] += 1
+            entry[1] += confusion_of(name)
+    if len(found) < 2:
+        return {}
+    return {group: {"tiles": count, **metrics.scores(conf), "all_building_baseline_iou": all_building_iou(conf)}
+            for group, (count, conf) in sorted(found.items())}
+
+
+def log_group_scores(tag: str, what: str, table: Mapping[str, dict]) -> None:
+    """One line per group of `group_scores`."""
+    for group, row in table.items():
+        log.info("[%s] %s, %s: %d tiles: building IoU %.4f F1 %.4f precision %.4f recall %.4f (all-building %.4f)",
+                 tag, what, group, row["tiles"], row["building_iou"], row["f1"], row["precision"], row["recall"],
+                 row["all_building_baseline_iou"])
 
 
 def all_building_iou(conf: np.ndarray) -> float:
