@@ -240,6 +240,16 @@ def load_error_reason(err: Exception) -> str:
     return reason[:120]
 
 
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object in `path`, or None when the file is missing, unreadable, not JSON or not an object
+    (for files that may be absent or half-written by another process: a lock holder, a stage's metrics)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

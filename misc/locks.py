@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from misc import fileio
 from misc.errors import UserError
 
 try:
@@ -63,14 +64,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_holder(path: Path) -> dict | None:
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
 def _live_elsewhere(holder: dict | None) -> bool:
     """For file systems without flock: a holder counts as live unless it is a dead pid on this host."""
     if not holder:
@@ -108,7 +101,7 @@ class RunLocks:
                 os.close(fd)
                 raise
             if not locked:
-                holder = _read_holder(path)
+                holder = fileio.read_json_object(path)
                 os.close(fd)
                 raise UserError(f"{flag} {target} is in use by another run ({describe(holder)}); wait for it to end "
                                 f"or choose another {flag} (two runs writing one folder would mix their outputs)")
@@ -133,7 +126,7 @@ class RunLocks:
                 if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     return False
                 # ENOLCK, EOPNOTSUPP: a file system without flock; judge by the holder's record
-        return not _live_elsewhere(_read_holder(path))
+        return not _live_elsewhere(fileio.read_json_object(path))
 
     def release(self) -> None:
         for path, fd in self.held.items():

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from functools import partial
 from pathlib import Path
 
 from misc import fileio, metrics
 from misc.pyutils import Timer
 from misc.torchutils import barrier, runtime
 from step.kit import stages
-from step.kit.evaluation import (all_building_iou, group_scores, log_group_scores, mask_scores, mask_tile_confusion,
+from step.kit.evaluation import (all_building_iou, group_scores, log_group_scores, mask_scores,
                                  masks_without_gt, no_ground_truth, with_ground_truth, write_tile_csv)
 from step.kit.segmentation import seg_settings, trained_on
 from voc12 import dataloader
@@ -55,8 +54,8 @@ def report_seg(args: argparse.Namespace) -> dict:
               "object_counts": {**counts, "iou_threshold": 0.5}}
     if len(names) < len(listed):
         result["tiles_listed"] = len(listed)
-    groups = group_scores(names, read_tile_groups(args.voc12_root),
-                          partial(mask_tile_confusion, Path(args.seg_out_dir), Path(args.gt_dir)))
+    by_name = {row["name"]: row["confusion"] for row in rows}
+    groups = group_scores(names, read_tile_groups(args.voc12_root), by_name.__getitem__)
     if groups:
         result["groups"] = groups
     fileio.save_json(Path(args.work_space) / f"metrics_{Path(args.seg_out_dir).name}.json", result)

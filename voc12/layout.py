@@ -202,5 +202,8 @@ def read_tile_groups(root: str | os.PathLike) -> dict[str, str]:
     path = default_paths(root)["tiles"]
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["name"]: row["group"] for row in csv.DictReader(f) if row.get("name") and row.get("group")}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return {row["name"]: row["group"] for row in csv.DictReader(f) if row.get("name") and row.get("group")}
+    except (OSError, UnicodeDecodeError, csv.Error):  # a file edited by hand: scores are pooled, as without it
+        return {}

@@ -9,7 +9,6 @@ Writes: nothing (decisions go through webapp.files.CsvStore into <work_space>/re
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +66,11 @@ class ReviewData:
         """Each stage's cut as its metrics file records it: [{stage, threshold, rule}] (absent files left out)."""
         out = []
         for stage in STAGES:
-            metrics = _read_json(self.work_space / stage.metrics) if stage.metrics else None
+            metrics = fileio.read_json_object(self.work_space / stage.metrics) if stage.metrics else None
             if metrics and isinstance(metrics.get("threshold"), (int, float)):
                 out.append({"stage": stage.title, "threshold": metrics["threshold"],
                             "rule": metrics.get("threshold_rule", "fixed")})
-        labels = _read_json(self.work_space / "metrics_ir_label.json")
+        labels = fileio.read_json_object(self.work_space / "metrics_ir_label.json")
         if labels and isinstance(labels.get("conf_fg_thres"), (int, float)):
             out.append({"stage": "Confident labels (S5)", "threshold": labels["conf_fg_thres"],
                         "background": labels.get("conf_bg_thres"), "rule": "building above, background below"})
@@ -150,14 +149,6 @@ def _read_names(path: Path) -> list[str]:
         if line and not line.startswith("#"):
             names.setdefault(line.split()[0])
     return list(names)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,12 @@ SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.605, 0.01))
 
 def evaluate_maps(names: Sequence[str], map_dir: str | Path, gt_dir: str | Path, thresholds: Sequence[float],
                   channel: int = 0, vis: tuple[Path, dict[str, Path], int] | None = None,
-                  desc: str = "evaluate") -> dict[float, np.ndarray]:
-    """Dataset-level confusion per threshold of `high_res[channel]` against the ground truth."""
+                  desc: str = "evaluate", groups: Mapping[str, str] | None = None
+                  ) -> tuple[dict[float, np.ndarray], dict[str, dict]]:
+    """Dataset-level confusion per threshold of `high_res[channel]` against the ground truth, and the scores
+    per group at thresholds[0] (`group_scores` of `groups`, from the same read of each map)."""
     meters = {t: metrics.ConfusionMeter() for t in thresholds}
+    at_operating_point: dict[str, np.ndarray] = {}
     map_dir, gt_dir = Path(map_dir), Path(gt_dir)
     for i, name in enumerate(progress(names, desc=desc)):
         map_path = map_dir / f"{name}.npy"
@@ -53,12 +55,16 @@ def evaluate_maps(names: Sequence[str], map_dir: str | Path, gt_dir: str | Path,
             raise UserError(f"{map_path} is {building.shape[1]}x{building.shape[0]} but its ground truth is "
                             f"{gt.shape[1]}x{gt.shape[0]}; the maps were made from other images")
         for t, meter in meters.items():
-            meter.add(gt, metrics.threshold_building(building, t))
+            conf = metrics.confusion(gt, metrics.threshold_building(building, t))
+            meter.matrix += conf
+            if groups and t == thresholds[0]:
+                at_operating_point[name] = conf
         if vis is not None and i < vis[2]:
             image = imutils.read_image(vis[1][name])
             panel = visutils.overlay_panel(image, building, metrics.threshold_building(building, thresholds[0]), gt)
             fileio.save_png(vis[0] / f"{name}.png", panel)
-    return {t: m.matrix for t, m in meters.items()}
+    by_group = group_scores(list(at_operating_point), groups or {}, at_operating_point.__getitem__)
+    return {t: m.matrix for t, m in meters.items()}, by_group
 
 
 def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | str], channel: int, tag: str,
@@ -93,8 +99,9 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
     if not scored:
         return _report_without_gt(args, head, names, map_dir, thresholds[0], rule, channel, tag)
     all_t = tuple(thresholds) + tuple(t for t in (SWEEP if sweep else ()) if t not in thresholds)
-    confusions = evaluate_maps(scored, map_dir, args.gt_dir, all_t, channel,
-                               vis=(Path(args.work_space) / "vis" / stage, paths, args.num_vis), desc=tag)
+    confusions, groups = evaluate_maps(scored, map_dir, args.gt_dir, all_t, channel,
+                                       vis=(Path(args.work_space) / "vis" / stage, paths, args.num_vis), desc=tag,
+                                       groups=read_tile_groups(args.voc12_root))
     table = {t: metrics.scores(c) for t, c in confusions.items()}
     fixed = thresholds[0]
     result = {**head, "tiles": len(scored),
@@ -106,8 +113,6 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
                  args.gt_dir)
     for t in all_t:
         log.info("[%s] %s t=%.2f  %s", tag, stage, t, metrics.format_scores(table[t]))
-    groups = group_scores(scored, read_tile_groups(args.voc12_root), partial(
-        map_confusion, Path(map_dir), Path(args.gt_dir), fixed, channel))
     if groups:
         result["groups"] = groups
         log_group_scores(tag, f"{stage} at t={fixed:.2f}", groups)
@@ -121,17 +126,6 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
              tag, stage, len(names), fixed, table[fixed]["building_iou"], table[fixed]["f1"],
              result["all_building_baseline_iou"], timer.elapsed)
     return result
-
-
-def map_confusion(map_dir: Path, gt_dir: Path, threshold: float, channel: int, name: str) -> np.ndarray:
-    """The confusion of one tile's map cut at `threshold` against its ground truth (checked by evaluate_maps)."""
-    building = fileio.load_npy_dict(map_dir / f"{name}.npy")["high_res"][channel]
-    return metrics.confusion(imutils.read_gt(gt_dir / f"{name}.png"), metrics.threshold_building(building, threshold))
-
-
-def mask_tile_confusion(pred_dir: Path, gt_dir: Path, name: str) -> np.ndarray:
-    """The confusion of one tile's {0, 1} mask against its ground truth (checked by mask_scores)."""
-    return metrics.confusion(imutils.read_gt(gt_dir / f"{name}.png"), imutils.read_mask(pred_dir / f"{name}.png"))
 
 
 def with_ground_truth(names: Sequence[str], gt_dir: str | Path | None) -> list[str]:
@@ -261,7 +255,8 @@ def mask_scores(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag: s
             tp, fp, fn = metrics.match_buildings(pred, gt)
             union = conf[1].sum() + conf[:, 1].sum() - conf[1, 1]
             rows.append({"name": name, "pixels": int(pred.size), "tp": tp, "fp": fp, "fn": fn,
-                         "building_iou": round(float(conf[1, 1] / union), 6) if union else None})
+                         "building_iou": round(float(conf[1, 1] / union), 6) if union else None,
+                         "confusion": conf})
     return meter.matrix, empty, rows
 
 
