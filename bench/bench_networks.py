@@ -98,9 +98,7 @@ def make_work(task: str, backbone: str, batch: int, device: torch.device, amp: s
 
 
 def child(task: str, backbone: str, amp: str, batch: int, steps: int, device_name: str) -> dict:
-    from misc.torchutils import pick_device
-
-    from misc.torchutils import resolve_amp
+    from misc.torchutils import gpu_peak_gb, pick_device, resolve_amp
 
     device = pick_device(device_name)
     amp = resolve_amp(amp, device)  # "auto" -> what run_sample would use here
@@ -116,8 +114,9 @@ def child(task: str, backbone: str, amp: str, batch: int, steps: int, device_nam
         work()
     _sync(device)
     seconds = (time.perf_counter() - t) / steps
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    peak = gpu_peak_gb(device)
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"task": task, "backbone": backbone, "amp": amp, "batch": batch, "img_s": images / seconds,
             "gflops": flops / seconds / 1e9, "peak_gb": peak, "matmul": matmul_peak(device, amp),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}

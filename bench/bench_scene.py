@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from misc import geoio, hardware  # noqa: E402
-from misc.torchutils import pick_device, resolve_amp  # noqa: E402
+from misc.torchutils import gpu_peak_gb, pick_device, resolve_amp  # noqa: E402
 from net import deeplabv3plus  # noqa: E402
 from net.backbones import reparameterize  # noqa: E402
 
@@ -102,7 +102,8 @@ def main() -> None:
     print()
     print(hardware.machine_line(device.type))
     print()
-    gpu = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GB" if device.type == "cuda" else "n/a"
+    peak_gpu = gpu_peak_gb(device)
+    gpu = "n/a" if peak_gpu is None else f"{peak_gpu:.2f} GB"
     print("| scene | megapixels | encoder | device | precision | seconds | MP/s | peak RSS | peak GPU memory |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {a.size} x {a.size} | {mp:.1f} | {a.encoder} | {device.type} | {'bf16' if amp == 'bf16' else 'fp32'} | "

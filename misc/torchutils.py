@@ -55,6 +55,12 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
 
 
+def gpu_peak_gb(device: torch.device) -> float | None:
+    """Peak GPU memory allocated on `device` since start (or since torch.cuda.reset_peak_memory_stats), in GiB;
+    None on the CPU."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
 def setup_runtime(device: str = "auto", amp: str = "auto", num_threads: int | None = None) -> Runtime:
     """Resolve the device and the precision, set torch's intra-op threads (when `num_threads` is given) and,
     under torchrun, join the process group (gloo on CPU, NCCL on GPU)."""
