@@ -45,6 +45,7 @@ COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE"
         --num_workers "$NUM_WORKERS" --resume "$RESUME")
 optional COMMON --backbone "${BACKBONE:-}"
 optional COMMON --amn_backbone "${AMN_BACKBONE:-}"   # the AR network's (S6) backbone [--backbone]
+optional COMMON --augment "${AUGMENT:-}"   # reference | dihedral: the training augmentation of S1, S6, S10, S11
 # THRESHOLDS=auto: every map threshold (S2e/S4, S5, S8/S9) is picked from the maps, without ground truth
 # (docs/ARCHITECTURE.md, "Thresholds"); unset: run_sample.py's fixed values (the paper's)
 case "${THRESHOLDS:-}" in
