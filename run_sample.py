@@ -22,7 +22,7 @@ from misc.pyutils import (nonneg_float, nonneg_int, positive_float, positive_flo
                           stage_timer, str2bool, unit_interval, unit_interval_open, window_side, workers_count,
                           xyz_name_pattern)
 from misc.self_training import probability_band
-from misc.thresholds import cut_threshold, threshold_or_auto
+from misc.thresholds import threshold_or_auto
 from misc.torchutils import broadcast_from_main, pick_device, runtime, setup_runtime
 from net import backbones
 from step.kit import stamps
@@ -127,13 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("S2 seed CAMs (step.make_cam) and S4 evaluation (step.eval_cam)")
     g.add_argument("--cam_scales", type=positive_float_list, default=(1.0, 0.5, 1.5, 2.0), help="inference scales, comma-separated")
     g.add_argument("--cam_infer_batch", type=positive_int, default=8, help="tiles per forward pass at inference (same-size tiles only)")
-    g.add_argument("--cam_eval_thres", type=cut_threshold, default=0.08,
+    g.add_argument("--cam_eval_thres", type=threshold_or_auto, default=0.08,
                    help="building iff map > t (the reference's effective value: 0.08); auto: the maps' mean over the "
-                        "positives (no ground truth); auto_neg: the cut with the best building IoU implied by the "
-                        "negatives' maps as the model of background (seed CAMs only: S2 then also maps the negatives "
-                        "into --cam_neg_out_dir)")
-    g.add_argument("--cam_neg_out_dir", type=str, default=None,
-                   help="S2 seed CAMs of the negatives, made with --cam_eval_thres auto_neg [<work_space>/cam_neg]")
+                        "positives (no ground truth)")
     g.add_argument("--cam_eval_sweep", type=str2bool, default=False, help="also sweep t over 0.05..0.60 and report the best (uses GT)")
     g.add_argument("--num_vis", type=nonneg_int, default=8, help="overlay PNGs written per evaluated stage")
 
@@ -167,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mcl_pixel_gate", type=str2bool, default=False, help="gate MCL per pixel (ablation) instead of per image (reference)")
     g.add_argument("--amn_select_by_gt", type=str2bool, default=False,
                    help="keep the epoch with the best ground-truth mIoU (reference behaviour; leaks pixel labels)")
-    g.add_argument("--amn_eval_thres", type=threshold_or_auto, default=0.67, help="building iff AR map > t (S8, S9); auto: the AR maps' mean over the positives (no ground truth)")
+    g.add_argument("--amn_eval_thres", type=threshold_or_auto, default=0.67, help="building iff AR map > t (S8, S9); auto: the cut at which the AR maps best reproduce the S5 "
+                        "confident labels they were trained on (--ir_label_out_dir; no ground truth)")
     g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
     g.add_argument("--amn_conf_fg_thres", type=threshold_or_auto, default=0.45, help="AMN confident labels: building threshold (or auto)")
     g.add_argument("--amn_conf_bg_thres", type=threshold_or_auto, default=0.15, help="AMN confident labels: background threshold (or auto)")
@@ -299,7 +296,6 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
         **{key: layout[key] for key in ("train_list", "infer_list", "cls_labels", "gt_dir")},
         "MODEL_WEIGHTS": backbones.default_weights(backbones.check(args.backbone, "--backbone")),
         "cam_out_dir": ws / "cam",
-        "cam_neg_out_dir": ws / "cam_neg",
         "lpcam_out_dir": ws / "lpcam_mask",
         "ir_label_out_dir": ws / "ir_label",
         "amn_cam_out_dir": ws / "amn_cam",

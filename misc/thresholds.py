@@ -6,23 +6,25 @@ EfficientNet-Lite BAC map stays above 0.08 on most background pixels, and its AR
 here is normalised per tile to a maximum of 1, so one statistic of its values over the positive tiles places
 the operating point of that map:
 
-- the operating point t is the mean map value over the positives' pixels. A map of a building fraction p
-  whose building pixels sit near h and background near l has mean p*h + (1-p)*l: t lies between the two modes,
-  nearer the background the fewer buildings there are, as a threshold should.
+- seed CAMs and BAC maps (S2e, S4): the operating point t is the mean map value over the positives' pixels.
+  A map of a building fraction p whose building pixels sit near h and background near l has mean
+  p*h + (1-p)*l: t lies between the two modes, nearer the background the fewer buildings there are.
 - confident labels: an "unknown" band centred on t. Building above the point halfway from t to the centre of
   the values above t (the building mode), background below the point halfway from t to the centre of the
   values below it (`confident_levels`). On the fAIr positives' BAC maps of EfficientNet-Lite0 this labels
   75% of the pixels with 76% / 89% of the building / background labels right, where the fixed 0.25 / 0.15
   labelled 87% with 59% / 93% right and two thirds of all pixels building (docs/ARCHITECTURE.md,
   "Thresholds").
-
-- `auto_neg` (cuts only, `negatives_cut`): the negative tiles hold no building, so their maps are a model of
-  what background scores look like. Taking the positives' values as a mixture F_pos = (1 - pi) F_neg +
-  pi F_bld, the building share pi is the largest one the low values allow (`building_share`), and the cut is
-  the t that maximises the building IoU this mixture implies. It reads the negatives' maps as well.
+- the AR maps (S8, S9): the cut at which `map > t` best reproduces the confident labels the AR network was
+  trained on (S5's building / background pixels; the unknown band left out), by IoU (`labels_cut`). The labels
+  carry the building share of the tiles, so the cut does not drift with it as the mean does: on the fAIr
+  positives the mean cut the AR maps too low where positives are mostly background (1% image-label rule) and
+  too high where they are mostly building (in-area split); this cut raised the pseudo masks on every area of
+  both (docs/ARCHITECTURE.md, "Thresholds").
 
 No ground truth is read. The values come from one pass over the maps (a histogram of 1,000 bins on [0, 1] plus
-the exact sum), so the numbers are the same however the tiles are ordered or sharded.
+the exact sum; for `labels_cut` one histogram per label), so the numbers are the same however the tiles are
+ordered or sharded.
 """
 from __future__ import annotations
 
@@ -33,13 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 AUTO = "auto"
-AUTO_NEG = "auto_neg"
 BINS = 1000
-# building_share looks at cuts holding at least this share of the negatives' values below them, where the
-# ratio of the two distributions is not noise of a few pixels
-NEG_MIN_MASS = 0.1
-
-
 def threshold_or_auto(value: str) -> float | str:
     """argparse type: a number in [0, 1], or 'auto' (picked from the maps, without ground truth)."""
     if str(value).strip().lower() == AUTO:
@@ -51,17 +47,6 @@ def threshold_or_auto(value: str) -> float | str:
     if not 0 <= number <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {value!r}")
     return number
-
-
-def cut_threshold(value: str) -> float | str:
-    """argparse type of the flags that cut a map (`--cam_eval_thres`): a number in [0, 1], 'auto', or
-    'auto_neg' (picked with the negatives' maps as the model of background, `negatives_cut`)."""
-    if str(value).strip().lower() == AUTO_NEG:
-        return AUTO_NEG
-    try:
-        return threshold_or_auto(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], 'auto' or 'auto_neg', got {value!r}") from None
 
 
 @dataclass
@@ -120,44 +105,32 @@ def confident_levels(levels: MapLevels) -> tuple[float, float]:
     return round((t + building_centre) / 2, 4), round((t + background_centre) / 2, 4)
 
 
-def building_share(positives: MapLevels, negatives: MapLevels) -> float:
-    """pi, the share of building among the positives' values, from F_pos = (1 - pi) F_neg + pi F_bld.
+@dataclass
+class LabelledLevels:
+    """Histograms of map values in [0, 1] on the pixels a label image calls building (1) and background (0);
+    'unknown' (255) pixels are left out."""
+    building: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    background: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
 
-    Building values lie high, so below a low cut t the positives hold background only and F_pos(t) =
-    (1 - pi) F_neg(t); above it building only adds. 1 - pi is therefore the smallest F_pos(t) / F_neg(t)
-    over the cuts (the largest background share the data allow), taken where F_neg(t) >= NEG_MIN_MASS.
-    """
-    if not positives.count or not negatives.count:
-        raise ValueError("building_share needs map values of positives and negatives")
-    f_pos = np.cumsum(positives.histogram) / positives.count
-    f_neg = np.cumsum(negatives.histogram) / negatives.count
-    usable = f_neg >= NEG_MIN_MASS
-    background = float(np.min(f_pos[usable] / f_neg[usable]))
-    return float(np.clip(1.0 - background, 0.0, 1.0))
-
-
-def implied_iou(positives: MapLevels, negatives: MapLevels) -> tuple[np.ndarray, np.ndarray]:
-    """(cuts t_i = i / BINS, the building IoU of `map >= t_i` that the mixture implies at each).
-
-    With S(t) the share of values at or above t and pi = `building_share`: true positives pi S_bld(t) =
-    S_pos(t) - (1 - pi) S_neg(t), false positives (1 - pi) S_neg(t), false negatives pi - TP, so
-    IoU(t) = TP / (pi + (1 - pi) S_neg(t)).
-    """
-    pi = building_share(positives, negatives)
-    # S(t_i): the share of values in bins i and above
-    s_pos = np.cumsum(positives.histogram[::-1])[::-1] / positives.count
-    s_neg = np.cumsum(negatives.histogram[::-1])[::-1] / negatives.count
-    true_pos = np.clip(s_pos - (1 - pi) * s_neg, 0.0, None)
-    iou = np.divide(true_pos, pi + (1 - pi) * s_neg, out=np.zeros(BINS), where=(pi + (1 - pi) * s_neg) > 0)
-    return np.arange(BINS) / BINS, iou
+    def add(self, building_map: np.ndarray, label: np.ndarray) -> None:
+        values = np.asarray(building_map, dtype=np.float64)
+        finite = np.isfinite(values)
+        index = np.clip((np.where(finite, values, 0) * BINS).astype(np.int64), 0, BINS - 1)
+        self.building += np.bincount(index[finite & (label == 1)], minlength=BINS)
+        self.background += np.bincount(index[finite & (label == 0)], minlength=BINS)
 
 
-def negatives_cut(positives: MapLevels, negatives: MapLevels) -> float:
-    """The `auto_neg` threshold: the cut with the best implied building IoU (`implied_iou`). Where the
-    positives' values are no richer in high values than the negatives' (pi = 0: nothing to separate) it
-    falls back to `operating_point`."""
-    cuts, iou = implied_iou(positives, negatives)
-    if not iou.max() > 0:
-        return operating_point(positives)
-    return round(float(cuts[int(np.argmax(iou))]), 4)
-
+def labels_cut(levels: LabelledLevels) -> float | None:
+    """The cut t = i / BINS at which `map > t` has the best IoU with the labels' building pixels (true
+    positives: building values at or above t; false positives: background values at or above t; the middle
+    one where several tie), or None
+    where the labels hold no building or no background pixel (nothing to reproduce)."""
+    if not levels.building.sum() or not levels.background.sum():
+        return None
+    # at cut i: TP = building values in bins >= i, FP = background values in bins >= i, FN = the rest of building
+    true_pos = np.cumsum(levels.building[::-1])[::-1]
+    false_pos = np.cumsum(levels.background[::-1])[::-1]
+    iou = true_pos / (levels.building.sum() + false_pos)
+    # cuts inside the unknown band that hold no labelled value tie; their middle keeps clear of both labels
+    tied = np.flatnonzero(iou >= iou.max() - 1e-12)
+    return round(int(np.median(tied)) / BINS, 4)

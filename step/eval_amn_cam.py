@@ -1,8 +1,9 @@
 """S8: evaluate the AR maps (building channel) at --amn_eval_thres (default 0.67, a fixed value, not
-picked with ground truth; 'auto': the mean AR map value of the positives, also without ground truth);
+picked with ground truth; 'auto': the cut at which the AR maps best reproduce the S5 confident labels in
+--ir_label_out_dir that the AR network was trained on, also without ground truth);
 --amn_eval_sweep True also reports the reference's t = 0.65..0.69.
 
-Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --infer_list; --gt_dir.
+Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --infer_list; --gt_dir; with 'auto' the S5 labels.
 Writes: <work_space>/metrics_amn_cam.json, overlays in <work_space>/vis/amn_cam/.
 """
 from __future__ import annotations
@@ -22,5 +23,5 @@ def run(args: argparse.Namespace) -> None:
                                            if args.amn_eval_sweep else ())
     if runtime().is_main:
         report(args, args.amn_cam_out_dir, thresholds, channel=1, tag=TAG, sweep=False, flag="--amn_eval_thres",
-               map_stage="S7 (--make_amn_cam_pass True)")
+               map_stage="S7 (--make_amn_cam_pass True)", labels_dir=args.ir_label_out_dir)
     barrier()

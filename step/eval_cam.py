@@ -4,8 +4,7 @@ Reads:  <map dir>/<name>.npy for every positive of --infer_list (map dir: --eval
         BAC maps --lpcam_out_dir if they exist, else the seed CAMs --cam_out_dir); --gt_dir masks.
 Writes: <work_space>/metrics_<map dir name>.json; overlays <work_space>/vis/<map dir name>/*.png.
 Prediction: building iff map > t (--cam_eval_thres, the reference's effective 0.08, or 'auto': the mean map
-value of the positives, picked without ground truth, or for seed CAMs 'auto_neg': the cut with the best
-building IoU implied by the negatives' seed CAMs in --cam_neg_out_dir); with --cam_eval_sweep True also t = 0.05..0.60 (step
+value of the positives, picked without ground truth); with --cam_eval_sweep True also t = 0.05..0.60 (step
 0.01), reported as best (it uses ground truth).
 """
 from __future__ import annotations

@@ -2,10 +2,7 @@
 
 Reads:  <cam_weights_name>_deploy.pt; the positives of --train_list under <voc12_root>/JPEGImages.
 Writes: <cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "cam": float32[1, ceil(H/4), ceil(W/4)],
-        "high_res": float32[1, H, W] in [0, 1)}. Negatives get no file there; with --cam_eval_thres auto_neg
-        their maps go to <cam_neg_out_dir>/<name>.npy (the background model of that threshold rule,
-        misc.thresholds.negatives_cut), a folder of their own so the positives' maps and every later stage
-        stay as they are.
+        "high_res": float32[1, H, W] in [0, 1)}. Negatives get no file.
 Per scale s: A_s = ReLU(w*F(I_s)) + flip(ReLU(w*F(flip I_s))); M = sum_s crop(up(A_s)), M /= max M + 1e-5.
 
 With --cam_network msg: the MSG-SR-Net baseline's maps (S2 variant B) from
@@ -24,7 +21,6 @@ import torch
 from misc import fileio
 from misc.ownership import folders_of
 from misc.pyutils import Timer, progress, weights_paths
-from misc.thresholds import AUTO_NEG
 from misc.torchutils import barrier, runtime
 from net import cam, msg_sr
 from net.checkpoints import load_net
@@ -49,10 +45,6 @@ def run(args: argparse.Namespace) -> None:
     kind = "MSG-SR-Net baseline maps" if msg else "seed CAMs"
     split = load_split(args, "train_list")
     write_maps(args, model, weights_path, msg, split, split.positives, args.cam_out_dir, "--cam_out_dir", kind)
-    if args.cam_eval_thres == AUTO_NEG:
-        negatives = [n for n in split.names if split.cls_labels[n] == 0]
-        write_maps(args, model, weights_path, msg, split, negatives, args.cam_neg_out_dir, "--cam_neg_out_dir",
-                   f"{kind} of negatives")
 
 
 def write_maps(args: argparse.Namespace, model: torch.nn.Module, weights_path: Path, msg: bool, split: Split,

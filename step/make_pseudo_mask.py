@@ -1,7 +1,9 @@
 """S9: the final pseudo masks: building iff the AR map's building channel > --amn_eval_thres (a number, or
-'auto': the mean AR map value of the positives, the same value S8 scores; no ground truth).
+'auto': the cut at which the AR maps best reproduce the S5 confident labels the AR network was trained on,
+the same value S8 scores; no ground truth).
 
-Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --train_list.
+Reads:  <amn_cam_out_dir>/<name>.npy for the positives of --train_list; with 'auto' their S5 labels in
+        --ir_label_out_dir.
 Writes: <pseudo_mask_out_dir>/<name>.png, uint8 {0, 1}, for every tile of --train_list (zeros for
         negatives); overlays of the first --num_vis positives in <work_space>/vis/pseudo_mask/.
 """
@@ -36,12 +38,12 @@ def run(args: argparse.Namespace) -> None:
     split = load_split(args, "train_list", decode=False)
     out_dir, map_dir = Path(args.pseudo_mask_out_dir), Path(args.amn_cam_out_dir)
     threshold = pick_threshold(args.amn_eval_thres, "--amn_eval_thres", map_dir, split.positives, channel=1,
-                               map_stage="S7 (--make_amn_cam_pass True)", tag=TAG)
+                               map_stage="S7 (--make_amn_cam_pass True)", tag=TAG, labels_dir=args.ir_label_out_dir)
     # cheap: always redone (resume off), so never stale; the stamp lists the masks, so only they are ever deleted
     reusable_outputs(out_dir, {"maps": made_from(map_dir), "threshold": threshold}, resume=False, suffix=".png",
                      stage="make_pseudo_mask", names=split.names, flag="--pseudo_mask_out_dir",
-                     inputs={"--amn_cam_out_dir": [map_dir], "--voc12_root": folders_of(split.image_paths.values()),
-                             "--gt_dir": [args.gt_dir]})
+                     inputs={"--amn_cam_out_dir": [map_dir], "--ir_label_out_dir": [args.ir_label_out_dir],
+                             "--voc12_root": folders_of(split.image_paths.values()), "--gt_dir": [args.gt_dir]})
     names = inference_names(split.names, done=set())
     building_px = total_px = 0
     vis_left = args.num_vis if rt.is_main else 0

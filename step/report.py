@@ -93,7 +93,7 @@ def _threshold(m: dict) -> str:
     """The operating point, marked 'auto' when it was picked from the maps (without ground truth)."""
     t = m.get("threshold", "")
     rule = m.get("threshold_rule")
-    return f"{rule} {t:.2f}" if rule in ("auto", "auto_neg") else str(t)
+    return f"{rule} {t:.2f}" if rule == "auto" else str(t)
 
 
 def all_building_row(m: dict) -> str:

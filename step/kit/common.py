@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from misc import fileio, thresholds
+from misc import fileio, imutils, thresholds
 from misc.errors import UserError
 from misc.pyutils import die_with_parent, progress
 from misc.torchutils import runtime
@@ -77,51 +77,66 @@ def inference_names(split_names: Sequence[str], done: set[str]) -> list[str]:
 
 
 def map_levels(map_dir: str | os.PathLike, names: Sequence[str], channel: int, map_stage: str,
-               tag: str, kind: str = "positive") -> thresholds.MapLevels:
-    """Value statistics of `high_res[channel]` of <map_dir>/<name>.npy over `names` (the positives, or with
-    `kind` "negative" the negatives): what an 'auto' threshold is picked from. A missing map is a one-line
-    error naming `map_stage`."""
+               tag: str) -> thresholds.MapLevels:
+    """Value statistics of `high_res[channel]` of <map_dir>/<name>.npy over the positives `names`: what an
+    'auto' threshold is picked from. A missing map is a one-line error naming `map_stage`."""
     def maps() -> Iterator[np.ndarray]:
         for name in progress(names, desc=f"{tag} auto threshold", disable=not runtime().is_main):
-            path = Path(map_dir) / f"{name}.npy"
-            if not path.is_file():
-                raise UserError(f"{path} is missing for the {kind} {name!r}; run {map_stage} first")
-            yield fileio.load_npy_dict(path)["high_res"][channel]
+            yield _map_of(map_dir, name, channel, map_stage)
 
     levels = thresholds.levels_of(maps())
     if not levels.count:
-        raise UserError(f"an 'auto' threshold needs the maps of {kind} tiles, but the list has none with map values "
+        raise UserError(f"an 'auto' threshold needs the maps of positive tiles, but the list has none with map values "
                         f"in {map_dir}; give the threshold as a number")
     return levels
 
 
-@dataclass(frozen=True)
-class NegativeMaps:
-    """Where the negatives' maps of the same kind lie, for an 'auto_neg' threshold."""
-    map_dir: str | os.PathLike
-    names: Sequence[str]
-    map_stage: str  # what makes them, for the one-line error
+def _map_of(map_dir: str | os.PathLike, name: str, channel: int, map_stage: str) -> np.ndarray:
+    path = Path(map_dir) / f"{name}.npy"
+    if not path.is_file():
+        raise UserError(f"{path} is missing for the positive {name!r}; run {map_stage} first")
+    return fileio.load_npy_dict(path)["high_res"][channel]
+
+
+def labelled_levels(map_dir: str | os.PathLike, names: Sequence[str], channel: int, map_stage: str,
+                    labels_dir: str | os.PathLike, flag: str, tag: str) -> thresholds.LabelledLevels:
+    """Map values of the positives `names` split by the confident labels in <labels_dir>/<name>.png (1 building,
+    0 background, 255 unknown): what the 'auto' cut of a map trained on those labels is picked from."""
+    levels = thresholds.LabelledLevels()
+    for name in progress(names, desc=f"{tag} auto threshold", disable=not runtime().is_main):
+        building_map = _map_of(map_dir, name, channel, map_stage)
+        path = Path(labels_dir) / f"{name}.png"
+        if not path.is_file():
+            raise UserError(f"{flag} auto cuts the maps in {map_dir} where they best reproduce the confident labels "
+                            f"they were trained on, but {path} is missing: run --cam_to_ir_label_pass True (or give "
+                            f"the threshold as a number)")
+        label = imutils.read_mask(path)
+        if label.shape != building_map.shape:
+            raise UserError(f"{path} is {label.shape[1]}x{label.shape[0]} but the map {Path(map_dir) / name}.npy is "
+                            f"{building_map.shape[1]}x{building_map.shape[0]}: the labels were made from other "
+                            f"images; rerun --cam_to_ir_label_pass True")
+        levels.add(building_map, label)
+    return levels
 
 
 def pick_threshold(value: float | str, flag: str, map_dir: str | os.PathLike, names: Sequence[str], channel: int,
-                   map_stage: str, tag: str, negatives: NegativeMaps | None = None) -> float:
-    """`value` itself, or for 'auto' the operating point of the maps (misc.thresholds: the mean map value
-    over the positives; no ground truth), or for 'auto_neg' the cut with the best building IoU implied by
-    the negatives' maps as the model of background (`negatives`, misc.thresholds.negatives_cut); logged once
-    with the flag it stands for."""
-    if value not in (thresholds.AUTO, thresholds.AUTO_NEG):
+                   map_stage: str, tag: str, labels_dir: str | os.PathLike | None = None) -> float:
+    """`value` itself, or for 'auto' a value picked without ground truth (misc.thresholds): with `labels_dir`
+    (the confident labels the maps' network was trained on: the AR maps and S5's labels) the cut that best
+    reproduces those labels, else the operating point of the maps (the mean map value over the positives);
+    logged once with the flag it stands for."""
+    if value != thresholds.AUTO:
         return float(value)
-    levels = map_levels(map_dir, names, channel, map_stage, tag)
-    if value == thresholds.AUTO:
+    picked = None
+    if labels_dir is not None:
+        picked = thresholds.labels_cut(labelled_levels(map_dir, names, channel, map_stage, labels_dir, flag, tag))
+        how = f"the cut that best reproduces the confident labels in {labels_dir} on {len(names)} positives"
+        if picked is None and runtime().is_main:
+            log.warning("[%s] the confident labels in %s hold no building or no background pixel; %s auto falls "
+                        "back to the mean map value", tag, labels_dir, flag)
+    if picked is None:
+        levels = map_levels(map_dir, names, channel, map_stage, tag)
         picked, how = thresholds.operating_point(levels), f"the mean map value of {len(names)} positives in {map_dir}"
-    else:
-        if negatives is None:
-            raise UserError(f"{flag} auto_neg needs the maps of the negative tiles, which only the seed CAMs (S2) have; "
-                            f"use auto (or a number) for the maps in {map_dir}")
-        background = map_levels(negatives.map_dir, negatives.names, channel, negatives.map_stage, tag, "negative")
-        picked = thresholds.negatives_cut(levels, background)
-        how = (f"the best building IoU implied by {len(names)} positives in {map_dir} and {len(negatives.names)} "
-               f"negatives in {negatives.map_dir}, building share {thresholds.building_share(levels, background):.3f}")
     if runtime().is_main:
         log.info("[%s] %s %s -> %.4f (%s; no ground truth read)", tag, flag, value, picked, how)
     return picked

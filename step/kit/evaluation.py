@@ -23,9 +23,9 @@ import numpy as np
 from misc import fileio, imutils, metrics, visutils
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
-from misc.thresholds import AUTO, AUTO_NEG
+from misc.thresholds import AUTO
 from step.kit import stages, stamps
-from step.kit.common import NegativeMaps, pick_threshold
+from step.kit.common import pick_threshold
 from voc12 import dataloader
 from voc12.layout import read_tile_groups
 
@@ -68,11 +68,12 @@ def evaluate_maps(names: Sequence[str], map_dir: str | Path, gt_dir: str | Path,
 
 
 def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | str], channel: int, tag: str,
-           sweep: bool, flag: str, map_stage: str) -> dict:
+           sweep: bool, flag: str, map_stage: str, labels_dir: str | None = None) -> dict:
     """Evaluate, log a table, write metrics_<dir>.json and overlays; shared by S4 and S8.
 
-    thresholds[0] is the operating point, a number, 'auto' or 'auto_neg' (picked from the maps without ground
-    truth, step.kit.common.pick_threshold; `flag` and `map_stage` name it and the stage that writes the maps); further
+    thresholds[0] is the operating point, a number or 'auto' (picked without ground truth,
+    step.kit.common.pick_threshold: from the confident labels in `labels_dir` where the maps' network was trained
+    on them, else from the maps; `flag` and `map_stage` name it and the stage that writes the maps); further
     thresholds (and the 0.05..0.60 sweep when `sweep`) are reported too, with the best of them marked as
     chosen with ground truth."""
     timer = Timer()
@@ -90,9 +91,8 @@ def report(args: argparse.Namespace, map_dir: str, thresholds: Sequence[float | 
                                  mask_dir=args.gt_dir, decode=False, workers=args.pool_workers)
     stage = Path(map_dir).name
     made_by_flag, variant = stamps.made_by(map_dir)
-    rule = thresholds[0] if thresholds[0] in (AUTO, AUTO_NEG) else "fixed"
-    negatives = seed_negative_maps(args, map_dir, flag) if thresholds[0] == AUTO_NEG else None
-    thresholds = (pick_threshold(thresholds[0], flag, map_dir, names, channel, map_stage, tag, negatives),
+    rule = AUTO if thresholds[0] == AUTO else "fixed"
+    thresholds = (pick_threshold(thresholds[0], flag, map_dir, names, channel, map_stage, tag, labels_dir),
                   *thresholds[1:])
     head = {"stage": stages.label(made_by_flag, variant, fallback=stage), "stage_flag": made_by_flag,
             "variant": variant, "map_dir": str(map_dir)}
@@ -168,27 +168,6 @@ def masks_without_gt(names: Sequence[str], pred_dir: Path, list_flag: str, make_
         building += int(np.count_nonzero(pred == 1))
         total += pred.size
     return building / max(total, 1)
-
-
-def seed_negative_maps(args: argparse.Namespace, map_dir: str | Path, flag: str) -> NegativeMaps | None:
-    """The negatives' seed CAMs (<cam_neg_out_dir>, S2 with --cam_eval_thres auto_neg) made by the classifier
-    that made the seed CAMs in `map_dir`, for an 'auto_neg' threshold; None for maps of another stage (they
-    have no negatives' maps). Maps of another classifier, or none, are a one-line error."""
-    if stamps.made_by(map_dir)[0] != "make_cam":
-        return None
-    neg_dir = Path(args.cam_neg_out_dir)
-    fix = f"run --make_cam_pass True with {flag} auto_neg (it maps the negatives of --train_list into {neg_dir})"
-    made, positives_made = stamps.made_from(neg_dir), stamps.made_from(map_dir)
-    if not isinstance(made, dict):
-        raise UserError(f"{flag} auto_neg needs the negatives' seed CAMs, but {neg_dir} holds none; {fix}")
-    if not isinstance(positives_made, dict) or made.get("weights") != positives_made.get("weights") \
-            or made.get("variant") != positives_made.get("variant"):
-        raise UserError(f"{neg_dir} holds the negatives' maps of another classifier than the maps in {map_dir}; {fix}")
-    cls_labels = dataloader.load_cls_labels(args.cls_labels)
-    names = [n for n in dataloader.read_list(args.train_list, "--train_list") if cls_labels.get(n) == 0]
-    if not names:
-        raise UserError(f"{flag} auto_neg needs negative tiles, but --train_list {args.train_list} has none; use auto")
-    return NegativeMaps(neg_dir, names, fix)
 
 
 def group_scores(names: Sequence[str], groups: Mapping[str, str],
