@@ -32,6 +32,9 @@ elif [ -z "${BACKBONE:-}" ] && [ ! -f weights/RepVGG-B1g2-train.pth ]; then
   AMN_EPOCHS=${AMN_EPOCHS:-2}
   SEG_EPOCHS=${SEG_EPOCHS:-3}
   THRESHOLDS=${THRESHOLDS:-auto}
+  # a tile seen from above has no "up": the eight flips and rotations gave better pseudo masks on each fAIr
+  # training area than the reference's rescale + flip (README, "Results")
+  AUGMENT=${AUGMENT:-dihedral}
   echo "weights/RepVGG-B1g2-train.pth not found: using the ImageNet-pretrained $BACKBONE instead, with its measured settings (BACKBONE=RepVGG-B1g2 trains the paper's backbone from scratch)"
 fi
 # Everything else defaults to run_sample.py's values (the paper's, `python run_sample.py --help`): a flag
