@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from step.kit import stages
+from step.kit.evaluation import MAX_GROUP_LINES
 
 
 def _row_key(path: Path, metrics: dict) -> tuple[int, int, str]:
@@ -75,12 +76,19 @@ def area_table(loaded: list[tuple[Path, dict]]) -> str:
     if not loaded:
         return ""
     areas = sorted({area for _, m in loaded for area in m["groups"]})
+
+    def cell(m: dict, area: str) -> str:
+        g = m["groups"].get(area)
+        return f"{g['building_iou']:.4f} ({g['tiles']}; {g['all_building_baseline_iou']:.4f})" if g else ""
+
+    if len(areas) > MAX_GROUP_LINES:  # many scenes: one row each, the evaluations across
+        lines = ["| building IoU by area or scene (tiles; all-building) | "
+                 + " | ".join(_label(path, m) for path, m in loaded) + " |", "|---|" + "---|" * len(loaded)]
+        lines += [f"| {area} | " + " | ".join(cell(m, area) for _, m in loaded) + " |" for area in areas]
+        return "\n".join(lines)
     lines = ["| building IoU by area (tiles; all-building) | " + " | ".join(areas) + " |",
              "|---|" + "---|" * len(areas)]
-    for path, m in loaded:
-        cells = [f"{g['building_iou']:.4f} ({g['tiles']}; {g['all_building_baseline_iou']:.4f})"
-                 if (g := m["groups"].get(area)) else "" for area in areas]
-        lines.append(f"| {_label(path, m)} | " + " | ".join(cells) + " |")
+    lines += [f"| {_label(path, m)} | " + " | ".join(cell(m, area) for area in areas) + " |" for path, m in loaded]
     return "\n".join(lines)
 
 

@@ -55,3 +55,22 @@ def test_map_evaluation_scores_each_area(tiny_root, tmp_path, caplog):
     assert "scene_1: " in caplog.text
     table = report.stage_table(tmp_path / "result")
     assert "| building IoU by area" in table and "| 1.0000 (" in table and "| 0.0000 (" in table
+
+
+def test_many_scenes_are_one_log_line_and_listed_down_the_report(tmp_path, caplog):
+    """A dataset of many scenes: more than MAX_GROUP_LINES groups are one log line (lowest and highest) and one
+    report row each, not one column each."""
+    from step.kit.evaluation import MAX_GROUP_LINES, log_group_scores
+
+    n = MAX_GROUP_LINES + 4
+    confusions = {f"t{i}": np.array([[10, 0], [10 - i, i]]) for i in range(n)}
+    table = group_scores(list(confusions), {f"t{i}": f"scene_{i:02d}" for i in range(n)}, confusions.__getitem__)
+    with caplog.at_level(logging.INFO):
+        log_group_scores("S4", "maps", table)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and f"{n} groups" in lines[0] and "scene_00" in lines[0] and f"scene_{n - 1}" in lines[0]
+    fileio.save_json(tmp_path / "metrics_maps.json", {"stage": "maps", "tiles": n, "threshold": 0.5,
+                                                       "scores": {}, "groups": table})
+    text = report.area_table([(tmp_path / "metrics_maps.json", json.loads((tmp_path / "metrics_maps.json").read_text()))])
+    rows = [line for line in text.splitlines() if line.startswith("| scene_")]
+    assert len(rows) == n and text.splitlines()[0].startswith("| building IoU by area or scene")

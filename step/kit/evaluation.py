@@ -30,6 +30,8 @@ from voc12 import dataloader
 from voc12.layout import read_tile_groups
 
 log = logging.getLogger(__name__)
+# more groups than this are summed up in one log line, and the report lists them down instead of across
+MAX_GROUP_LINES = 8
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.605, 0.01))
 
 
@@ -188,7 +190,14 @@ def group_scores(names: Sequence[str], groups: Mapping[str, str],
 
 
 def log_group_scores(tag: str, what: str, table: Mapping[str, dict]) -> None:
-    """One line per group of `group_scores`."""
+    """One line per group of `group_scores`; with more than MAX_GROUP_LINES groups (a dataset of many scenes)
+    one line with the lowest and highest, the rest being in the metrics JSON."""
+    if len(table) > MAX_GROUP_LINES:
+        ranked = sorted(table.items(), key=lambda item: item[1]["building_iou"])
+        (low, low_row), (high, high_row) = ranked[0], ranked[-1]
+        log.info("[%s] %s: %d groups (areas or scenes, in the metrics JSON 'groups'): building IoU from %.4f (%s) "
+                 "to %.4f (%s)", tag, what, len(table), low_row["building_iou"], low, high_row["building_iou"], high)
+        return
     for group, row in table.items():
         log.info("[%s] %s, %s: %d tiles: building IoU %.4f F1 %.4f precision %.4f recall %.4f (all-building %.4f)",
                  tag, what, group, row["tiles"], row["building_iou"], row["f1"], row["precision"], row["recall"],
