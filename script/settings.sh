@@ -58,7 +58,7 @@ case "${THRESHOLDS:-}" in
   *) echo "error: THRESHOLDS=$THRESHOLDS: use THRESHOLDS=auto, or leave it unset for the paper's fixed values" >&2
      exit 2 ;;
 esac
-S1_FLAGS=(); S3_FLAGS=(); S6_FLAGS=(); S11_FLAGS=()
+S1_FLAGS=(); S3_FLAGS=(); S6_FLAGS=(); S11_FLAGS=(); SELF_TRAIN_FLAGS=()
 optional S1_FLAGS --cam_num_epoches "${CAM_EPOCHS:-}"
 optional S1_FLAGS --cam_batch_size "${CAM_BATCH:-}"
 optional S1_FLAGS --cam_learning_rate "${CAM_LR:-}"
@@ -69,6 +69,8 @@ optional S6_FLAGS --Lambda1 "${LAMBDA1:-}"            # weight of the multi-scal
 optional S11_FLAGS --seg_num_epoches "${SEG_EPOCHS:-}"
 optional S11_FLAGS --seg_batch_size "${SEG_BATCH:-}"
 optional S11_FLAGS --seg_learning_rate "${SEG_LR:-}"
+# the model on pseudo masks only (never the ground-truth upper bound): rounds of learning from its own predictions
+optional SELF_TRAIN_FLAGS --seg_self_train_rounds "${SELF_TRAIN_ROUNDS:-}"
 
 run() {
   echo "+ $PY run_sample.py $*"

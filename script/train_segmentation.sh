@@ -9,7 +9,8 @@
 #   bash script/train_segmentation.sh                            # the demo dataset, after generate_pseudo_mask.sh
 #   DATASET_ROOT=Dataset/RRDSD bash script/train_segmentation.sh
 #
-# Same environment variables as generate_pseudo_mask.sh (script/settings.sh), plus SEG_EPOCHS, SEG_BATCH, SEG_LR.
+# Same environment variables as generate_pseudo_mask.sh (script/settings.sh), plus SEG_EPOCHS, SEG_BATCH, SEG_LR and
+# SELF_TRAIN_ROUNDS (rounds of the pseudo-mask model learning from its own predictions, --seg_self_train_rounds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source script/env.sh
@@ -25,8 +26,8 @@ if [ "$UPPER_BOUND" = True ] && [ ! -d "$GT_DIR" ]; then
   UPPER_BOUND=False
 fi
 if [ "$TRAIN_SEG" = True ]; then
-  run "${COMMON[@]}" "${S11_FLAGS[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \
-    --seg_weights_name "$SESS/deeplabv3plus" --seg_out_dir "$WORK_SPACE/seg"
+  run "${COMMON[@]}" "${S11_FLAGS[@]}" "${SELF_TRAIN_FLAGS[@]}" --train_seg_pass True --make_seg_pass True \
+    --eval_seg_pass True --seg_weights_name "$SESS/deeplabv3plus" --seg_out_dir "$WORK_SPACE/seg"
 fi
 if [ "$UPPER_BOUND" = True ]; then
   run "${COMMON[@]}" "${S11_FLAGS[@]}" --train_seg_pass True --make_seg_pass True --eval_seg_pass True \

@@ -10,12 +10,12 @@ from tests.conftest import REPO
 def _settings(cwd: Path, **env: str) -> tuple[int, dict[str, list[str]], str]:
     assignments = " ".join(f"{k}={v}" for k, v in env.items())
     script = (f'set -euo pipefail; PY=python; {assignments} source "{REPO}/script/settings.sh"; '
-              'for a in COMMON S1_FLAGS S6_FLAGS S11_FLAGS; do declare -n v=$a; echo "$a ${v[*]:-}"; done')
+              'for a in COMMON S1_FLAGS S6_FLAGS S11_FLAGS SELF_TRAIN_FLAGS; do declare -n v=$a; echo "$a ${v[*]:-}"; done')
     out = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True)
     arrays = {}
     for line in out.stdout.splitlines():
         name, _, rest = line.partition(" ")
-        if name in ("COMMON", "S1_FLAGS", "S6_FLAGS", "S11_FLAGS"):
+        if name in ("COMMON", "S1_FLAGS", "S6_FLAGS", "S11_FLAGS", "SELF_TRAIN_FLAGS"):
             arrays[name] = rest.split()
     return out.returncode, arrays, out.stdout + out.stderr
 
@@ -62,3 +62,15 @@ def test_the_demo_picks_its_thresholds_from_the_maps(tmp_path):
     assert code == 0, text
     assert _flag(arrays["COMMON"], "--backbone") == "RepVGG-Tiny"
     assert _flag(arrays["COMMON"], "--cam_eval_thres") == "auto" and _flag(arrays["COMMON"], "--conf_fg_thres") == "auto"
+
+
+def test_self_training_rounds_go_to_the_pseudo_mask_model_only(tmp_path):
+    """SELF_TRAIN_ROUNDS reaches the S11 run on pseudo masks (SELF_TRAIN_FLAGS), never S11_FLAGS, which the
+    ground-truth upper bound shares and which refuses self-training."""
+    code, arrays, text = _settings(tmp_path, DATASET_ROOT="Dataset/mine", SELF_TRAIN_ROUNDS="2")
+    assert code == 0, text
+    assert _flag(arrays["SELF_TRAIN_FLAGS"], "--seg_self_train_rounds") == "2"
+    assert "--seg_self_train_rounds" not in arrays["S11_FLAGS"]
+    script = (REPO / "script" / "train_segmentation.sh").read_text()
+    pseudo_run, gt_run = script.split('"$SESS/deeplabv3plus"')[0], script.split('"$SESS/deeplabv3plus_gt"')[0]
+    assert "SELF_TRAIN_FLAGS" in pseudo_run.split("run ")[-1] and "SELF_TRAIN_FLAGS" not in gt_run.split("run ")[-1]
