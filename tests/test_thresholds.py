@@ -140,3 +140,36 @@ def test_labels_cut_merges_like_one_pass():
     for chunk in range(4):
         parts.add(values[chunk::4], labels[chunk::4])
     assert thresholds.labels_cut(whole) == thresholds.labels_cut(parts)
+
+
+def test_the_ar_cut_without_its_labels_is_one_line_and_one_class_labels_fall_back_to_the_mean(tmp_path, caplog):
+    import logging
+
+    from misc import fileio
+    from misc.errors import UserError
+    from misc.torchutils import setup_runtime
+    from step.kit.common import pick_threshold
+
+    setup_runtime("cpu")
+    building = np.zeros((2, 8, 8), np.float32)
+    building[1, :4] = 0.9
+    building[1, 4:] = 0.2
+    fileio.save_npy_dict(tmp_path / "maps" / "a.npy", {"keys": np.zeros(1, np.int64), "high_res": building})
+    with pytest.raises(UserError, match="labels.*a.png is missing: run --cam_to_ir_label_pass True"):
+        pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7", tag="S9",
+                       labels_dir=tmp_path / "labels")
+    fileio.save_png(tmp_path / "labels" / "a.png", np.full((8, 8), 255, np.uint8))
+    with caplog.at_level(logging.WARNING):
+        t = pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7",
+                           tag="S9", labels_dir=tmp_path / "labels")
+    assert t == pytest.approx(0.55, abs=1e-3) and "falls back to the mean" in caplog.text
+    label = np.zeros((8, 8), np.uint8)
+    label[:4] = 1
+    fileio.save_png(tmp_path / "labels" / "a.png", label)
+    t = pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7", tag="S9",
+                       labels_dir=tmp_path / "labels")
+    assert 0.2 <= t < 0.9
+    fileio.save_png(tmp_path / "labels" / "a.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(UserError, match="is 4x4 but the map .* is 8x8"):
+        pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7", tag="S9",
+                       labels_dir=tmp_path / "labels")
