@@ -36,6 +36,13 @@ import numpy as np
 
 AUTO = "auto"
 BINS = 1000
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+    """The histogram bin of each value in [0, 1] (values outside go to the end bins)."""
+    return np.clip((values * BINS).astype(np.int64), 0, BINS - 1)
+
+
 def threshold_or_auto(value: str) -> float | str:
     """argparse type: a number in [0, 1], or 'auto' (picked from the maps, without ground truth)."""
     if str(value).strip().lower() == AUTO:
@@ -58,8 +65,7 @@ class MapLevels:
     def add(self, building_map: np.ndarray) -> None:
         values = np.asarray(building_map, dtype=np.float64).ravel()
         values = values[np.isfinite(values)]
-        index = np.clip((values * BINS).astype(np.int64), 0, BINS - 1)
-        self.histogram += np.bincount(index, minlength=BINS)
+        self.histogram += np.bincount(_bins(values), minlength=BINS)
         self.total += float(values.sum())
 
     def merge(self, other: MapLevels) -> None:
@@ -115,16 +121,15 @@ class LabelledLevels:
     def add(self, building_map: np.ndarray, label: np.ndarray) -> None:
         values = np.asarray(building_map, dtype=np.float64)
         finite = np.isfinite(values)
-        index = np.clip((np.where(finite, values, 0) * BINS).astype(np.int64), 0, BINS - 1)
-        self.building += np.bincount(index[finite & (label == 1)], minlength=BINS)
-        self.background += np.bincount(index[finite & (label == 0)], minlength=BINS)
+        self.building += np.bincount(_bins(values[finite & (label == 1)]), minlength=BINS)
+        self.background += np.bincount(_bins(values[finite & (label == 0)]), minlength=BINS)
 
 
 def labels_cut(levels: LabelledLevels) -> float | None:
     """The cut t = i / BINS at which `map > t` has the best IoU with the labels' building pixels (true
     positives: building values at or above t; false positives: background values at or above t; the middle
-    one where several tie), or None
-    where the labels hold no building or no background pixel (nothing to reproduce)."""
+    one where several tie), or None where the labels hold no building or no background pixel (nothing to
+    reproduce)."""
     if not levels.building.sum() or not levels.background.sum():
         return None
     # at cut i: TP = building values in bins >= i, FP = background values in bins >= i, FN = the rest of building

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 from step.kit import stages
-from step.kit.evaluation import MAX_GROUP_LINES
 
 
 def _row_key(path: Path, metrics: dict) -> tuple[int, int, str]:
@@ -81,7 +80,7 @@ def area_table(loaded: list[tuple[Path, dict]]) -> str:
         g = m["groups"].get(area)
         return f"{g['building_iou']:.4f} ({g['tiles']}; {g['all_building_baseline_iou']:.4f})" if g else ""
 
-    if len(areas) > MAX_GROUP_LINES:  # many scenes: one row each, the evaluations across
+    if len(areas) > stages.MAX_GROUP_LINES:  # many scenes: one row each, the evaluations across
         lines = ["| building IoU by area or scene (tiles; all-building) | "
                  + " | ".join(_label(path, m) for path, m in loaded) + " |", "|---|" + "---|" * len(loaded)]
         lines += [f"| {area} | " + " | ".join(cell(m, area) for _, m in loaded) + " |" for area in areas]

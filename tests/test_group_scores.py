@@ -60,7 +60,8 @@ def test_map_evaluation_scores_each_area(tiny_root, tmp_path, caplog):
 def test_many_scenes_are_one_log_line_and_listed_down_the_report(tmp_path, caplog):
     """A dataset of many scenes: more than MAX_GROUP_LINES groups are one log line (lowest and highest) and one
     report row each, not one column each."""
-    from step.kit.evaluation import MAX_GROUP_LINES, log_group_scores
+    from step.kit.evaluation import log_group_scores
+    from step.kit.stages import MAX_GROUP_LINES
 
     n = MAX_GROUP_LINES + 4
     confusions = {f"t{i}": np.array([[10, 0], [10 - i, i]]) for i in range(n)}

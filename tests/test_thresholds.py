@@ -169,6 +169,10 @@ def test_the_ar_cut_without_its_labels_is_one_line_and_one_class_labels_fall_bac
     t = pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7", tag="S9",
                        labels_dir=tmp_path / "labels")
     assert 0.2 <= t < 0.9
+    fileio.save_png(tmp_path / "labels" / "a.png", np.full((8, 8), 7, np.uint8))
+    with pytest.raises(UserError, match="a.png holds the values"):
+        pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7", tag="S9",
+                       labels_dir=tmp_path / "labels")
     fileio.save_png(tmp_path / "labels" / "a.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(UserError, match="is 4x4 but the map .* is 8x8"):
         pick_threshold("auto", "--amn_eval_thres", tmp_path / "maps", ["a"], channel=1, map_stage="S7", tag="S9",

@@ -111,6 +111,7 @@ def labelled_levels(map_dir: str | os.PathLike, names: Sequence[str], channel: i
                             f"they were trained on, but {path} is missing: run --cam_to_ir_label_pass True (or give "
                             f"the threshold as a number)")
         label = imutils.read_mask(path)
+        imutils.check_label_values(label, path, "--ir_label_out_dir")
         if label.shape != building_map.shape:
             raise UserError(f"{path} is {label.shape[1]}x{label.shape[0]} but the map {Path(map_dir) / name}.npy is "
                             f"{building_map.shape[1]}x{building_map.shape[0]}: the labels were made from other "

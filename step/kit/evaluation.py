@@ -30,8 +30,6 @@ from voc12 import dataloader
 from voc12.layout import read_tile_groups
 
 log = logging.getLogger(__name__)
-# more groups than this are summed up in one log line, and the report lists them down instead of across
-MAX_GROUP_LINES = 8
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.605, 0.01))
 
 
@@ -190,9 +188,9 @@ def group_scores(names: Sequence[str], groups: Mapping[str, str],
 
 
 def log_group_scores(tag: str, what: str, table: Mapping[str, dict]) -> None:
-    """One line per group of `group_scores`; with more than MAX_GROUP_LINES groups (a dataset of many scenes)
+    """One line per group of `group_scores`; with more than stages.MAX_GROUP_LINES groups (a dataset of many scenes)
     one line with the lowest and highest, the rest being in the metrics JSON."""
-    if len(table) > MAX_GROUP_LINES:
+    if len(table) > stages.MAX_GROUP_LINES:
         ranked = sorted(table.items(), key=lambda item: item[1]["building_iou"])
         (low, low_row), (high, high_row) = ranked[0], ranked[-1]
         log.info("[%s] %s: %d groups (areas or scenes, in the metrics JSON 'groups'): building IoU from %.4f (%s) "

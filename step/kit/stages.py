@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# scores of more areas or scenes than this are one log line, and the stage table lists them down, not across
+MAX_GROUP_LINES = 8
+
 
 @dataclass(frozen=True)
 class Stage:
