@@ -64,6 +64,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _holder_record(path: Path, wait_s: float = 0.5) -> dict | None:
+    """The record of the run holding `path`. The holder writes it just after taking the lock, so a run refused
+    in that instant waits briefly for it instead of naming an unknown holder."""
+    deadline = time.monotonic() + wait_s
+    while (holder := fileio.read_json_object(path)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder
+
+
 def _live_elsewhere(holder: dict | None) -> bool:
     """For file systems without flock: a holder counts as live unless it is a dead pid on this host."""
     if not holder:
@@ -101,7 +110,7 @@ class RunLocks:
                 os.close(fd)
                 raise
             if not locked:
-                holder = fileio.read_json_object(path)
+                holder = _holder_record(path)
                 os.close(fd)
                 raise UserError(f"{flag} {target} is in use by another run ({describe(holder)}); wait for it to end "
                                 f"or choose another {flag} (two runs writing one folder would mix their outputs)")
