@@ -35,6 +35,10 @@ from misc import footprints, geodata
 from misc.errors import UserError, brief
 
 IOU_THRESHOLD = 0.5
+# pieces under this many m2 left by clipping to the covered area are not buildings; the same for references and
+# predictions whatever --footprint_min_area the predictions were cleaned with, so the references scored
+# never depend on a setting of the model being scored
+SLIVER_M2 = 1.0
 HISTOGRAM_BINS = 10  # IoU histogram bins of 0.1 on [0, 1]
 COVER_GRID_DEGREES = 1e-9
 

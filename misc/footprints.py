@@ -339,24 +339,41 @@ def _shared_length(a: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
 
 
 def clean_footprints(polys: Sequence[Polygon], crs: Any, min_area_m2: float = 1.0, simplify_m: float = 0.2,
-                     orthogonalise: bool = True) -> list[Polygon]:
-    """Specks dropped, outlines simplified and (optionally) squared, in metres on the ground.
+                     orthogonalise: bool = True, opening_m: float = 0.0, hole_m2: float = 0.0) -> list[Polygon]:
+    """Specks dropped, roofs split at narrow necks, holes filled, outlines simplified and (optionally) squared,
+    in metres on the ground.
 
-    Polygons with a true area below `min_area_m2` are dropped, before and again after simplification
-    (which can shrink a sliver past it). Simplification is Douglas-Peucker with `simplify_m` metres,
-    topology preserved. `orthogonalise` squares corners with buildingregulariser (edges parallel or
-    perpendicular to the main direction, 45 degrees allowed, near-circles made circles); without the
-    package it logs a note and only simplifies. The result is in `crs` and is not index-aligned with the
-    input (pieces may drop or split). With crs None the thresholds are pixel units (warned).
+    `opening_m` > 0 is a morphological opening with a square of side 2 * opening_m (shrink, then grow back,
+    mitre joins): parts joined by a neck narrower than that come apart (roofs that touch across a wall line,
+    a roof and a car beside it) and slivers thinner than it go. Holes under `hole_m2` are filled (a skylight,
+    a patch of roof the model missed), larger courtyards kept. Polygons with a true area below `min_area_m2`
+    are dropped, before and again after simplification (which can shrink a sliver past it). Simplification is
+    Douglas-Peucker with `simplify_m` metres, topology preserved. `orthogonalise` squares corners with
+    buildingregulariser (edges parallel or perpendicular to the main direction, 45 degrees allowed,
+    near-circles made circles); without the package it logs a note and only simplifies. The result is in
+    `crs` and is not index-aligned with the input (pieces may drop or split). With crs None the thresholds
+    are pixel units (warned).
     """
     metric, metric_crs = to_metric(polys, crs)
-    kept = [p for p in _explode(metric) if p.area >= min_area_m2]
+    kept = _explode(metric)
+    if opening_m > 0 and kept:
+        shrunk = shapely.buffer(np.asarray(kept, dtype=object), -opening_m, join_style="mitre")
+        kept = _explode(shapely.buffer(shrunk, opening_m, join_style="mitre"))
+    if hole_m2 > 0:
+        kept = [fill_holes(p, hole_m2) for p in kept]
+    kept = [p for p in kept if p.area >= min_area_m2]
     if simplify_m > 0:
         kept = [p.simplify(simplify_m, preserve_topology=True) for p in kept]
     if orthogonalise and kept:
         kept = _orthogonalise(kept, simplify_m)
     kept = [p for p in _explode(kept) if p.area >= min_area_m2]
     return from_metric(kept, metric_crs, crs)
+
+
+def fill_holes(poly: Polygon, below: float) -> Polygon:
+    """`poly` without its holes of area under `below` (units of its coordinates squared)."""
+    holes = [ring for ring in poly.interiors if Polygon(ring).area >= below]
+    return poly if len(holes) == len(poly.interiors) else Polygon(poly.exterior, holes)
 
 
 def _orthogonalise(polys: list[Polygon], simplify_m: float) -> list[Polygon]:

@@ -88,6 +88,17 @@ def xyz_name_problem(name: str, pattern: str = FAIR_XYZ_NAME) -> str:
     return _xyz_tile(name, pattern)[1]
 
 
+def xyz_index(paths: Iterable[str | Path], pattern: str = FAIR_XYZ_NAME) -> dict[tuple[str, int, int, int], Path]:
+    """{(prefix, x, y, z): path} of the files named as XYZ tiles (`match_xyz_name` of the name without its
+    suffix); other files are left out. Where two files name one tile (a.png, a.jpg) the first is kept."""
+    index: dict[tuple[str, int, int, int], Path] = {}
+    for path in paths:
+        key = match_xyz_name(Path(path).stem, pattern)
+        if key is not None:
+            index.setdefault(key, Path(path))
+    return index
+
+
 def parse_xyz_name(name: str, pattern: str = FAIR_XYZ_NAME) -> tuple[int, int, int]:
     """(x, y, z) of an XYZ tile name (`match_xyz_name`); anything else is a UserError naming the file."""
     found, why = _xyz_tile(name, pattern)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,26 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise UserError(too_large(path, err)) from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"image {path} is unreadable ({brief(err)}); re-export or remove it from the list") from None
+
+
+def with_margin(centre: np.ndarray, neighbours: Mapping[tuple[int, int], np.ndarray], margin: int) -> np.ndarray:
+    """`centre` (H x W [x C]) grown by `margin` pixels on every side: from the neighbouring tiles of a grid where
+    given ({(dy, dx): image}, dy and dx in -1, 0, 1, each the size of `centre`; others are left out), mirrored
+    from `centre` itself elsewhere. A network sees a tile's edge as the edge of the world; with the ground
+    beyond it, pixels near the edge are predicted as the middle's are."""
+    h, w = centre.shape[:2]
+    margin = max(0, min(int(margin), h, w))
+    pad = ((margin, margin), (margin, margin)) + ((0, 0),) * (centre.ndim - 2)
+    out = np.pad(centre, pad, mode="symmetric")
+    if margin == 0:
+        return out
+    rows = {-1: (slice(0, margin), slice(h - margin, h)), 0: (slice(margin, margin + h), slice(0, h)),
+            1: (slice(margin + h, h + 2 * margin), slice(0, margin))}
+    cols = {-1: (slice(0, margin), slice(w - margin, w)), 0: (slice(margin, margin + w), slice(0, w)),
+            1: (slice(margin + w, w + 2 * margin), slice(0, margin))}
+    for (dy, dx), tile in neighbours.items():
+        if (dy, dx) == (0, 0) or tile.shape != centre.shape:
+            continue
+        (out_rows, in_rows), (out_cols, in_cols) = rows[dy], cols[dx]
+        out[out_rows, out_cols] = tile[in_rows, in_cols]
+    return out

@@ -9,8 +9,9 @@ Writes: <work_space>/metrics_<footprints name>.json (metrics_footprints.json by 
         the per-tile ones of eval_seg), the counts, the covered area, the IoU histograms; and
         <work_space>/metrics_<footprints name>_buildings.csv: kind, id, matched_id, iou, best_iou, area_m2 per
         reference and per predicted building.
-Protocol (misc.area_scores): SpaceNet's, over the whole area. References clipped to the union of the masks'
-bounds, pieces under --footprint_min_area m2 dropped (S12's own minimum for predictions); one-to-one matching
+Protocol (misc.area_scores): SpaceNet's, over the whole area. References and predictions clipped to the
+union of the masks' bounds, pieces under area_scores.SLIVER_M2 (1 m2) dropped, whatever --footprint_min_area
+the predictions were cleaned with (the references scored never depend on it); one-to-one matching
 at IoU >= 0.5, greedy by descending IoU, in a local equal-area projection. A roof cut by tile seams is one
 building here (S12 merges it), unlike the per-tile score of eval_seg.
 """
@@ -47,7 +48,7 @@ def report_footprints(args: argparse.Namespace) -> dict:
     preds = geodata.reproject(preds, pred_crs, geodata.WGS84_EPSG)
     refs = geodata.reproject(refs, ref_crs, geodata.WGS84_EPSG)
     found = area_scores.score_area(preds, pred_ids, refs, ref_ids, covered,
-                                   geodata.WGS84_EPSG, min_area_m2=args.footprint_min_area)
+                                   geodata.WGS84_EPSG, min_area_m2=area_scores.SLIVER_M2)
     if not found.ref_ids:
         raise UserError(f"no polygon of --footprints_ref {args.footprints_ref} lies in the area of the masks in "
                         f"{args.seg_out_dir}; give the references of this area")
@@ -55,8 +56,8 @@ def report_footprints(args: argparse.Namespace) -> dict:
     summary = found.summary()
     result = {"stage": stages.label("make_footprints", source), "stage_flag": "make_footprints", "variant": source,
               "trained_on": source, "footprints": str(out), "references": str(args.footprints_ref),
-              "masks": str(args.seg_out_dir), "min_area_m2": args.footprint_min_area,
-              "rule": "references clipped to the union of the masks' bounds, pieces under min_area_m2 dropped; "
+              "masks": str(args.seg_out_dir), "min_area_m2": area_scores.SLIVER_M2,
+              "rule": "both sets clipped to the union of the masks' bounds, pieces under min_area_m2 dropped; "
                       "one-to-one matching at IoU >= 0.5, greedy by descending IoU, in a local equal-area projection",
               **summary}
     fileio.save_json(Path(args.work_space) / f"metrics_{out.stem}.json", result)

@@ -13,8 +13,10 @@ Writes: --footprints_out (default <work_space>/footprints.geojson): one FeatureC
         found); the same layer in a .gpkg of the same name; overlays of the footprints on the first --num_vis
         images that hold any, in <work_space>/vis/footprints/.
 Steps (misc.footprints): polygonise each mask in its own grid; merge the pieces of one building cut by tile
-or window seams (all masks of one CRS together); drop specks under --footprint_min_area m2, simplify by
---footprint_simplify m and square the corners (--footprint_orthogonalise), in metres on the ground; write.
+or window seams (all masks of one CRS together); split at necks narrower than twice --footprint_opening m
+(a morphological opening), fill holes under --footprint_fill_holes m2, drop specks under --footprint_min_area
+m2, simplify by --footprint_simplify m and square the corners (--footprint_orthogonalise), in metres on the
+ground; write.
 Masks without CRS keep pixel coordinates (a warning; the GeoJSON says "pixel_coordinates": true) and are
 not merged with one another; mixing them with georeferenced masks is refused. Masks without any building
 give an empty FeatureCollection.
@@ -26,6 +28,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -101,16 +104,16 @@ def assign_sources(polys: Sequence[Polygon], masks: Sequence[MaskInfo]) -> list[
     return out
 
 
-def make_footprints(masks: Sequence[MaskInfo], groups: dict[str, list[Polygon]], min_area: float,
-                    simplify: float, orthogonalise: bool) -> tuple[list[Polygon], list[dict], str | None, dict]:
-    """(polygons, properties, their CRS: EPSG:4326, or None for pixel coordinates, {group key: polygons in its CRS})."""
+def make_footprints(masks: Sequence[MaskInfo], groups: dict[str, list[Polygon]],
+                    cleaning: dict[str, Any]) -> tuple[list[Polygon], list[dict], str | None, dict]:
+    """(polygons, properties, their CRS: EPSG:4326, or None for pixel coordinates, {group key: polygons in its
+    CRS}); `cleaning`: the keyword settings of misc.footprints.clean_footprints (`cleaning_settings`)."""
     out_polys, props, local = [], [], {}
     georeferenced = all(m.crs is not None for m in masks)
     for key, polys in groups.items():
         crs = key if georeferenced else None
         members = [m for m in masks if (m.crs if georeferenced else str(m.path)) == key]
-        cleaned = footprints.clean_footprints(footprints.merge_pieces(polys), crs, min_area_m2=min_area,
-                                              simplify_m=simplify, orthogonalise=orthogonalise)
+        cleaned = footprints.clean_footprints(footprints.merge_pieces(polys), crs, **cleaning)
         local[key] = cleaned
         props += [{"source": s} for s in assign_sources(cleaned, members)]
         out_polys += geodata.reproject(cleaned, crs, geodata.WGS84_EPSG) if crs is not None else cleaned
@@ -138,6 +141,13 @@ def footprint_picture(mask: MaskInfo, polys: Sequence[Polygon]) -> np.ndarray | 
     return visutils.footprint_overlay(np.ascontiguousarray(image), rings)
 
 
+def cleaning_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The S12 flags as the keywords of misc.footprints.clean_footprints."""
+    return {"min_area_m2": args.footprint_min_area, "simplify_m": args.footprint_simplify,
+            "orthogonalise": args.footprint_orthogonalise, "opening_m": args.footprint_opening,
+            "hole_m2": args.footprint_fill_holes}
+
+
 def run(args: argparse.Namespace) -> None:
     if runtime().is_main:  # one file for the whole area: rank 0 alone
         write_all(args)
@@ -152,8 +162,7 @@ def write_all(args: argparse.Namespace) -> dict:
     if out.suffix.lower() != ".geojson":
         raise UserError(f"--footprints_out {out} must end in .geojson (the GeoPackage is written beside it)")
     masks, groups = polygonise_masks(footprints.mask_files(seg_dir), image_dir, pattern=args.xyz_name_pattern)
-    polys, props, crs, local = make_footprints(masks, groups, args.footprint_min_area, args.footprint_simplify,
-                                               args.footprint_orthogonalise)
+    polys, props, crs, local = make_footprints(masks, groups, cleaning_settings(args))
     footprints.write_footprints(polys, props, crs, out, out.with_suffix(".gpkg"))
     pictures = 0
     for mask in masks:

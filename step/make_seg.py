@@ -13,8 +13,12 @@ Writes: <seg_out_dir>/<name>.png, uint8 {0, 1} (argmax), for every PNG/JPEG imag
         <name>.png as well when its long side is at most 4096 pixels (nodata as 0). The .tif is written last,
         so it means done.
         Overlays of the first --num_vis images in <work_space>/vis/<seg_out_dir name>/.
-Prediction: sliding windows of --seg_window with --seg_overlap (border windows shifted inward, logits
-averaged where windows overlap), each window averaged with its horizontal flip. With --seg_scales, a PNG/JPEG
+Prediction: each PNG/JPEG image grown by --seg_context pixels (step.kit.segmentation.tile_logits): the
+neighbouring XYZ tiles found beside it on disk (the same folder, names of --xyz_name_pattern), mirrored where
+there is none, so pixels near a tile's edge see the ground beyond it as the middle's do (alone, the building
+share predicted in the outer 4 pixels of the fAIr test tiles was a quarter of the middle's); the grown tile
+is one window when the tile fits in --seg_window. Sliding windows of --seg_window with --seg_overlap (border
+windows shifted inward, logits averaged where windows overlap), each window averaged with its horizontal flip. With --seg_scales, a PNG/JPEG
 image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full
 size; a GeoTIFF's windows are each resized instead (its scene is never whole in memory). At scale 1 both
 give the same logits. Split by rank; a rerun skips images already predicted by the same model with the same
@@ -34,12 +38,13 @@ from misc import fileio, geodata, geoio, imutils, radiometry, visutils
 from misc.errors import UserError
 from misc.ownership import folders_of
 from misc.pyutils import Timer, progress
+from misc.tilegrid import TileContext
 from misc.torchutils import barrier, runtime
 from net import deeplabv3plus
 from net.checkpoints import load_net
 from net.deeplabv3plus import DeepLabV3Plus
 from step.kit.common import inference_names
-from step.kit.segmentation import seg_settings, trained_on
+from step.kit.segmentation import context_fingerprint, seg_settings, tile_logits, trained_on
 from step.kit.stages import stage_tag
 from step.kit.stamps import files_digest, model_identity, reusable_outputs
 from voc12 import dataloader
@@ -103,9 +108,12 @@ def run(args: argparse.Namespace) -> None:
     out_dir = Path(args.seg_out_dir)
     model = load_net(DeepLabV3Plus, s.checkpoint, device=rt.device, fold=True)
     sources = infer_sources(args, args.seg_infer_list)
+    context = TileContext.of_folders((src.path.parent for src in sources.values()
+                                      if not geodata.is_geotiff(src.path)), args.seg_context, args.xyz_name_pattern)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
                 "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE,
-                "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None}
+                "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None,
+                "context": context_fingerprint(context)}
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
     image_flag = "--seg_infer_dir" if args.seg_infer_dir else "--voc12_root"
@@ -124,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
             pixels += predict_scene(model, sources[name].path, out_dir, name, args, rt.device, vis)
         else:
             pixels += predict_image(model, sources[name], out_dir, name, args, rt.device, vis,
-                                    xyz=bool(args.seg_infer_dir))
+                                    xyz=bool(args.seg_infer_dir), context=context)
         vis_left -= vis is not None
     barrier()
     log.info("[%s] %d masks (%.2f MP/s on this rank), %d reused, in %.0fs -> %s", TAG, len(names),
@@ -132,11 +140,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def predict_image(model: torch.nn.Module, source: Source, out_dir: Path, name: str, args: argparse.Namespace,
-                  device: torch.device, vis: Path | None, xyz: bool) -> int:
-    """A PNG/JPEG image, whole in memory; an XYZ tile name (with `xyz`) gives a georeferenced GeoTIFF too."""
-    image = imutils.read_image(source.path)
-    logits = deeplabv3plus.predict(model, image, args.seg_window, args.seg_overlap, args.seg_scales,
-                                   args.seg_infer_batch, device, args.amp)
+                  device: torch.device, vis: Path | None, xyz: bool, context: TileContext) -> int:
+    """A PNG/JPEG image, whole in memory, with its `context` margin; an XYZ tile name (with `xyz`) gives a
+    georeferenced GeoTIFF too."""
+    image, logits = tile_logits(model, source.path, context, args, device)
     mask = logits.argmax(0).numpy().astype(np.uint8)
     geo = geoio.xyz_geo(name, *mask.shape, args.xyz_name_pattern) if xyz else None
     geoio.write_mask(out_dir, name, mask, geo)

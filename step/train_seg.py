@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -36,13 +37,14 @@ import torch
 from misc import augment, fileio, imutils, losses, self_training, tilecsv
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
+from misc.tilegrid import TileContext
 from misc.torchutils import barrier, poly_sgd, runtime
 from misc.trainloop import FitConfig, TrainJob, finished, train
-from net import deeplabv3plus
 from net.checkpoints import build_net, load_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
 from step.kit.common import inference_names
-from step.kit.segmentation import GROUND_TRUTH, PSEUDO, SegSettings, seg_settings
+from step.kit.segmentation import (GROUND_TRUTH, PSEUDO, SegSettings, context_fingerprint, seg_settings,
+                                    tile_logits)
 from step.kit.stages import stage_tag
 from step.kit.stamps import images_digest, model_identity, reusable_outputs, training_data, training_fingerprint
 from voc12 import dataloader
@@ -64,9 +66,17 @@ def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.Segment
                                      list_path=args.train_list, mask_dir=s.label_dir, mask_flag=s.label_flag,
                                      decode=True, workers=args.pool_workers,
                                      mask_kind="gt" if s.trained_on == GROUND_TRUTH else "labels")
+    context = TileContext.of_folders({p.parent for p in paths.values()}, args.seg_train_context,
+                                     args.xyz_name_pattern)
     return dataloader.SegmentationDataset(names, paths, s.label_dir, cls_labels=None, crop_size=args.seg_crop_size,
                                           scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH,
-                                          seed=args.seed, augment=args.augment)
+                                          seed=args.seed, augment=args.augment, context=context)
+
+
+def context_entry(dataset: dataloader.SegmentationDataset) -> dict[str, int]:
+    """The training context in a fingerprint, only when used (so models trained before it existed stay valid);
+    the neighbours it takes are tiles of the list, whose images and labels the fingerprint already holds."""
+    return {"seg_train_context": dataset.context.margin} if dataset.context.margin else {}
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
@@ -86,7 +96,8 @@ def run(args: argparse.Namespace) -> None:
     fingerprint = training_fingerprint(
         args, FINGERPRINT_FLAGS, weights={"seg_weights": args.seg_weights},
         data=training_data(dataset.names, dataset.image_paths, label_dir=s.label_dir),
-        labels=s.label_dir, trained_on=s.trained_on, **augment.fingerprint_entry(args.augment))
+        labels=s.label_dir, trained_on=s.trained_on, **augment.fingerprint_entry(args.augment),
+        **context_entry(dataset))
     negatives = training_negatives(args, dataset.names) if rounds else set()
     first = round_checkpoint(s.checkpoint, 0, rounds)
     if rounds and rt.is_main and not first.is_file() and finished(s.checkpoint, fingerprint):
@@ -99,20 +110,22 @@ def run(args: argparse.Namespace) -> None:
         make_round_labels(args, round_checkpoint(s.checkpoint, k - 1, rounds), dataset, negatives, label_dir, k)
         round_set = dataloader.SegmentationDataset(dataset.names, dataset.image_paths, label_dir,
                                                    crop_size=dataset.crop_size, scale_range=dataset.scale_range,
-                                                   seed=dataset.seed, augment=dataset.augment)
+                                                   seed=dataset.seed, augment=dataset.augment, context=dataset.context)
         round_fingerprint = training_fingerprint(
             args, FINGERPRINT_FLAGS + ROUND_FLAGS, weights={"seg_weights": args.seg_weights},
             data=training_data(dataset.names, dataset.image_paths, label_dir=label_dir),
             labels=str(label_dir), trained_on=s.trained_on, self_train_round=k,
-            **augment.fingerprint_entry(args.augment))
+            **augment.fingerprint_entry(args.augment), **context_entry(dataset))
         fit_seg(args, s, round_set, round_fingerprint, round_checkpoint(s.checkpoint, k, rounds),
                 args.seg_self_train_epochs,
                 f"DeepLabV3+ ({args.seg_backbone}) self-training round {k}/{rounds}", {"self_train_round": k})
 
 
 def fit_seg(args: argparse.Namespace, s: SegSettings, dataset: dataloader.SegmentationDataset, fingerprint: dict,
-            checkpoint: Path, epochs: int, describe: str, extra: dict | None = None) -> None:
-    """Train one DeepLabV3+ from the ImageNet encoder on `dataset` into `checkpoint` (or keep it when finished)."""
+            checkpoint: Path, epochs: int, describe: str, extra: dict | None = None,
+            on_epoch_end: Callable[[torch.nn.Module, int], None] | None = None) -> None:
+    """Train one DeepLabV3+ from the ImageNet encoder on `dataset` into `checkpoint` (or keep it when finished);
+    `on_epoch_end(model, epoch)` sees the model after each epoch (bench/seg_schedule.py scores it)."""
     train(TrainJob(
         checkpoint=checkpoint, dataset=dataset,
         build=partial(build_net, DeepLabV3Plus, args.seg_backbone, args.seg_weights),
@@ -124,7 +137,7 @@ def fit_seg(args: argparse.Namespace, s: SegSettings, dataset: dataloader.Segmen
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,
                       lr_flags="--seg_learning_rate",
                       sync_bn=args.sync_bn),
-        describe=describe))
+        describe=describe, on_epoch_end=on_epoch_end))
 
 
 def round_checkpoint(final: Path, k: int, rounds: int) -> Path:
@@ -150,8 +163,10 @@ def make_round_labels(args: argparse.Namespace, model_path: Path, dataset: datal
     the labels this model made with the same settings)."""
     rt, timer = runtime(), Timer()
     names, band = dataset.names, args.seg_self_train_band
+    context = TileContext.of_folders({p.parent for p in dataset.image_paths.values()}, args.seg_context,
+                                     args.xyz_name_pattern)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales),
-                "amp": args.amp, "band": list(band), "crf": args.seg_self_train_crf}
+                "amp": args.amp, "band": list(band), "crf": args.seg_self_train_crf, "context": context_fingerprint(context)}
     fingerprint = {"weights": model_identity(model_path), "settings": settings,
                    "images": images_digest(names, dataset.image_paths),
                    "negatives": hashlib.sha256("\n".join(sorted(negatives)).encode()).hexdigest()}
@@ -166,9 +181,7 @@ def make_round_labels(args: argparse.Namespace, model_path: Path, dataset: datal
             size = imutils.image_size(dataset.image_paths[name])
             label = self_training.round_label(None, np.zeros(size, np.float32), band, negative=True)
         else:
-            image = imutils.read_image(dataset.image_paths[name])
-            logits = deeplabv3plus.predict(model, image, args.seg_window, args.seg_overlap, args.seg_scales,
-                                           args.seg_infer_batch, rt.device, args.amp)
+            image, logits = tile_logits(model, dataset.image_paths[name], context, args, rt.device)
             prob = torch.softmax(logits, dim=0)[1].numpy()
             label = self_training.round_label(image, prob, band, crf=args.seg_self_train_crf)
             counts += self_training.label_fractions(label)

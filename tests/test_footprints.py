@@ -183,6 +183,27 @@ def test_areas_in_a_projected_geotiff_crs(tmp_path):
 
 # ----------------------------------------------------------------------------- cleaning
 
+def test_opening_splits_roofs_joined_by_a_neck_and_small_holes_are_filled():
+    crs = "EPSG:32633"  # metres: a 10 m x 10 m roof, another, joined by a 0.6 m wide strip
+    x0, y0 = 500_000.0, 5_000_000.0
+    left = shapely.box(x0, y0, x0 + 10, y0 + 10)
+    right = shapely.box(x0 + 14, y0, x0 + 24, y0 + 10)
+    neck = shapely.box(x0 + 10, y0 + 4.7, x0 + 14, y0 + 5.3)
+    skylight = shapely.box(x0 + 4, y0 + 4, x0 + 5, y0 + 5)            # 1 m2
+    court = shapely.box(x0 + 16, y0 + 2, x0 + 22, y0 + 8)              # 36 m2
+    joined = shapely.union_all([left, right, neck]).difference(skylight).difference(court)
+    kept = fp.clean_footprints([joined], crs, simplify_m=0, orthogonalise=False)
+    assert len(kept) == 1 and len(kept[0].interiors) == 2  # no opening, no filling: as given
+    split = fp.clean_footprints([joined], crs, simplify_m=0, orthogonalise=False, opening_m=0.5, hole_m2=2.0)
+    assert len(split) == 2
+    by_x = sorted(split, key=lambda p: p.centroid.x)
+    assert by_x[0].area == pytest.approx(100, rel=1e-3) and not by_x[0].interiors       # skylight filled
+    assert by_x[1].area == pytest.approx(64, rel=1e-3) and len(by_x[1].interiors) == 1  # the courtyard stays
+    # a neck wider than twice the opening holds
+    assert len(fp.clean_footprints([joined], crs, simplify_m=0, orthogonalise=False, opening_m=0.2)) == 1
+    assert fp.fill_holes(joined, 0.5) is joined
+
+
 def test_clean_drops_the_speck_and_keeps_the_shapes(tile50):
     *_, transform, crs = tile50
     mask = _scene_mask()

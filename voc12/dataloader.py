@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from misc import augment, fileio, imutils
 from misc.errors import UserError
+from misc.tilegrid import TileContext
 
 log = logging.getLogger(__name__)
 
@@ -249,21 +250,23 @@ class ClassificationDatasetMSF(Dataset):
 
 
 class SegmentationDataset(Dataset):
-    """Pixel-label training set (S6, S10, S11): random scale (image bicubic, label nearest) -> normalise ->
-    hflip -> random crop (image fill 0, label fill 255). Labels {0,1,255}; `gt_labels=True` maps
-    0/255 ground truth to {0,1} first. `augment` as ClassificationDataset's: the same D4 element for the
-    image and its labels."""
+    """Pixel-label training set (S6, S10, S11): [`context`: the tile grown by its neighbours] -> random scale
+    (image bicubic, label nearest) -> normalise -> hflip -> random crop (image fill 0, label fill 255). Labels
+    {0,1,255}; `gt_labels=True` maps 0/255 ground truth to {0,1} first. `augment` as ClassificationDataset's:
+    the same D4 element for the image and its labels."""
 
     def __init__(self, names: Sequence[str], image_paths: dict[str, Path], label_dir: str | os.PathLike,
                  cls_labels: dict[str, int] | None = None, crop_size: int = 256,
                  scale_range: tuple[float, float] = (0.5, 1.5), gt_labels: bool = False, seed: int = 0,
-                 augment: str = "reference") -> None:
+                 augment: str = "reference", context: TileContext | None = None) -> None:
         self.names = list(names)
         self.image_paths = image_paths
         self.label_dir = Path(label_dir)
         self.cls_labels = cls_labels
         self.crop_size, self.scale_range, self.gt_labels, self.seed, self.epoch = crop_size, scale_range, gt_labels, seed, 0
         self.augment = _check_recipe(augment)
+        self.context = context or TileContext(0, "", {})
+        self.listed = set(self.names)
         self.cache = DecodedCache()
         # ground truth is converted to {0, 1, 255} once, as it is decoded (the cache keeps the converted mask)
         self.read_label = partial(imutils.read_gt, flag="--seg_label_dir") if gt_labels else imutils.read_mask
@@ -279,6 +282,8 @@ class SegmentationDataset(Dataset):
         name = self.names[index]
         img = self.cache.read(self.image_paths[name], imutils.read_image)
         label = self.cache.read(self.label_dir / f"{name}.png", self.read_label)
+        if self.context.margin:
+            img, label = self.with_neighbours(self.image_paths[name], img, label)
         if augment.rescales(self.augment):
             scale = rng.uniform(*self.scale_range)
             img = imutils.pil_rescale(img, scale, order=3)
@@ -289,3 +294,18 @@ class SegmentationDataset(Dataset):
         label_cls = float(self.cls_labels[name]) if self.cls_labels is not None else float((label == 1).any())
         return {"name": name, "img": torch.from_numpy(imutils.hwc_to_chw(img)),
                 "label": torch.from_numpy(label.astype(np.int64)), "label_cls": torch.tensor([label_cls])}
+
+    def with_neighbours(self, path: Path, img: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tile and its labels grown by the context's margin: from each neighbouring tile of the list (whose
+        image and labels the training fingerprint holds) with labels of its size, mirrored elsewhere; the crop then falls anywhere in it, so a tile's
+        edge is not always the input's edge and buildings cut by it are seen whole."""
+        images, labels = {}, {}
+        for offset, neighbour in self.context.neighbours(path).items():
+            label_path = self.label_dir / f"{neighbour.stem}.png"
+            if neighbour.stem in self.listed and label_path.is_file():
+                images[offset] = self.cache.read(neighbour, imutils.read_image)
+                labels[offset] = self.cache.read(label_path, self.read_label)
+                if images[offset].shape[:2] != labels[offset].shape:
+                    del images[offset], labels[offset]
+        return (imutils.with_margin(img, images, self.context.margin),
+                imutils.with_margin(label, labels, self.context.margin))

@@ -7,9 +7,14 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from misc import imutils
+from misc.tilegrid import TileContext
 from misc.pyutils import weights_paths
+from net import deeplabv3plus
+from step.kit.stamps import files_digest
 
 PSEUDO, GROUND_TRUTH = "pseudo masks", "ground truth"
 
@@ -41,3 +46,27 @@ def trained_on(checkpoint: Path, default: str) -> str:
     except Exception:  # unreadable: make_seg would have refused it; the flags decide the label
         return default
     return str(ckpt.get("trained_on", default)) if isinstance(ckpt, dict) else default
+
+
+def context_fingerprint(context: TileContext) -> dict:
+    """What predictions or training with `context` depend on beyond their own tiles: the margin and the files of
+    every tile that can be a neighbour."""
+    return {"margin": context.margin,
+            "neighbours": files_digest((str(k), p) for k, p in sorted(context.index.items())) if context.index else None}
+
+
+def tile_logits(model: torch.nn.Module, path: Path, context: TileContext, args: argparse.Namespace,
+                device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
+    """(image, logits [C, H, W]) of one PNG/JPEG image as make_seg predicts it: grown by `context.margin` pixels
+    (its neighbouring XYZ tiles where on disk, mirrored elsewhere: `imutils.with_margin`), predicted with
+    --seg_window, --seg_overlap, --seg_scales and flips, cut back to the image. An image no larger than
+    --seg_window is predicted with its margin as one window, rather than split into four."""
+    image = imutils.read_image(path)
+    grown = imutils.with_margin(image, {k: imutils.read_image(p) for k, p in context.neighbours(path).items()},
+                                context.margin)
+    margin = (grown.shape[0] - image.shape[0]) // 2
+    window = max(grown.shape[:2]) if max(image.shape[:2]) <= args.seg_window else args.seg_window
+    logits = deeplabv3plus.predict(model, grown, window, args.seg_overlap, args.seg_scales, args.seg_infer_batch,
+                                   device, args.amp)
+    h, w = image.shape[:2]
+    return image, logits[:, margin:margin + h, margin:margin + w]
