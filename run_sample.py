@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_learning_rate", type=positive_float, default=0.01, help="encoder lr of poly SGD (momentum 0.9); decoder 10x")
     g.add_argument("--seg_weight_decay", type=nonneg_float, default=1e-4, help="SGD weight decay")
     g.add_argument("--seg_crop_size", type=positive_int, default=256, help="training crop")
+    g.add_argument("--seg_curve_lists", type=str, default=None,
+                   help="comma-separated tile lists with ground truth scored after every training epoch -> "
+                        "<work_space>/metrics_seg_curve.json (how many epochs S11 needs)")
     g.add_argument("--seg_train_context", type=nonneg_int, default=0,
                    help="pixels of the neighbouring XYZ tiles of the training list around each training tile, "
                         "the crop taken anywhere in it (0: the tile alone, the reference)")

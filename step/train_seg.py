@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from misc import augment, fileio, imutils, losses, self_training, tilecsv
+from misc import augment, fileio, imutils, losses, metrics, self_training, tilecsv
 from misc.errors import UserError
 from misc.pyutils import Timer, progress
 from misc.tilegrid import TileContext
@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> None:
     if rounds and rt.is_main and not first.is_file() and finished(s.checkpoint, fingerprint):
         os.replace(s.checkpoint, first)  # the model of an earlier run without rounds is this run's round 0
     barrier()
+    curve = EpochCurve(args) if args.seg_curve_lists else None
     fit_seg(args, s, dataset, fingerprint, first, args.seg_num_epoches,
-            f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}")
+            f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}", on_epoch_end=curve)
     for k in range(1, rounds + 1):
         label_dir = Path(args.work_space) / f"seg_round{k}_labels"
         make_round_labels(args, round_checkpoint(s.checkpoint, k - 1, rounds), dataset, negatives, label_dir, k)
@@ -121,11 +122,52 @@ def run(args: argparse.Namespace) -> None:
                 f"DeepLabV3+ ({args.seg_backbone}) self-training round {k}/{rounds}", {"self_train_round": k})
 
 
+class EpochCurve:
+    """--seg_curve_lists: building IoU of the model after every epoch on tile lists with ground truth, predicted
+    as make_seg predicts (tile_logits), logged and written to <work_space>/metrics_seg_curve.json (rank 0). The
+    poly learning rate decays over all --seg_num_epoches, so epoch e < E is not what an e-epoch schedule ends
+    at: the curve says whether the last epochs still add. Nothing of it enters the weights or their fingerprint."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.rows, self.lists, self.images = args, [], {}, {}
+        for list_path in args.seg_curve_lists.split(","):
+            names = dataloader.read_list(list_path, "--seg_curve_lists")
+            self.lists[Path(list_path).stem] = names
+            self.images.update(dataloader.check_dataset(names, Path(args.image_dir), list_flag="--seg_curve_lists",
+                                                        list_path=list_path, decode=False))
+        missing = [n for n in self.images if not (Path(args.gt_dir) / f"{n}.png").is_file()]
+        if missing:
+            raise UserError(f"--seg_curve_lists names {missing[0]!r}, which has no ground truth in {args.gt_dir}; "
+                            "list tiles with masks")
+        self.context = TileContext.of_folders({p.parent for p in self.images.values()}, args.seg_context,
+                                              args.xyz_name_pattern)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, epoch: int) -> None:
+        rt = runtime()
+        if not rt.is_main:
+            return
+        model.eval()
+        ious = {}
+        for list_name, names in self.lists.items():
+            meter = metrics.ConfusionMeter()
+            for name in names:
+                logits = tile_logits(model, self.images[name], self.context, self.args, rt.device)[1]
+                meter.add(imutils.read_gt(Path(self.args.gt_dir) / f"{name}.png"), logits.argmax(0).numpy())
+            ious[list_name] = meter.scores()["building_iou"]
+        model.train()
+        self.rows.append({"epoch": epoch, "building_iou": ious})
+        log.info("[%s] epoch %d building IoU: %s", TAG, epoch, "  ".join(f"{k} {v:.4f}" for k, v in ious.items()))
+        fileio.save_json(Path(self.args.work_space) / "metrics_seg_curve.json",
+                         {"stage": "S11 building IoU after each epoch", "epochs": self.args.seg_num_epoches,
+                          "seg_context": self.args.seg_context, "curve": self.rows})
+
+
 def fit_seg(args: argparse.Namespace, s: SegSettings, dataset: dataloader.SegmentationDataset, fingerprint: dict,
             checkpoint: Path, epochs: int, describe: str, extra: dict | None = None,
             on_epoch_end: Callable[[torch.nn.Module, int], None] | None = None) -> None:
     """Train one DeepLabV3+ from the ImageNet encoder on `dataset` into `checkpoint` (or keep it when finished);
-    `on_epoch_end(model, epoch)` sees the model after each epoch (bench/seg_schedule.py scores it)."""
+    `on_epoch_end(model, epoch)` sees the model after each epoch (`EpochCurve` scores it)."""
     train(TrainJob(
         checkpoint=checkpoint, dataset=dataset,
         build=partial(build_net, DeepLabV3Plus, args.seg_backbone, args.seg_weights),

@@ -131,3 +131,17 @@ def test_the_training_context_enters_the_fingerprint_only_when_used(tmp_path):
     used = dataloader.SegmentationDataset([], {}, tmp_path, context=TileContext(8, geodata.FAIR_XYZ_NAME, {}))
     assert train_seg.context_entry(used) == {"seg_train_context": 8}
     assert train_seg.context_entry(dataloader.SegmentationDataset([], {}, tmp_path)) == {}  # old models stay valid
+
+
+def test_the_epoch_curve_scores_the_listed_tiles_after_every_epoch(tiny_root, tmp_path):
+    import json
+
+    from step import train_seg
+    from tests.test_seg import seg_args, write_pseudo_masks
+
+    args = seg_args(tiny_root, tmp_path, "--seg_curve_lists", str(tiny_root / "test.txt"))
+    write_pseudo_masks(tiny_root, tmp_path / "result" / "pseudo_mask")
+    train_seg.run(args)
+    curve = json.loads((tmp_path / "result" / "metrics_seg_curve.json").read_text())
+    assert [row["epoch"] for row in curve["curve"]] == [1, 2]
+    assert all(0 <= row["building_iou"]["test"] <= 1 for row in curve["curve"])
