@@ -146,7 +146,9 @@ def write_xyz_masks(seg_dir):
 
 
 def footprint_args(tmp_path, *extra):
-    return stage_args(tmp_path / "unused_root", tmp_path, "--seg_out_dir", str(tmp_path / "seg"), *extra)
+    # the synthetic roofs are a few m2 at their zoom: fAIr's 1 m2 minimum, not the 10 m2 default for real roofs
+    return stage_args(tmp_path / "unused_root", tmp_path, "--seg_out_dir", str(tmp_path / "seg"),
+                      "--footprint_min_area", "1", *extra)
 
 
 def test_footprints_merge_across_tiles_and_rasterise_back(tmp_path):
