@@ -49,7 +49,7 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda was given but no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        return torch.device("cuda", local_rank % max(_hardware().cuda_count, 1))
     if name == "cpu":
         return torch.device("cpu")
     raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
@@ -77,7 +77,7 @@ def setup_runtime(device: str = "auto", amp: str = "auto", num_threads: int | No
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
+        gpus = _hardware().cuda_count if dev.type == "cuda" else 0
         torch.distributed.init_process_group(backend=process_group_backend(dev.type, local_ranks, gpus))
     _RUNTIME = Runtime(dev, rank, local_rank, world_size, choice.amp, choice)
     return _RUNTIME

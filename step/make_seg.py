@@ -17,9 +17,10 @@ Prediction: each PNG/JPEG image grown by --seg_context pixels (step.kit.segmenta
 neighbouring XYZ tiles found beside it on disk (the same folder, names of --xyz_name_pattern), mirrored where
 there is none, so pixels near a tile's edge see the ground beyond it as the middle's do (alone, the building
 share predicted in the outer 4 pixels of the fAIr test tiles was a quarter of the middle's); the grown tile
-is one window when the tile fits in --seg_window. Sliding windows of --seg_window with --seg_overlap (border
-windows shifted inward, logits averaged where windows overlap), each window averaged with its horizontal flip. With --seg_scales, a PNG/JPEG
-image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full
+is one window when the tile fits in --seg_window; each tile is decoded once (a DecodedCache of PREDICT_CACHE
+bytes) though it serves as context to eight others. Sliding windows of --seg_window with --seg_overlap (border
+windows shifted inward, logits averaged where windows overlap), each window averaged with its horizontal
+flip. With --seg_scales, a PNG/JPEG image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full
 size; a GeoTIFF's windows are each resized instead (its scene is never whole in memory). At scale 1 both
 give the same logits. Split by rank; a rerun skips images already predicted by the same model with the same
 settings.
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,7 @@ from voc12 import dataloader
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
+PREDICT_CACHE = 256 << 20  # decoded tiles kept for the neighbours' context (about 1,300 RGB tiles of 256 px)
 
 
 @dataclass
@@ -114,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
                 "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE,
                 "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None,
                 "context": context_fingerprint(context)}
+    read = partial(dataloader.DecodedCache(PREDICT_CACHE).read, reader=imutils.read_image)
     fingerprint = {"weights": model_identity(s.checkpoint), "settings": settings,
                    "images": files_digest((name, src.path) for name, src in sources.items())}
     image_flag = "--seg_infer_dir" if args.seg_infer_dir else "--voc12_root"
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace) -> None:
             pixels += predict_scene(model, sources[name].path, out_dir, name, args, rt.device, vis)
         else:
             pixels += predict_image(model, sources[name], out_dir, name, args, rt.device, vis,
-                                    xyz=bool(args.seg_infer_dir), context=context)
+                                    xyz=bool(args.seg_infer_dir), context=context, read=read)
         vis_left -= vis is not None
     barrier()
     log.info("[%s] %d masks (%.2f MP/s on this rank), %d reused, in %.0fs -> %s", TAG, len(names),
@@ -140,10 +145,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def predict_image(model: torch.nn.Module, source: Source, out_dir: Path, name: str, args: argparse.Namespace,
-                  device: torch.device, vis: Path | None, xyz: bool, context: TileContext) -> int:
+                  device: torch.device, vis: Path | None, xyz: bool, context: TileContext,
+                  read: Callable[[Path], np.ndarray] = imutils.read_image) -> int:
     """A PNG/JPEG image, whole in memory, with its `context` margin; an XYZ tile name (with `xyz`) gives a
     georeferenced GeoTIFF too."""
-    image, logits = tile_logits(model, source.path, context, args, device)
+    image, logits = tile_logits(model, source.path, context, args, device, read)
     mask = logits.argmax(0).numpy().astype(np.uint8)
     geo = geoio.xyz_geo(name, *mask.shape, args.xyz_name_pattern) if xyz else None
     geoio.write_mask(out_dir, name, mask, geo)

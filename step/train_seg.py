@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> None:
     curve = EpochCurve(args) if args.seg_curve_lists else None
     fit_seg(args, s, dataset, fingerprint, first, args.seg_num_epoches,
             f"DeepLabV3+ ({args.seg_backbone}) on {s.trained_on}", on_epoch_end=curve)
+    if curve is not None and not curve.rows and rt.is_main:
+        log.warning("[%s] --seg_curve_lists: no epoch was trained in this run (the model was already trained), so "
+                    "there is no curve; pass --resume False to retrain and score each epoch", TAG)
     for k in range(1, rounds + 1):
         label_dir = Path(args.work_space) / f"seg_round{k}_labels"
         make_round_labels(args, round_checkpoint(s.checkpoint, k - 1, rounds), dataset, negatives, label_dir, k)
@@ -129,17 +132,17 @@ class EpochCurve:
     at: the curve says whether the last epochs still add. Nothing of it enters the weights or their fingerprint."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args, self.rows, self.lists, self.images = args, [], {}, {}
+        self.args, self.rows, self.lists, images = args, [], {}, {}
         for list_path in args.seg_curve_lists.split(","):
             names = dataloader.read_list(list_path, "--seg_curve_lists")
             self.lists[Path(list_path).stem] = names
-            self.images.update(dataloader.check_dataset(names, Path(args.image_dir), list_flag="--seg_curve_lists",
-                                                        list_path=list_path, decode=False))
-        missing = [n for n in self.images if not (Path(args.gt_dir) / f"{n}.png").is_file()]
-        if missing:
-            raise UserError(f"--seg_curve_lists names {missing[0]!r}, which has no ground truth in {args.gt_dir}; "
-                            "list tiles with masks")
-        self.context = TileContext.of_folders({p.parent for p in self.images.values()}, args.seg_context,
+            images.update(dataloader.check_dataset(names, Path(args.image_dir), list_flag="--seg_curve_lists",
+                                                   list_path=list_path, mask_dir=args.gt_dir, decode=False,
+                                                   workers=args.pool_workers, mask_kind="gt"))
+        self.images = images
+        self.gts = {name: imutils.read_gt(Path(args.gt_dir) / f"{name}.png") for name in images}
+        self.read = partial(dataloader.DecodedCache().read, reader=imutils.read_image)  # decoded once, not per epoch
+        self.context = TileContext.of_folders({p.parent for p in images.values()}, args.seg_context,
                                               args.xyz_name_pattern)
 
     @torch.no_grad()
@@ -152,8 +155,8 @@ class EpochCurve:
         for list_name, names in self.lists.items():
             meter = metrics.ConfusionMeter()
             for name in names:
-                logits = tile_logits(model, self.images[name], self.context, self.args, rt.device)[1]
-                meter.add(imutils.read_gt(Path(self.args.gt_dir) / f"{name}.png"), logits.argmax(0).numpy())
+                logits = tile_logits(model, self.images[name], self.context, self.args, rt.device, self.read)[1]
+                meter.add(self.gts[name], logits.argmax(0).numpy())
             ious[list_name] = meter.scores()["building_iou"]
         model.train()
         self.rows.append({"epoch": epoch, "building_iou": ious})
@@ -217,13 +220,14 @@ def make_round_labels(args: argparse.Namespace, model_path: Path, dataset: datal
                             inputs={"--voc12_root": [args.image_dir]})
     todo = inference_names(names, done)
     model = load_net(DeepLabV3Plus, model_path, device=rt.device, fold=True) if todo else None
+    read = partial(dataset.cache.read, reader=imutils.read_image)  # the tiles training already decoded
     counts = np.zeros(3, np.int64)  # background, building, no label (this rank's positives)
     for name in progress(todo, desc=f"{TAG} round {k} labels", disable=not rt.is_main):
         if name in negatives:  # all background, whatever the model says: no need to decode or predict
             size = imutils.image_size(dataset.image_paths[name])
             label = self_training.round_label(None, np.zeros(size, np.float32), band, negative=True)
         else:
-            image, logits = tile_logits(model, dataset.image_paths[name], context, args, rt.device)
+            image, logits = tile_logits(model, dataset.image_paths[name], context, args, rt.device, read)
             prob = torch.softmax(logits, dim=0)[1].numpy()
             label = self_training.round_label(image, prob, band, crf=args.seg_self_train_crf)
             counts += self_training.label_fractions(label)

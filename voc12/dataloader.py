@@ -296,16 +296,11 @@ class SegmentationDataset(Dataset):
                 "label": torch.from_numpy(label.astype(np.int64)), "label_cls": torch.tensor([label_cls])}
 
     def with_neighbours(self, path: Path, img: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The tile and its labels grown by the context's margin: from each neighbouring tile of the list (whose
-        image and labels the training fingerprint holds) with labels of its size, mirrored elsewhere; the crop then falls anywhere in it, so a tile's
-        edge is not always the input's edge and buildings cut by it are seen whole."""
-        images, labels = {}, {}
-        for offset, neighbour in self.context.neighbours(path).items():
-            label_path = self.label_dir / f"{neighbour.stem}.png"
-            if neighbour.stem in self.listed and label_path.is_file():
-                images[offset] = self.cache.read(neighbour, imutils.read_image)
-                labels[offset] = self.cache.read(label_path, self.read_label)
-                if images[offset].shape[:2] != labels[offset].shape:
-                    del images[offset], labels[offset]
+        """The tile and its labels grown by the context's margin: from each neighbouring tile of the list (checked
+        with its labels by check_dataset, and in the training fingerprint), mirrored elsewhere; the crop then
+        falls anywhere in it, so a tile's edge is not always the input's edge."""
+        listed = {offset: p.stem for offset, p in self.context.neighbours(path).items() if p.stem in self.listed}
+        images = {offset: self.cache.read(self.image_paths[n], imutils.read_image) for offset, n in listed.items()}
+        labels = {offset: self.cache.read(self.label_dir / f"{n}.png", self.read_label) for offset, n in listed.items()}
         return (imutils.with_margin(img, images, self.context.margin),
                 imutils.with_margin(label, labels, self.context.margin))

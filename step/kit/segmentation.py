@@ -4,6 +4,7 @@ it learns from and what that is called. Its flags' defaults (--seg_backbone, --s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import numpy as np
 import torch
 
 from misc import imutils
-from misc.tilegrid import TileContext
 from misc.pyutils import weights_paths
+from misc.tilegrid import TileContext
 from net import deeplabv3plus
 from step.kit.stamps import files_digest
 
@@ -56,14 +57,15 @@ def context_fingerprint(context: TileContext) -> dict:
 
 
 def tile_logits(model: torch.nn.Module, path: Path, context: TileContext, args: argparse.Namespace,
-                device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
+                device: torch.device, read: Callable[[Path], np.ndarray] = imutils.read_image
+                ) -> tuple[np.ndarray, torch.Tensor]:
     """(image, logits [C, H, W]) of one PNG/JPEG image as make_seg predicts it: grown by `context.margin` pixels
     (its neighbouring XYZ tiles where on disk, mirrored elsewhere: `imutils.with_margin`), predicted with
     --seg_window, --seg_overlap, --seg_scales and flips, cut back to the image. An image no larger than
-    --seg_window is predicted with its margin as one window, rather than split into four."""
-    image = imutils.read_image(path)
-    grown = imutils.with_margin(image, {k: imutils.read_image(p) for k, p in context.neighbours(path).items()},
-                                context.margin)
+    --seg_window is predicted with its margin as one window, rather than split into four. `read` decodes an
+    image; a cache (voc12.dataloader.DecodedCache) decodes each tile once though it is up to nine tiles' context."""
+    image = read(path)
+    grown = imutils.with_margin(image, {k: read(p) for k, p in context.neighbours(path).items()}, context.margin)
     margin = (grown.shape[0] - image.shape[0]) // 2
     window = max(grown.shape[:2]) if max(image.shape[:2]) <= args.seg_window else args.seg_window
     logits = deeplabv3plus.predict(model, grown, window, args.seg_overlap, args.seg_scales, args.seg_infer_batch,
