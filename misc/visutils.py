@@ -17,6 +17,12 @@ def overlay_panel(image: np.ndarray, building_map: np.ndarray, pred: np.ndarray,
     return np.concatenate([image, gap, heat_blend(image, building_map), gap, mask_tint(image, pred, gt)], axis=1)
 
 
+def mask_pair(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> np.ndarray:
+    """Two panels side by side: the image, and the image with `mask_tint`'s prediction and ground truth."""
+    gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
+    return np.concatenate([image, gap, mask_tint(image, pred, gt)], axis=1)
+
+
 def heat_blend(image: np.ndarray, building_map: np.ndarray) -> np.ndarray:
     """The image (uint8 HxWx3) half and half with a map in [0, 1] (HxW) as a jet heat picture."""
     heat = cv2.applyColorMap(np.clip(building_map * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
@@ -35,6 +41,28 @@ def mask_tint(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> np.
 
 
 VIS_MAX_SIDE = 1024
+SHEET_PANEL = 256  # long side of each panel of `contact_sheet`
+
+
+def contact_sheet(panels: list[np.ndarray], columns: int = 5, side: int = SHEET_PANEL) -> np.ndarray:
+    """Pictures (uint8 HxWx3) shrunk to a long side of at most `side`, in rows of `columns`, in order, on white
+    with a 4-pixel gap."""
+    if not panels:
+        raise ValueError("contact_sheet needs at least one picture")
+    shrunk = []
+    for panel in panels:
+        scale = side / max(panel.shape[:2])
+        if scale < 1:
+            panel = cv2.resize(panel, (max(1, round(panel.shape[1] * scale)), max(1, round(panel.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+        shrunk.append(panel)
+    cell_h, cell_w, gap = max(p.shape[0] for p in shrunk), max(p.shape[1] for p in shrunk), 4
+    rows, cols = -(-len(shrunk) // columns), min(columns, len(shrunk))
+    sheet = np.full((rows * (cell_h + gap) - gap, cols * (cell_w + gap) - gap, 3), 255, np.uint8)
+    for i, panel in enumerate(shrunk):
+        y, x = (i // columns) * (cell_h + gap), (i % columns) * (cell_w + gap)
+        sheet[y:y + panel.shape[0], x:x + panel.shape[1]] = panel
+    return sheet
 
 
 def seg_overlay(image: np.ndarray, logits: torch.Tensor, mask: np.ndarray, gt_path: Path | None) -> np.ndarray:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from misc import fileio
 from step import eval_cam, report
-from step.kit.evaluation import group_scores
+from step.kit.evaluation import group_scores, most_disagreeing
 from tests.conftest import stage_args
 from voc12.layout import read_tile_groups
 
@@ -75,3 +75,15 @@ def test_many_scenes_are_one_log_line_and_listed_down_the_report(tmp_path, caplo
     text = report.area_table([(tmp_path / "metrics_maps.json", json.loads((tmp_path / "metrics_maps.json").read_text()))])
     rows = [line for line in text.splitlines() if line.startswith("| scene_")]
     assert len(rows) == n and text.splitlines()[0].startswith("| building IoU by area or scene")
+
+
+def test_most_disagreeing_ranks_each_way_by_share_of_the_tile():
+    def row(name, pixels, fp, fn):  # confusion[truth, prediction]
+        return {"name": name, "pixels": pixels, "confusion": np.array([[pixels - fp - fn, fp], [fn, 0]])}
+
+    rows = [row("a", 100, 10, 0), row("b", 400, 20, 40), row("c", 100, 5, 0), row("d", 100, 10, 30)]
+    found = most_disagreeing(rows, count=2)
+    # by share, not by pixel count (b's 20 of 400 is below a's 10 of 100); a and d tie: by name
+    assert found["building_not_in_truth"] == [{"name": "a", "share": 0.1}, {"name": "d", "share": 0.1}]
+    assert found["truth_not_predicted"] == [{"name": "d", "share": 0.3}, {"name": "b", "share": 0.1}]
+    assert most_disagreeing([row("a", 100, 0, 0)]) == {"building_not_in_truth": [], "truth_not_predicted": []}

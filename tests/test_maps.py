@@ -280,8 +280,16 @@ def test_eval_seg_adds_building_scores_and_a_tile_csv(tiny_root, tmp_path):
 
     assert f"| {result['stage']} | {result['scores']['object_f1']:.4f} |" in stage_table(tmp_path / "result")
     lines = (tmp_path / "result" / "metrics_seg_tiles.csv").read_text().splitlines()
-    assert lines[0] == "name,pixels,tp,fp,fn,building_iou" and len(lines) == len(names) + 1
+    assert lines[0] == "name,pixels,tp,fp,fn,building_iou,fp_pixels,fn_pixels" and len(lines) == len(names) + 1
     assert lines[1].startswith(f"{names[0]},4096,0,1,")
+    # the first tile disagrees most each way: its 9 false-alarm pixels, its missed roof
+    gt0 = imutils.gt_to_binary(imutils.read_mask(tiny_root / "SegmentationClassAug" / f"{names[0]}.png"))
+    missed = int(gt0.sum() - gt0[:3, :3].sum())
+    assert result["disagreement"]["building_not_in_truth"][0] == {"name": names[0], "share": round(9 / 4096, 4)}
+    assert result["disagreement"]["truth_not_predicted"] == [{"name": names[0], "share": round(missed / 4096, 4)}]
+    assert lines[1].endswith(f",9,{missed}")
+    sheet = imutils.read_image(tmp_path / "result" / "vis" / "seg_disagree_truth_not_predicted.png")
+    assert sheet.shape == (64, 132, 3) and (sheet[:, :64] == imutils.read_image(imutils.find_image(tiny_root / "JPEGImages", names[0]))).all()
 
 
 # ----------------------------------------------------------------------------- ONNX export

@@ -247,7 +247,27 @@ def mask_scores(names: Sequence[str], pred_dir: Path, gt_dir: Path, list_flag: s
 
 
 def write_tile_csv(path: Path, rows: Sequence[dict]) -> None:
-    """The per-tile rows of `mask_scores` as CSV (an empty building_iou: no building in prediction or truth)."""
-    columns = ["name", "pixels", "tp", "fp", "fn", "building_iou"]
-    lines = [",".join(columns)] + [",".join("" if r[c] is None else str(r[c]) for c in columns) for r in rows]
+    """The per-tile rows of `mask_scores` as CSV (an empty building_iou: no building in prediction or truth),
+    with the tile's pixels predicted building where the ground truth has none (fp_pixels) and the reverse
+    (fn_pixels)."""
+    columns = ["name", "pixels", "tp", "fp", "fn", "building_iou", "fp_pixels", "fn_pixels"]
+    lines = [",".join(columns)]
+    for r in rows:
+        values = {**r, "fp_pixels": int(r["confusion"][0, 1]), "fn_pixels": int(r["confusion"][1, 0])}
+        lines.append(",".join("" if values[c] is None else str(values[c]) for c in columns))
     fileio.save_lines(path, lines)
+
+
+DISAGREEMENT_TILES = 10  # tiles listed in each direction by `most_disagreeing`
+
+
+def most_disagreeing(rows: Sequence[dict], count: int = DISAGREEMENT_TILES) -> dict[str, list[dict]]:
+    """The `count` tiles where prediction and ground truth disagree most, each way: "building_not_in_truth"
+    (predicted building over the truth's background: missed roofs in the reference, or false alarms) and
+    "truth_not_predicted" (reference buildings the model did not find), by share of the tile's pixels (the
+    rows of `mask_scores`; ties by name)."""
+    def top(cell: tuple[int, int]) -> list[dict]:
+        share = [(float(r["confusion"][cell] / max(r["pixels"], 1)), r["name"]) for r in rows]
+        ranked = sorted(share, key=lambda item: (-item[0], item[1]))[:count]
+        return [{"name": name, "share": round(value, 4)} for value, name in ranked if value > 0]
+    return {"building_not_in_truth": top((0, 1)), "truth_not_predicted": top((1, 0))}
