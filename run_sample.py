@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the epoch with the best ground-truth mIoU (reference behaviour; leaks pixel labels)")
     g.add_argument("--amn_eval_thres", type=threshold_or_auto, default=0.67, help="building iff AR map > t (S8, S9); auto: the cut at which the AR maps best reproduce the S5 "
                         "confident labels they were trained on (--ir_label_out_dir; no ground truth)")
+    g.add_argument("--amn_bac_weight", type=unit_interval_open, default=0.0,
+                   help="S7: mix each AR map with its BAC map, building (1 - w) AR + w BAC, in [0, 1) (0: the AR map alone, the reference)")
     g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
     g.add_argument("--amn_conf_fg_thres", type=threshold_or_auto, default=0.45, help="AMN confident labels: building threshold (or auto)")
     g.add_argument("--amn_conf_bg_thres", type=threshold_or_auto, default=0.15, help="AMN confident labels: background threshold (or auto)")

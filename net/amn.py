@@ -67,6 +67,15 @@ def multiscale_probs(model: Net, packs: list[dict], size: tuple[int, int], devic
     return torch.softmax(total / num_scales, dim=1)
 
 
+def mix_bac(maps: torch.Tensor, bac: torch.Tensor, weight: float) -> torch.Tensor:
+    """AR maps [2, H, W] (background, building) mixed with the BAC building map [H, W] that their labels came
+    from: building (1 - w) AR + w BAC, background (1 - w) AR + w (1 - BAC). w = 0 returns the AR maps."""
+    if weight == 0:
+        return maps
+    bac = bac.to(maps.dtype)
+    return torch.stack([(1 - weight) * maps[0] + weight * (1 - bac), (1 - weight) * maps[1] + weight * bac])
+
+
 def gate_by_labels(probs: torch.Tensor, ir_label: torch.Tensor) -> torch.Tensor:
     """Keep P on confident background (label 0), use the max-normalised P~ elsewhere. probs [2,H,W], label [H,W]."""
     return torch.where(ir_label[None] == 0, probs, max_normalise(probs))

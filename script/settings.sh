@@ -66,6 +66,7 @@ optional S1_FLAGS --cam_momentum "${CAM_MOMENTUM:-}"
 optional S3_FLAGS --bac_num_samples "${BAC_SAMPLES:-}"
 optional S6_FLAGS --amn_num_epoches "${AMN_EPOCHS:-}"
 optional S6_FLAGS --Lambda1 "${LAMBDA1:-}"            # weight of the multi-scale consistency loss (MCL)
+optional S6_FLAGS --amn_bac_weight "${AMN_BAC_WEIGHT:-}"  # S7: AR maps mixed with their BAC maps, (1 - w) AR + w BAC
 optional S11_FLAGS --seg_num_epoches "${SEG_EPOCHS:-}"
 optional S11_FLAGS --seg_batch_size "${SEG_BATCH:-}"
 optional S11_FLAGS --seg_learning_rate "${SEG_LR:-}"

@@ -1,10 +1,15 @@
 """S7: AR maps from the deployed AR network.
 
-Reads:  <amn_weights_name>_deploy.pt; positives of --train_list; their S5 labels in --ir_label_out_dir.
+Reads:  <amn_weights_name>_deploy.pt; positives of --train_list; their S5 labels in --ir_label_out_dir; with
+        --amn_bac_weight > 0 their S3 BAC maps in --lpcam_out_dir.
 Writes: <amn_cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "high_res": float32[2, H, W],
         "cam": float32[2, ceil(H/4), ceil(W/4)]}, channel 0 background, 1 building. Negatives: no file.
 Z = mean over scales of up_{HxW}((z(I_s) + flip z(flip I_s)) / 2); P = softmax(Z); P~_c = P_c / (max P_c + 1e-5);
 out = P where the S5 label is confident background, else P~ (max-only normalisation, as the reference; AMN uses min-max).
+With --amn_bac_weight w > 0 the map is mixed with the tile's S3 BAC map (<lpcam_out_dir>/<name>.npy), building
+(1 - w) out + w BAC (net.amn.mix_bac): the AR network is trained on all areas' labels at once, and where an
+area is a small share of them its AR map can fall below the BAC map it started from; the mix keeps part of
+that map (README, "Results").
 """
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ def run(args: argparse.Namespace) -> None:
     done = reusable_outputs(args.amn_cam_out_dir, fingerprint(args, split, deploy_path), args.resume,
                             stage="make_amn_cam", names=split.positives, flag="--amn_cam_out_dir",
                             inputs={"--ir_label_out_dir": [args.ir_label_out_dir],
-                                    "--voc12_root": folders_of(split.image_paths.values())})
+                                    "--voc12_root": folders_of(split.image_paths.values()),
+                                    **({"--lpcam_out_dir": [args.lpcam_out_dir]} if args.amn_bac_weight > 0 else {})})
     names = inference_names(split.positives, done)
     dataset = ClassificationDatasetMSF(names, split.image_paths, split.cls_labels, scales=args.cam_scales)
     bar = progress(None, total=len(names), desc=TAG, disable=not rt.is_main)
@@ -52,10 +58,16 @@ def run(args: argparse.Namespace) -> None:
         for i, pack in enumerate(packs):
             label = torch.from_numpy(_ir_label(args.ir_label_out_dir, pack["name"], size))
             label4 = F.interpolate(label[None, None].float(), low.shape[-2:], mode="nearest")[0, 0]
+            high_i, low_i = amn.gate_by_labels(high[i], label), amn.gate_by_labels(low[i], label4)
+            if args.amn_bac_weight > 0:
+                bac = torch.from_numpy(_bac_map(args.lpcam_out_dir, pack["name"], size))
+                bac4 = F.interpolate(bac[None, None], low.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                high_i = amn.mix_bac(high_i, bac, args.amn_bac_weight)
+                low_i = amn.mix_bac(low_i, bac4, args.amn_bac_weight)
             fileio.save_npy_dict(f"{args.amn_cam_out_dir}/{pack['name']}.npy", {
                 "keys": np.zeros(1, dtype=np.int64),
-                "high_res": amn.gate_by_labels(high[i], label).numpy().astype(np.float32),
-                "cam": amn.gate_by_labels(low[i], label4).numpy().astype(np.float32)})
+                "high_res": high_i.numpy().astype(np.float32),
+                "cam": low_i.numpy().astype(np.float32)})
         bar.update(len(packs))
     bar.close()
     barrier()
@@ -67,9 +79,26 @@ def fingerprint(args: argparse.Namespace, split: Split, deploy_path: Path) -> di
     """The AR network, the confident labels (their folder's stamp and files), the images and the settings."""
     missing = "confident label {path} of {name!r} is missing; run --cam_to_ir_label_pass True first"
     label_dir = args.ir_label_out_dir
-    return {"weights": model_identity(deploy_path), "labels": made_from(label_dir),
-            "label_files": files_digest(((n, f"{label_dir}/{n}.png") for n in split.positives), missing),
-            "images": images_digest(split.positives, split.image_paths), "scales": list(args.cam_scales), "amp": args.amp}
+    stamp = {"weights": model_identity(deploy_path), "labels": made_from(label_dir),
+             "label_files": files_digest(((n, f"{label_dir}/{n}.png") for n in split.positives), missing),
+             "images": images_digest(split.positives, split.image_paths), "scales": list(args.cam_scales), "amp": args.amp}
+    if args.amn_bac_weight > 0:  # only then: the maps of runs without the mix keep their stamp
+        bac_missing = "BAC map {path} of {name!r} is missing; run --make_lpcam_pass True first or set --amn_bac_weight 0"
+        stamp.update(bac_weight=args.amn_bac_weight, bac_maps=made_from(args.lpcam_out_dir),
+                     bac_files=files_digest(((n, f"{args.lpcam_out_dir}/{n}.npy") for n in split.positives), bac_missing))
+    return stamp
+
+
+def _bac_map(lpcam_dir: str, name: str, size: tuple[int, int]) -> np.ndarray:
+    """The building channel of tile `name`'s S3 BAC map, float32 HxW."""
+    path = Path(lpcam_dir) / f"{name}.npy"
+    if not path.is_file():
+        raise UserError(f"BAC map {path} is missing; run --make_lpcam_pass True first or set --amn_bac_weight 0")
+    bac = fileio.load_npy_dict(path)["high_res"]
+    if bac.ndim != 3 or tuple(bac.shape[1:]) != tuple(size):
+        raise UserError(f"BAC map {path} is {tuple(bac.shape)}, not [1, {size[0]}, {size[1]}] for its image; "
+                        "rerun --make_lpcam_pass True")
+    return np.ascontiguousarray(bac[0], dtype=np.float32)
 
 
 def _ir_label(label_dir: str, name: str, size: tuple[int, int]) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from misc import fileio, imutils, thresholds
+from misc.errors import UserError
 from net import amn
 from net.checkpoints import deploy_net, load_net, save_net
 from step import (amn_cam_to_ir_label, cam_to_ir_label, eval_amn_cam, make_amn_cam, make_cam, make_lpcam,
@@ -82,6 +83,8 @@ def test_s6_to_s9_write_spec_files(labelled, tiny_root, tmp_path):
     eval_amn_cam.run(args)
     scored = json.loads((tmp_path / "result" / "metrics_amn_cam.json").read_text())
     building = {n: fileio.load_npy_dict(tmp_path / "result" / "amn_cam" / f"{n}.npy")["high_res"][1] for n in positives}
+    building_sum = {n: 0.75 * fileio.load_npy_dict(tmp_path / "result" / "amn_cam" / f"{n}.npy")["high_res"].sum(0) + 0.25
+                    for n in positives}  # both channels mixed: their sum moves a quarter of the way to 1
     levels = thresholds.LabelledLevels()
     for name, m in building.items():
         levels.add(m, imutils.read_mask(Path(args.ir_label_out_dir) / f"{name}.png"))
@@ -92,6 +95,19 @@ def test_s6_to_s9_write_spec_files(labelled, tiny_root, tmp_path):
     for name, m in building.items():
         mask = imutils.read_mask(tmp_path / "result" / "pseudo_mask" / f"{name}.png")
         np.testing.assert_array_equal(mask, (m > t).astype(np.uint8))
+    # --amn_bac_weight: a new stamp, so the maps are remade, each mixed with its tile's BAC map
+    args.amn_bac_weight = 0.25
+    make_amn_cam.run(args)
+    for name, m in building.items():
+        bac = fileio.load_npy_dict(Path(args.lpcam_out_dir) / f"{name}.npy")["high_res"][0]
+        mixed = fileio.load_npy_dict(tmp_path / "result" / "amn_cam" / f"{name}.npy")
+        np.testing.assert_allclose(mixed["high_res"][1], 0.75 * m + 0.25 * bac, atol=1e-6)
+        np.testing.assert_allclose(mixed["high_res"].sum(0), building_sum[name], atol=1e-5)
+        assert mixed["cam"].shape == (2, 16, 16)
+    missing = Path(args.lpcam_out_dir) / f"{positives[0]}.npy"
+    missing.unlink()
+    with pytest.raises(UserError, match="--make_lpcam_pass True first or set --amn_bac_weight 0"):
+        make_amn_cam.run(args)
 
 
 def test_s6_resume_and_skip(labelled, tmp_path, monkeypatch):
