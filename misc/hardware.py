@@ -86,7 +86,7 @@ def probe() -> Hardware:
     if torch.cuda.is_available():
         cuda_name = torch.cuda.get_device_name(0)
         cuda_bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        cuda_count = torch.cuda.device_count()
+        cuda_count = torch.accelerator.device_count()  # device-agnostic count; the accelerator here is CUDA
     return Hardware(cpu_model=_cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
                     onednn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), cpu_flags=_cpu_flags(),
                     cores=usable_cores(), cuda_name=cuda_name, cuda_bf16=cuda_bf16,

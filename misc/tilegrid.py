@@ -29,6 +29,11 @@ class TileContext:
                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not geodata.is_geotiff(p))
         return cls(margin, pattern, geodata.xyz_index(files, pattern))
 
+    @classmethod
+    def beside(cls, images: Iterable[Path], margin: int, pattern: str) -> TileContext:
+        """`of_folders` for the folders holding `images` (GeoTIFF scenes are predicted whole, without context)."""
+        return cls.of_folders({p.parent for p in images if not geodata.is_geotiff(p)}, margin, pattern)
+
     def neighbours(self, path: Path) -> dict[tuple[int, int], Path]:
         """{(dy, dx): path} of the tiles around `path` that exist (none for a name that is not an XYZ tile)."""
         key = geodata.match_xyz_name(path.stem, self.pattern) if self.index else None

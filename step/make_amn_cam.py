@@ -36,6 +36,7 @@ from voc12.dataloader import ClassificationDatasetMSF
 
 log = logging.getLogger(__name__)
 TAG = stage_tag(__name__)
+BAC_MISSING = "BAC map {path} of {name!r} is missing; run --make_lpcam_pass True first or set --amn_bac_weight 0"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -83,9 +84,9 @@ def fingerprint(args: argparse.Namespace, split: Split, deploy_path: Path) -> di
              "label_files": files_digest(((n, f"{label_dir}/{n}.png") for n in split.positives), missing),
              "images": images_digest(split.positives, split.image_paths), "scales": list(args.cam_scales), "amp": args.amp}
     if args.amn_bac_weight > 0:  # only then: the maps of runs without the mix keep their stamp
-        bac_missing = "BAC map {path} of {name!r} is missing; run --make_lpcam_pass True first or set --amn_bac_weight 0"
-        stamp.update(bac_weight=args.amn_bac_weight, bac_maps=made_from(args.lpcam_out_dir),
-                     bac_files=files_digest(((n, f"{args.lpcam_out_dir}/{n}.npy") for n in split.positives), bac_missing))
+        bac_dir = args.lpcam_out_dir
+        stamp.update(bac_weight=args.amn_bac_weight, bac_maps=made_from(bac_dir),
+                     bac_files=files_digest(((n, f"{bac_dir}/{n}.npy") for n in split.positives), BAC_MISSING))
     return stamp
 
 
@@ -93,7 +94,7 @@ def _bac_map(lpcam_dir: str, name: str, size: tuple[int, int]) -> np.ndarray:
     """The building channel of tile `name`'s S3 BAC map, float32 HxW."""
     path = Path(lpcam_dir) / f"{name}.npy"
     if not path.is_file():
-        raise UserError(f"BAC map {path} is missing; run --make_lpcam_pass True first or set --amn_bac_weight 0")
+        raise UserError(BAC_MISSING.format(path=path, name=name))
     bac = fileio.load_npy_dict(path)["high_res"]
     if bac.ndim != 3 or tuple(bac.shape[1:]) != tuple(size):
         raise UserError(f"BAC map {path} is {tuple(bac.shape)}, not [1, {size[0]}, {size[1]}] for its image; "

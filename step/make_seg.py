@@ -112,8 +112,7 @@ def run(args: argparse.Namespace) -> None:
     out_dir = Path(args.seg_out_dir)
     model = load_net(DeepLabV3Plus, s.checkpoint, device=rt.device, fold=True)
     sources = infer_sources(args, args.seg_infer_list)
-    context = TileContext.of_folders((src.path.parent for src in sources.values()
-                                      if not geodata.is_geotiff(src.path)), args.seg_context, args.xyz_name_pattern)
+    context = TileContext.beside((src.path for src in sources.values()), args.seg_context, args.xyz_name_pattern)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
                 "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE,
                 "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None,

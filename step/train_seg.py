@@ -66,8 +66,7 @@ def training_set(args: argparse.Namespace, s: SegSettings) -> dataloader.Segment
                                      list_path=args.train_list, mask_dir=s.label_dir, mask_flag=s.label_flag,
                                      decode=True, workers=args.pool_workers,
                                      mask_kind="gt" if s.trained_on == GROUND_TRUTH else "labels")
-    context = TileContext.of_folders({p.parent for p in paths.values()}, args.seg_train_context,
-                                     args.xyz_name_pattern)
+    context = TileContext.beside(paths.values(), args.seg_train_context, args.xyz_name_pattern)
     return dataloader.SegmentationDataset(names, paths, s.label_dir, cls_labels=None, crop_size=args.seg_crop_size,
                                           scale_range=(0.5, 1.5), gt_labels=s.trained_on == GROUND_TRUTH,
                                           seed=args.seed, augment=args.augment, context=context)
@@ -135,15 +134,19 @@ class EpochCurve:
         self.args, self.rows, self.lists, images = args, [], {}, {}
         for list_path in args.seg_curve_lists.split(","):
             names = dataloader.read_list(list_path, "--seg_curve_lists")
+            if Path(list_path).stem in self.lists:
+                raise UserError(f"--seg_curve_lists names two lists called {Path(list_path).stem!r}; the curve keys "
+                                "them by file name: rename one")
             self.lists[Path(list_path).stem] = names
             images.update(dataloader.check_dataset(names, Path(args.image_dir), list_flag="--seg_curve_lists",
                                                    list_path=list_path, mask_dir=args.gt_dir, decode=False,
                                                    workers=args.pool_workers, mask_kind="gt"))
         self.images = images
-        self.gts = {name: imutils.read_gt(Path(args.gt_dir) / f"{name}.png") for name in images}
+        # every rank checks the lists (one error everywhere), rank 0 alone scores: only it reads the ground truth
+        gt_dir = Path(args.gt_dir)
+        self.gts = {name: imutils.read_gt(gt_dir / f"{name}.png") for name in images} if runtime().is_main else {}
         self.read = partial(dataloader.DecodedCache().read, reader=imutils.read_image)  # decoded once, not per epoch
-        self.context = TileContext.of_folders({p.parent for p in images.values()}, args.seg_context,
-                                              args.xyz_name_pattern)
+        self.context = TileContext.beside(images.values(), args.seg_context, args.xyz_name_pattern)
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, epoch: int) -> None:
@@ -208,8 +211,7 @@ def make_round_labels(args: argparse.Namespace, model_path: Path, dataset: datal
     the labels this model made with the same settings)."""
     rt, timer = runtime(), Timer()
     names, band = dataset.names, args.seg_self_train_band
-    context = TileContext.of_folders({p.parent for p in dataset.image_paths.values()}, args.seg_context,
-                                     args.xyz_name_pattern)
+    context = TileContext.beside(dataset.image_paths.values(), args.seg_context, args.xyz_name_pattern)
     settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales),
                 "amp": args.amp, "band": list(band), "crf": args.seg_self_train_crf, "context": context_fingerprint(context)}
     fingerprint = {"weights": model_identity(model_path), "settings": settings,

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import pytest
 import torch
 
 from misc import fileio, geodata, imutils
+from misc.errors import UserError
 from misc.tilegrid import TileContext
 from step.kit.segmentation import context_fingerprint, tile_logits
 
@@ -145,3 +147,7 @@ def test_the_epoch_curve_scores_the_listed_tiles_after_every_epoch(tiny_root, tm
     curve = json.loads((tmp_path / "result" / "metrics_seg_curve.json").read_text())
     assert [row["epoch"] for row in curve["curve"]] == [1, 2]
     assert all(0 <= row["building_iou"]["test"] <= 1 for row in curve["curve"])
+    # two lists of one file name would share a key of the curve: refused in one line before any training
+    twice = seg_args(tiny_root, tmp_path, "--seg_curve_lists", f"{tiny_root / 'test.txt'},{tiny_root / 'test.txt'}")
+    with pytest.raises(UserError, match="two lists called 'test'"):
+        train_seg.EpochCurve(twice)
