@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale_factor", type=positive_float, default=0.7, help="MCL downscaled input")
     g.add_argument("--scale_factor2", type=positive_float, default=1.5, help="MCL upscaled input")
     g.add_argument("--threshold", type=unit_interval, default=0.8, help="MCL confidence gate")
+    g.add_argument("--amn_pcl_at", choices=("logits", "pixels"), default="logits",
+                   help="PCL on the labels resized to the logit grid (logits, the reference) or on the logits upsampled to the labels (pixels)")
     g.add_argument("--mcl_pixel_gate", type=str2bool, default=False, help="gate MCL per pixel (ablation) instead of per image (reference)")
     g.add_argument("--amn_select_by_gt", type=str2bool, default=False,
                    help="keep the epoch with the best ground-truth mIoU (reference behaviour; leaks pixel labels)")
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "confident labels they were trained on (--ir_label_out_dir; no ground truth)")
     g.add_argument("--amn_bac_weight", type=unit_interval_open, default=0.0,
                    help="S7: mix each AR map with its BAC map, building (1 - w) AR + w BAC, in [0, 1) (0: the AR map alone, the reference)")
+    g.add_argument("--amn_views", choices=augment.TEST_VIEWS, default="flip",
+                   help="S7: AR maps averaged over each image and its mirror (flip, the reference) or its eight flips and rotations (dihedral: for networks trained with --augment dihedral)")
     g.add_argument("--amn_eval_sweep", type=str2bool, default=False, help="also report t = 0.65..0.69 (the reference's range)")
     g.add_argument("--amn_conf_fg_thres", type=threshold_or_auto, default=0.45, help="AMN confident labels: building threshold (or auto)")
     g.add_argument("--amn_conf_bg_thres", type=threshold_or_auto, default=0.15, help="AMN confident labels: background threshold (or auto)")
@@ -228,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seg_context", type=nonneg_int, default=32,
                    help="pixels around each PNG/JPEG image at prediction: its neighbouring XYZ tiles where on disk, "
                         "mirrored elsewhere (0: each image alone, the reference)")
-    g.add_argument("--seg_scales", type=positive_float_list, default=(1.0,), help="prediction scales, comma-separated (flip always)")
+    g.add_argument("--seg_scales", type=positive_float_list, default=(1.0,), help="prediction scales, comma-separated")
+    g.add_argument("--seg_views", choices=augment.TEST_VIEWS, default="flip",
+                   help="prediction averaged over each image and its mirror (flip, the reference) or its eight flips and rotations (dihedral: for models trained with --augment dihedral)")
     g.add_argument("--seg_infer_batch", type=positive_int, default=8, help="windows per forward pass at prediction")
     g.add_argument("--seg_prob_band", type=str2bool, default=False,
                    help="GeoTIFF masks get a second band: the building probability in percent (0-100, 255 nodata)")

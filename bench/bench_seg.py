@@ -1,5 +1,6 @@
 """Throughput of S11 (DeepLabV3+): training images/s on 256x256 crops and prediction megapixels/s
-(sliding window 256, overlap 0.25, flip TTA, re-parameterisable blocks folded), per encoder and precision.
+(sliding window 256, overlap 0.25, re-parameterisable blocks folded) with each of --views (flip: the image and
+its mirror; dihedral: its eight flips and rotations, `--seg_views`), per encoder and precision.
 
     python bench/bench_seg.py                                    # RepVGG-A0 and resnet50, fp32 and bf16, CPU (+ GPU)
     python bench/bench_seg.py --encoders resnet50 --amps bf16 --steps 3 --devices cuda
@@ -59,12 +60,13 @@ def train_rate(encoder: str, amp: str, batch: int, steps: int, device: torch.dev
     return batch / _timed(step, steps, device)
 
 
-def predict_rate(encoder: str, amp: str, size: int, batch: int, steps: int, device: torch.device) -> float:
-    """Prediction megapixels/s of a size x size image (sliding window 256 / 0.25, flip, one scale)."""
+def predict_rate(encoder: str, amp: str, size: int, batch: int, steps: int, device: torch.device,
+                 views: str = "flip") -> float:
+    """Prediction megapixels/s of a size x size image (sliding window 256 / 0.25, `views`, one scale)."""
     torch.manual_seed(0)
     model = reparameterize(DeepLabV3Plus(encoder).eval()).to(device)
     image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
-    seconds = _timed(lambda: predict(model, image, 256, 0.25, (1.0,), batch, device, amp), steps, device)
+    seconds = _timed(lambda: predict(model, image, 256, 0.25, (1.0,), batch, device, amp, views), steps, device)
     return size * size / 1e6 / seconds
 
 
@@ -77,13 +79,16 @@ def main() -> None:
     p.add_argument("--infer_batch", type=int, default=8, help="windows per forward (--seg_infer_batch)")
     p.add_argument("--image", type=int, default=512, help="side of the predicted image")
     p.add_argument("--steps", type=int, default=2, help="timed repetitions after one warm-up")
+    p.add_argument("--views", type=str, default="flip,dihedral", help="comma-separated prediction views: flip, dihedral")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     devices = a.devices.split(",") if a.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = ["| device | encoder | precision | train images/s (256x256, batch %d) | predict MP/s (%dx%d, window 256, "
-            "overlap 0.25, flip) |" % (a.batch, a.image, a.image), "|---|---|---|---|---|"]
+    views = a.views.split(",")
+    rows = ["| device | encoder | precision | train images/s (256x256, batch %d) | " % a.batch
+            + " | ".join(f"predict MP/s ({a.image}x{a.image}, window 256, overlap 0.25, {v})" for v in views) + " |",
+            "|---|---|---|---|" + "---|" * len(views)]
     for name in devices:
         device = torch.device(name)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -91,8 +96,9 @@ def main() -> None:
             for amp in a.amps.split(","):
                 amp = resolve_amp(amp, device)
                 train = train_rate(encoder, amp, a.batch, a.steps, device)
-                infer = predict_rate(encoder, amp, a.image, a.infer_batch, a.steps, device)
-                rows.append(f"| {label} | {encoder} | {'bf16' if amp == 'bf16' else 'fp32'} | {train:.2f} | {infer:.3f} |")
+                infer = [predict_rate(encoder, amp, a.image, a.infer_batch, a.steps, device, v) for v in views]
+                rows.append(f"| {label} | {encoder} | {'bf16' if amp == 'bf16' else 'fp32'} | {train:.2f} | "
+                            + " | ".join(f"{rate:.3f}" for rate in infer) + " |")
                 print(rows[-1], flush=True)
     from misc.hardware import machine_line
 

@@ -21,6 +21,10 @@ import numpy as np
 REFERENCE, DIHEDRAL, DIHEDRAL_RESCALE = "reference", "dihedral", "dihedral_rescale"
 RECIPES = (REFERENCE, DIHEDRAL, DIHEDRAL_RESCALE)
 
+# the views a prediction averages over (--seg_views, net.deeplabv3plus.view_logits): each image and its mirror
+# (the reference), or all eight D4 elements (for a model trained on them)
+TEST_VIEWS = ("flip", "dihedral")
+
 # the eight elements of D4, as what they do to an HxW(xC) array (rows run down, columns right)
 D4 = ("identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "antitranspose")
 

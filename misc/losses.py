@@ -71,14 +71,20 @@ def segmentation_loss(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 def refinement_loss(model: nn.Module, batch: dict, eps: float, lambda1: float, scale_small: float,
-                    scale_large: float, threshold: float, pixel_gate: bool) -> torch.Tensor:
-    """PCL on the labels resized to the logit grid, plus lambda1 * multi-scale JSD (when > 0)."""
+                    scale_large: float, threshold: float, pixel_gate: bool, pcl_at: str = "logits") -> torch.Tensor:
+    """PCL plus lambda1 * multi-scale JSD (when > 0). `pcl_at` "logits" (the reference): PCL on the labels
+    resized to the logit grid (stride 16: one label pixel per 16 x 16 block); "pixels": on the logits
+    upsampled bilinearly to the labels' size, so every labelled pixel counts. MCL stays on the logit grid."""
     img, label_cls = batch["img"], batch["label_cls"]
     logits = model(img, label_cls)
     size = logits.shape[-2:]
     # PIL NEAREST samples pixel centres, which is torch's 'nearest-exact'
     labels = F.interpolate(batch["label"][:, None].float(), size, mode="nearest-exact")[:, 0].long()
-    loss = balanced_cross_entropy(logits, labels, eps)
+    if pcl_at == "pixels":
+        full = F.interpolate(logits.float(), batch["label"].shape[-2:], mode="bilinear", align_corners=False)
+        loss = balanced_cross_entropy(full, batch["label"].long(), eps)
+    else:
+        loss = balanced_cross_entropy(logits, labels, eps)
     if lambda1 > 0:
         probs = [torch.softmax(logits.float(), dim=1)]
         for factor in (scale_small, scale_large):

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc import imutils
+from misc.augment import TEST_VIEWS
 from misc.torchutils import autocast, iter_batches
 from net.backbones import BackboneNet
 
@@ -108,7 +109,8 @@ class DeepLabV3Plus(BackboneNet):
         return [*self.decoder.parameters(), *self.head.parameters()]
 
 
-# --- prediction: sliding windows + flip, averaged over scales ------------------------------------
+# --- prediction: sliding windows + flip (or the eight dihedral views), averaged over scales -------
+
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -122,11 +124,20 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def flip_logits(model: nn.Module, x: torch.Tensor, amp: str = "none") -> torch.Tensor:
-    """Mean of the logits of x [B, 3, h, w] and of its horizontal flip, flipped back: [B, C, h, w] float32."""
-    with autocast(x.device, amp):
-        logits = model(torch.cat([x, x.flip(-1)])).float()
-    return (logits[: len(x)] + logits[len(x):].flip(-1)) / 2
+def view_logits(model: nn.Module, x: torch.Tensor, amp: str = "none", views: str = "flip") -> torch.Tensor:
+    """Mean logits [B, C, h, w] float32 of x [B, 3, h, w] over test-time views, each turned back: "flip" (x and
+    its horizontal mirror, the reference) or "dihedral" (those two at each of the four 90-degree rotations: a
+    tile seen from above has no "up", and a model trained on the eight views predicts each a little differently)."""
+    if views not in TEST_VIEWS:
+        raise ValueError(f"views must be one of {TEST_VIEWS}, not {views!r}")
+    total = None
+    for k in range(4 if views == "dihedral" else 1):
+        turned = torch.rot90(x, k, (-2, -1))
+        with autocast(x.device, amp):
+            logits = model(torch.cat([turned, turned.flip(-1)])).float()
+        both = torch.rot90(logits[: len(x)] + logits[len(x):].flip(-1), -k, (-2, -1))
+        total = both if total is None else total + both
+    return total / (2 * (4 if views == "dihedral" else 1))
 
 
 def window_grid(height: int, width: int, window: int, overlap: float) -> tuple[list[int], list[int], int, int]:
@@ -141,7 +152,7 @@ def window_grid(height: int, width: int, window: int, overlap: float) -> tuple[l
 
 @torch.no_grad()
 def sliding_window_logits(model: nn.Module, x: torch.Tensor, window: int, overlap: float, batch: int = 8,
-                          device: torch.device | str = "cpu", amp: str = "none") -> torch.Tensor:
+                          device: torch.device | str = "cpu", amp: str = "none", views: str = "flip") -> torch.Tensor:
     """Logits [C, H, W] (on the CPU) of one normalised image x [3, H, W], averaged over overlapping windows."""
     height, width = x.shape[-2:]
     rows, cols, wh, ww = window_grid(height, width, window, overlap)
@@ -149,7 +160,7 @@ def sliding_window_logits(model: nn.Module, x: torch.Tensor, window: int, overla
     total = count = None
     for chunk in iter_batches(boxes, max(1, batch)):
         crops = torch.stack([x[:, t:t + wh, l:l + ww] for t, l in chunk]).to(device)
-        logits = flip_logits(model, crops, amp).cpu()                                  # [b, C, wh, ww]
+        logits = view_logits(model, crops, amp, views).cpu()                           # [b, C, wh, ww]
         if total is None:
             total, count = torch.zeros(logits.shape[1], height, width), torch.zeros(1, height, width)
         for (t, l), lg in zip(chunk, logits):
@@ -161,8 +172,9 @@ def sliding_window_logits(model: nn.Module, x: torch.Tensor, window: int, overla
 @torch.no_grad()
 def predict(model: nn.Module, image: np.ndarray, window: int = 256, overlap: float = 0.25,
             scales: Sequence[float] = (1.0,), batch: int = 8, device: torch.device | str = "cpu",
-            amp: str = "none") -> torch.Tensor:
-    """Logits [C, H, W] (CPU, float32) of an HxWx3 uint8 image: sliding window + flip, averaged over scales."""
+            amp: str = "none", views: str = "flip") -> torch.Tensor:
+    """Logits [C, H, W] (CPU, float32) of an HxWx3 uint8 image: sliding window, averaged over `views`
+    (`view_logits`) and scales."""
     x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(image)))
     size = x.shape[-2:]
     total = None
@@ -171,7 +183,7 @@ def predict(model: nn.Module, image: np.ndarray, window: int = 256, overlap: flo
         if scale != 1.0:
             scaled_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
             scaled = F.interpolate(x[None], size=scaled_size, mode="bilinear", align_corners=False)[0]
-        logits = sliding_window_logits(model, scaled, window, overlap, batch, device, amp)
+        logits = sliding_window_logits(model, scaled, window, overlap, batch, device, amp, views)
         if scale != 1.0:
             logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
         total = logits if total is None else total + logits
@@ -185,8 +197,8 @@ SCENE_BAND = 4096  # columns predicted together by scene_logits (a multiple of t
 
 @torch.no_grad()
 def window_logits(model: nn.Module, crops: torch.Tensor, scales: Sequence[float] = (1.0,),
-                  device: torch.device | str = "cpu", amp: str = "none") -> torch.Tensor:
-    """Flip-averaged logits [B, C, h, w] (CPU) of normalised crops [B, 3, h, w], averaged over `scales`;
+                  device: torch.device | str = "cpu", amp: str = "none", views: str = "flip") -> torch.Tensor:
+    """View-averaged logits [B, C, h, w] (CPU) of normalised crops [B, 3, h, w], averaged over `scales`;
     each crop is resized by a scale, predicted and resized back (bilinear)."""
     size, crops = crops.shape[-2:], crops.to(device)
     total = None
@@ -195,7 +207,7 @@ def window_logits(model: nn.Module, crops: torch.Tensor, scales: Sequence[float]
         if scale != 1.0:
             x = F.interpolate(crops, size=(max(1, round(size[0] * scale)), max(1, round(size[1] * scale))),
                               mode="bilinear", align_corners=False)
-        logits = flip_logits(model, x, amp)
+        logits = view_logits(model, x, amp, views)
         if scale != 1.0:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         total = logits if total is None else total + logits
@@ -206,7 +218,7 @@ def window_logits(model: nn.Module, crops: torch.Tensor, scales: Sequence[float]
 def scene_logits(model: nn.Module, read: Callable[[int, int, int, int], np.ndarray], height: int, width: int,
                  window: int = 256, overlap: float = 0.25, scales: Sequence[float] = (1.0,), batch: int = 8,
                  device: torch.device | str = "cpu", amp: str = "none",
-                 band: int = SCENE_BAND) -> Iterator[tuple[int, int, torch.Tensor]]:
+                 band: int = SCENE_BAND, views: str = "flip") -> Iterator[tuple[int, int, torch.Tensor]]:
     """Logits of a height x width scene that need not fit in memory, as blocks (row, col, logits [C, h, w]).
 
     `read(r0, r1, c0, c1)` returns that part of the scene as uint8 HxWx3. The windows are those of
@@ -233,7 +245,7 @@ def scene_logits(model: nn.Module, read: Callable[[int, int, int, int], np.ndarr
                 count = torch.cat([count, torch.zeros(1, grow, span)], dim=1)
             for chunk in iter_batches(starts, max(1, batch)):
                 crops = torch.stack([x[:, :, c - s0:c - s0 + ww] for c in chunk])
-                for c, lg in zip(chunk, window_logits(model, crops, scales, device, amp)):
+                for c, lg in zip(chunk, window_logits(model, crops, scales, device, amp, views)):
                     total[:, t - top:t - top + wh, c - s0:c - s0 + ww] += lg
                     count[:, t - top:t - top + wh, c - s0:c - s0 + ww] += 1
             done = (rows[i + 1] if i + 1 < len(rows) else height) - top  # rows no later window reaches

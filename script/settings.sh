@@ -35,6 +35,9 @@ elif [ -z "${BACKBONE:-}" ] && [ ! -f weights/RepVGG-B1g2-train.pth ]; then
   # a tile seen from above has no "up": the eight flips and rotations gave better pseudo masks on each fAIr
   # training area than the reference's rescale + flip (README, "Results")
   AUGMENT=${AUGMENT:-dihedral}
+  # and networks trained on the eight views predict each tile as the mean of its eight views: S7's AR maps and
+  # S11's masks (README, "Results")
+  case "$AUGMENT" in dihedral*) VIEWS=${VIEWS:-dihedral} ;; esac
   echo "weights/RepVGG-B1g2-train.pth not found: using the ImageNet-pretrained $BACKBONE instead, with its measured settings (BACKBONE=RepVGG-B1g2 trains the paper's backbone from scratch)"
 fi
 # Everything else defaults to run_sample.py's values (the paper's, `python run_sample.py --help`): a flag
@@ -49,6 +52,8 @@ COMMON=(--voc12_root "$DATASET_ROOT" --work_space "$WORK_SPACE"
 optional COMMON --backbone "${BACKBONE:-}"
 optional COMMON --amn_backbone "${AMN_BACKBONE:-}"   # the AR network's (S6) backbone [--backbone]
 optional COMMON --augment "${AUGMENT:-}"   # reference | dihedral: the training augmentation of S1, S6, S10, S11
+optional COMMON --amn_views "${VIEWS:-}"   # flip | dihedral: the views each S7 AR map and each S11 prediction
+optional COMMON --seg_views "${VIEWS:-}"   # averages over
 # THRESHOLDS=auto: every map threshold (S2e/S4, S5, S8/S9) is picked from the maps, without ground truth
 # (docs/ARCHITECTURE.md, "Thresholds"); unset: run_sample.py's fixed values (the paper's)
 case "${THRESHOLDS:-}" in

@@ -4,7 +4,8 @@ Reads:  <amn_weights_name>_deploy.pt; positives of --train_list; their S5 labels
         --amn_bac_weight > 0 their S3 BAC maps in --lpcam_out_dir.
 Writes: <amn_cam_out_dir>/<name>.npy = {"keys": int64[1] = [0], "high_res": float32[2, H, W],
         "cam": float32[2, ceil(H/4), ceil(W/4)]}, channel 0 background, 1 building. Negatives: no file.
-Z = mean over scales of up_{HxW}((z(I_s) + flip z(flip I_s)) / 2); P = softmax(Z); P~_c = P_c / (max P_c + 1e-5);
+Z = mean over scales of up_{HxW}((z(I_s) + flip z(flip I_s)) / 2) (with --amn_views dihedral also over the four
+90-degree rotations of both, each turned back); P = softmax(Z); P~_c = P_c / (max P_c + 1e-5);
 out = P where the S5 label is confident background, else P~ (max-only normalisation, as the reference; AMN uses min-max).
 With --amn_bac_weight w > 0 the map is mixed with the tile's S3 BAC map (<lpcam_out_dir>/<name>.npy), building
 (1 - w) out + w BAC (net.amn.mix_bac): the AR network is trained on all areas' labels at once, and where an
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     bar = progress(None, total=len(names), desc=TAG, disable=not rt.is_main)
     for packs in same_size_groups(iter(loader(dataset, args.num_workers, batch_size=args.cam_infer_batch))):
         size = tuple(int(v) for v in packs[0]["size"])
-        high = amn.multiscale_probs(model, packs, size, rt.device, args.amp).cpu()
+        high = amn.multiscale_probs(model, packs, size, rt.device, args.amp, args.amn_views).cpu()
         low = F.interpolate(high, strided_size(size, 4), mode="bilinear", align_corners=False)
         for i, pack in enumerate(packs):
             label = torch.from_numpy(_ir_label(args.ir_label_out_dir, pack["name"], size))
@@ -83,6 +84,8 @@ def fingerprint(args: argparse.Namespace, split: Split, deploy_path: Path) -> di
     stamp = {"weights": model_identity(deploy_path), "labels": made_from(label_dir),
              "label_files": files_digest(((n, f"{label_dir}/{n}.png") for n in split.positives), missing),
              "images": images_digest(split.positives, split.image_paths), "scales": list(args.cam_scales), "amp": args.amp}
+    if args.amn_views != "flip":  # only then, as the mix below: maps made before the flag keep their stamp
+        stamp["views"] = args.amn_views
     if args.amn_bac_weight > 0:  # only then: the maps of runs without the mix keep their stamp
         bac_dir = args.lpcam_out_dir
         stamp.update(bac_weight=args.amn_bac_weight, bac_maps=made_from(bac_dir),

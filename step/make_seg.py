@@ -20,7 +20,7 @@ share predicted in the outer 4 pixels of the fAIr test tiles was a quarter of th
 is one window when the tile fits in --seg_window; each tile is decoded once (a DecodedCache of PREDICT_CACHE
 bytes) though it serves as context to eight others. Sliding windows of --seg_window with --seg_overlap (border
 windows shifted inward, logits averaged where windows overlap), each window averaged with its horizontal
-flip. With --seg_scales, a PNG/JPEG image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full
+flip, or with --seg_views dihedral over its eight flips and rotations (about 4x the time). With --seg_scales, a PNG/JPEG image is resized by each scale (bilinear), predicted the same way, and the logits are averaged at full
 size; a GeoTIFF's windows are each resized instead (its scene is never whole in memory). At scale 1 both
 give the same logits. Split by rank; a rerun skips images already predicted by the same model with the same
 settings.
@@ -47,7 +47,7 @@ from net import deeplabv3plus
 from net.checkpoints import load_net
 from net.deeplabv3plus import DeepLabV3Plus
 from step.kit.common import inference_names
-from step.kit.segmentation import context_fingerprint, seg_settings, tile_logits, trained_on
+from step.kit.segmentation import context_fingerprint, prediction_settings, seg_settings, tile_logits, trained_on
 from step.kit.stages import stage_tag
 from step.kit.stamps import files_digest, model_identity, reusable_outputs
 from voc12 import dataloader
@@ -113,8 +113,7 @@ def run(args: argparse.Namespace) -> None:
     model = load_net(DeepLabV3Plus, s.checkpoint, device=rt.device, fold=True)
     sources = infer_sources(args, args.seg_infer_list)
     context = TileContext.beside((src.path for src in sources.values()), args.seg_context, args.xyz_name_pattern)
-    settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp,
-                "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE,
+    settings = {**prediction_settings(args), "prob_band": args.seg_prob_band, "radiometry": radiometry.RULE,
                 "xyz_name_pattern": args.xyz_name_pattern if args.seg_infer_dir else None,
                 "context": context_fingerprint(context)}
     read = partial(dataloader.DecodedCache(PREDICT_CACHE).read, reader=imutils.read_image)
@@ -162,7 +161,7 @@ def predict_scene(model: torch.nn.Module, path: Path, out_dir: Path, name: str, 
     """A GeoTIFF of any size, by windows (misc.geoio.predict_geotiff); its overlay from shrunk reads."""
     def blocks(read, height, width):
         return deeplabv3plus.scene_logits(model, read, height, width, args.seg_window, args.seg_overlap,
-                                          args.seg_scales, args.seg_infer_batch, device, args.amp)
+                                          args.seg_scales, args.seg_infer_batch, device, args.amp, views=args.seg_views)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = geoio.predict_geotiff(path, out_dir, name, blocks, prob_band=args.seg_prob_band)

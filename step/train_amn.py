@@ -4,7 +4,9 @@ Reads:  --train_list tiles (negatives too), their S5 labels <ir_label_out_dir>/<
         --cls_labels; the ImageNet --amn_backbone (--amn_model_weights) when present (not the S1 classifier).
 Writes: <amn_weights_name>.pth (the last epoch; --amn_select_by_gt keeps the best epoch by pixel
         ground truth, as the released code did), <amn_weights_name>_deploy.pt, .resume.pth per epoch.
-Loss: PCL + Lambda1 * MCL; Adam, backbone 5e-5, new layers 1e-3, no schedule.
+Loss: PCL + Lambda1 * MCL; Adam, backbone 5e-5, new layers 1e-3, no schedule. PCL compares the logits with the
+labels resized to their grid (the reference) or, with --amn_pcl_at pixels, the logits upsampled to the labels
+(measured the same on fAIr: README, "Results").
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ TAG = stage_tag(__name__)
 FINGERPRINT_FLAGS = ("amn_backbone", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr", "amn_new_lr",
                      "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold", "mcl_pixel_gate",
                      "seed", "voc12_root", "train_list", "amn_select_by_gt")
+# added later: in a fingerprint only where it is not the reference's value, so models trained before it stay valid
+LATER_FLAGS = {"amn_pcl_at": "logits"}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace) -> None:
     fingerprint = training_fingerprint(
         args, FINGERPRINT_FLAGS, weights={"amn_model_weights": args.amn_model_weights},
         data=training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir),
-        **augment.fingerprint_entry(args.augment))
+        **augment.fingerprint_entry(args.augment),
+        **{flag: getattr(args, flag) for flag, old in LATER_FLAGS.items() if getattr(args, flag) != old})
     best = {"miou": -1.0, "state": None, "epoch": 0}
     on_epoch_end = None
     if args.amn_select_by_gt:
@@ -67,7 +72,8 @@ def run(args: argparse.Namespace) -> None:
         checkpoint=train_path, dataset=dataset,
         build=partial(build_net, amn.Net, args.amn_backbone, args.amn_model_weights), optimizer=adam,
         loss=partial(losses.refinement_loss, eps=args.eps, lambda1=args.Lambda1, scale_small=args.scale_factor,
-                     scale_large=args.scale_factor2, threshold=args.threshold, pixel_gate=args.mcl_pixel_gate),
+                     scale_large=args.scale_factor2, threshold=args.threshold, pixel_gate=args.mcl_pixel_gate,
+                     pcl_at=args.amn_pcl_at),
         save=lambda model, path, extra: save_net(model, path, extra=extra),
         cfg=FitConfig(epochs=args.amn_num_epoches, batch_size=args.amn_batch_size, seed=args.seed, amp=args.amp,
                       num_workers=args.num_workers, resume=args.resume, fingerprint=fingerprint, tag=TAG,

@@ -43,8 +43,8 @@ from misc.trainloop import FitConfig, TrainJob, finished, train
 from net.checkpoints import build_net, load_net, save_net
 from net.deeplabv3plus import DeepLabV3Plus
 from step.kit.common import inference_names
-from step.kit.segmentation import (GROUND_TRUTH, PSEUDO, SegSettings, context_fingerprint, seg_settings,
-                                    tile_logits)
+from step.kit.segmentation import (GROUND_TRUTH, PSEUDO, SegSettings, context_fingerprint, prediction_settings,
+                                    seg_settings, tile_logits)
 from step.kit.stages import stage_tag
 from step.kit.stamps import images_digest, model_identity, reusable_outputs, training_data, training_fingerprint
 from voc12 import dataloader
@@ -212,8 +212,7 @@ def make_round_labels(args: argparse.Namespace, model_path: Path, dataset: datal
     rt, timer = runtime(), Timer()
     names, band = dataset.names, args.seg_self_train_band
     context = TileContext.beside(dataset.image_paths.values(), args.seg_context, args.xyz_name_pattern)
-    settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales),
-                "amp": args.amp, "band": list(band), "crf": args.seg_self_train_crf, "context": context_fingerprint(context)}
+    settings = {**prediction_settings(args), "band": list(band), "crf": args.seg_self_train_crf, "context": context_fingerprint(context)}
     fingerprint = {"weights": model_identity(model_path), "settings": settings,
                    "images": images_digest(names, dataset.image_paths),
                    "negatives": hashlib.sha256("\n".join(sorted(negatives)).encode()).hexdigest()}

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from misc.losses import balanced_cross_entropy, multiscale_jsd
+from misc.losses import balanced_cross_entropy, multiscale_jsd, refinement_loss
 
 
 def test_pcl_by_hand():
@@ -59,3 +59,24 @@ def test_mcl_per_image_gate():
     labels = torch.zeros(1, 2, 2, dtype=torch.long)
     assert multiscale_jsd([flat, other, flat], labels, threshold=0.8).item() == 0.0
     assert multiscale_jsd([flat, other, flat], labels, threshold=0.5).item() > 0.0
+
+
+def test_pcl_at_pixels_sees_what_the_logit_grid_drops():
+    # a 2 x 2 building in a 32 x 32 crop whose logit grid is 2 x 2: nearest-exact samples the block centres
+    # (pixels 8 and 24), so on the grid the building is gone and PCL has no building term; on the logits
+    # upsampled to the crop it is there
+    class Constant(torch.nn.Module):
+        def forward(self, img, label_cls):
+            return torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)], dim=1)  # [1, 2, 2, 2]
+
+    label = torch.zeros(1, 32, 32, dtype=torch.long)
+    label[0, :2, :2] = 1
+    batch = {"img": torch.zeros(1, 3, 32, 32), "label_cls": torch.ones(1, 1), "label": label}
+    common = dict(eps=0.15, lambda1=0.0, scale_small=0.7, scale_large=1.5, threshold=0.8, pixel_gate=False)
+    on_grid = refinement_loss(Constant(), batch, pcl_at="logits", **common)
+    on_pixels = refinement_loss(Constant(), batch, pcl_at="pixels", **common)
+    lp = torch.log_softmax(torch.tensor([0.0, 1.0]), 0)
+    bg_term = -(0.85 * lp[0] + 0.15 * lp[1])
+    fg_term = -(0.15 * lp[0] + 0.85 * lp[1])
+    torch.testing.assert_close(on_grid, bg_term)
+    torch.testing.assert_close(on_pixels, (bg_term + fg_term) / 2)

@@ -82,6 +82,20 @@ def test_s11_rerun_with_new_settings_deletes_only_its_own_masks(tmp_path, scenes
     assert sorted(os.listdir(out)) == [stamps.STAMP, "a.png"]
 
 
+def test_s11_views_remake_the_masks_and_the_reference_views_keep_older_ones(tmp_path, scenes):
+    from step import make_seg
+
+    out = tmp_path / "seg"
+    make_seg.run(seg_args(tmp_path, scenes, out))
+    before, mtime = stamps.made_from(out), (out / "a.png").stat().st_mtime_ns
+    assert "views" not in before["settings"]  # masks made before --seg_views existed stay valid
+    make_seg.run(seg_args(tmp_path, scenes, out, "--seg_views", "flip"))
+    assert stamps.made_from(out) == before and (out / "a.png").stat().st_mtime_ns == mtime
+    make_seg.run(seg_args(tmp_path, scenes, out, "--seg_views", "dihedral"))
+    assert stamps.made_from(out)["settings"]["views"] == "dihedral"
+    assert (out / "a.png").stat().st_mtime_ns != mtime
+
+
 # ----------------------------------------------------------------------------- the stamp's bookkeeping
 
 def test_reusable_outputs_deletes_only_listed_files(tmp_path):

@@ -36,6 +36,10 @@ def test_without_the_paper_weights_user_data_gets_the_measured_lite0_profile(tmp
     assert _flag(arrays["S6_FLAGS"], "--amn_num_epoches") == "2"
     assert _flag(arrays["S11_FLAGS"], "--seg_num_epoches") == "3"
     assert _flag(common, "--augment") == "dihedral"  # overhead tiles have no "up" (README, "Results")
+    # and the networks trained on the eight views predict on them
+    assert _flag(common, "--amn_views") == _flag(common, "--seg_views") == "dihedral"
+    code, arrays, text = _settings(tmp_path, DATASET_ROOT="Dataset/mine", AUGMENT="reference")
+    assert code == 0 and "--seg_views" not in arrays["COMMON"] and "--amn_views" not in arrays["COMMON"], text
 
 
 def test_with_the_paper_weights_the_defaults_stay_run_samples(tmp_path):
@@ -44,7 +48,7 @@ def test_with_the_paper_weights_the_defaults_stay_run_samples(tmp_path):
     code, arrays, text = _settings(tmp_path, DATASET_ROOT="Dataset/mine")
     assert code == 0, text
     assert "--backbone" not in arrays["COMMON"] and "--cam_eval_thres" not in arrays["COMMON"]
-    assert "--augment" not in arrays["COMMON"]  # the paper's recipe: run_sample.py's reference augmentation
+    assert not {"--augment", "--amn_views", "--seg_views"} & set(arrays["COMMON"])  # run_sample.py's: the paper's
     assert arrays["S1_FLAGS"] == [] and arrays["S6_FLAGS"] == []
 
 

@@ -94,10 +94,35 @@ def test_window_starts_cover_the_image_with_the_border_window_shifted_inward():
 def test_sliding_window_equals_whole_image_when_one_window_covers_it():
     model = DeepLabV3Plus("RepVGG-Tiny").eval()
     image = np.random.default_rng(0).integers(0, 255, (41, 53, 3), dtype=np.uint8)
-    whole = deeplabv3plus.flip_logits(model, torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(image)))[None])[0]
+    whole = deeplabv3plus.view_logits(model, torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(image)))[None])[0]
     torch.testing.assert_close(deeplabv3plus.predict(model, image, window=64), whole, atol=1e-5, rtol=1e-5)
     tiled = deeplabv3plus.predict(model, image, window=32, overlap=0.5, scales=(1.0, 0.75), batch=3)
     assert tiled.shape == (2, 41, 53) and torch.isfinite(tiled).all()
+
+
+def test_dihedral_views_average_the_eight_turned_predictions():
+    # a convolution with random weights sees each rotation of an image differently; the dihedral average
+    # is the mean of the eight predictions turned back, the same for a rotated image (turned back), and
+    # keeps a non-square input's shape
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 3, padding=1).eval()
+    x = torch.randn(2, 3, 12, 17)
+    by_hand = []
+    for k in range(4):
+        for mirror in (False, True):
+            view = torch.rot90(x, k, (-2, -1))
+            view = view.flip(-1) if mirror else view
+            out = model(view)
+            out = out.flip(-1) if mirror else out
+            by_hand.append(torch.rot90(out, -k, (-2, -1)))
+    dihedral = deeplabv3plus.view_logits(model, x, views="dihedral")
+    assert dihedral.shape == (2, 2, 12, 17)
+    torch.testing.assert_close(dihedral, torch.stack(by_hand).mean(0), atol=1e-5, rtol=1e-5)
+    turned = deeplabv3plus.view_logits(model, torch.rot90(x, 1, (-2, -1)), views="dihedral")
+    torch.testing.assert_close(torch.rot90(turned, -1, (-2, -1)), dihedral, atol=1e-5, rtol=1e-5)
+    flip = deeplabv3plus.view_logits(model, x)
+    torch.testing.assert_close(flip, (model(x) + model(x.flip(-1)).flip(-1)) / 2, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(flip, dihedral, atol=1e-3)
 
 
 def test_geotiff_in_gives_geotiff_out_with_same_transform_and_crs(tmp_path):

@@ -53,6 +53,29 @@ def labelled(tiny_root, tmp_path):
     return args
 
 
+def test_dihedral_views_average_the_eight_turned_ar_predictions():
+    # a label-conditioned stand-in for the AR network that sees each rotation differently
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def model(x, labels):
+        return conv(x) * labels[:, :, None, None]
+
+    images = torch.randn(2, 3, 12, 12)
+    packs = [{"img": [torch.stack([im, im.flip(-1)])]} for im in images]  # as ClassificationDatasetMSF gives them
+    by_hand = []
+    for k in range(4):
+        for mirror in (False, True):
+            view = torch.rot90(images, k, (-2, -1))
+            out = conv(view.flip(-1)).flip(-1) if mirror else conv(view)
+            by_hand.append(torch.rot90(out, -k, (-2, -1)))
+    with torch.no_grad():
+        dihedral = amn.multiscale_probs(model, packs, (12, 12), torch.device("cpu"), views="dihedral")
+        flip = amn.multiscale_probs(model, packs, (12, 12), torch.device("cpu"))
+        torch.testing.assert_close(dihedral, torch.softmax(torch.stack(by_hand).mean(0), 1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(flip, torch.softmax((by_hand[0] + by_hand[1]) / 2, 1), atol=1e-5, rtol=1e-5)
+
+
 def test_s6_to_s9_write_spec_files(labelled, tiny_root, tmp_path):
     args = labelled
     train_amn.run(args)
@@ -95,6 +118,15 @@ def test_s6_to_s9_write_spec_files(labelled, tiny_root, tmp_path):
     for name, m in building.items():
         mask = imutils.read_mask(tmp_path / "result" / "pseudo_mask" / f"{name}.png")
         np.testing.assert_array_equal(mask, (m > t).astype(np.uint8))
+    # --amn_views dihedral: a new stamp, so the maps are remade; flip (the reference) keeps the stamp of before
+    before = make_amn_cam.made_from(args.amn_cam_out_dir)
+    assert "views" not in before
+    args.amn_views = "dihedral"
+    make_amn_cam.run(args)
+    assert make_amn_cam.made_from(args.amn_cam_out_dir)["views"] == "dihedral"
+    args.amn_views = "flip"
+    make_amn_cam.run(args)
+    assert make_amn_cam.made_from(args.amn_cam_out_dir) == before
     # --amn_bac_weight: a new stamp, so the maps are remade, each mixed with its tile's BAC map
     args.amn_bac_weight = 0.25
     make_amn_cam.run(args)
@@ -136,6 +168,12 @@ def test_s6_resume_and_skip(labelled, tmp_path, monkeypatch):
     fresh = torch.load(tmp_path / "sess" / "amn.pth", weights_only=True)["model"]
     for key in fresh:
         torch.testing.assert_close(fresh[key], resumed[key], atol=1e-5, rtol=1e-4)
+
+    labelled.resume = True  # a new loss setting is not answered with the weights of the old one
+    mtime = (tmp_path / "sess" / "amn.pth").stat().st_mtime_ns
+    labelled.amn_pcl_at = "pixels"
+    train_amn.run(labelled)
+    assert (tmp_path / "sess" / "amn.pth").stat().st_mtime_ns != mtime
 
 
 @pytest.mark.parametrize("flag", ["--backbone", "--amn_backbone"])

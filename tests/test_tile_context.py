@@ -70,7 +70,8 @@ def test_a_tile_with_its_context_is_predicted_as_the_middle_of_the_whole_mosaic(
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(4, 2, 3, padding=1)).eval()
-    args = argparse.Namespace(seg_window=16, seg_overlap=0.25, seg_scales=(1.0,), seg_infer_batch=4, amp="none")
+    args = argparse.Namespace(seg_window=16, seg_overlap=0.25, seg_scales=(1.0,), seg_infer_batch=4, amp="none",
+                              seg_views="flip")
     _, whole = tile_logits(model, write_whole(tmp_path, mosaic(tiles)), TileContext(0, geodata.FAIR_XYZ_NAME, {}),
                            argparse.Namespace(**{**vars(args), "seg_window": 48}), "cpu")
     expected = whole[:, 16:32, 16:32]

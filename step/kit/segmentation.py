@@ -56,12 +56,22 @@ def context_fingerprint(context: TileContext) -> dict:
             "neighbours": files_digest((str(k), p) for k, p in sorted(context.index.items())) if context.index else None}
 
 
+def prediction_settings(args: argparse.Namespace) -> dict:
+    """How a stage predicts with DeepLabV3+, for its outputs' fingerprint: --seg_window, --seg_overlap,
+    --seg_scales, --amp and, where not the reference's flip, --seg_views (so outputs made before the flag existed
+    stay valid)."""
+    settings = {"window": args.seg_window, "overlap": args.seg_overlap, "scales": list(args.seg_scales), "amp": args.amp}
+    if args.seg_views != "flip":
+        settings["views"] = args.seg_views
+    return settings
+
+
 def tile_logits(model: torch.nn.Module, path: Path, context: TileContext, args: argparse.Namespace,
                 device: torch.device, read: Callable[[Path], np.ndarray] = imutils.read_image
                 ) -> tuple[np.ndarray, torch.Tensor]:
     """(image, logits [C, H, W]) of one PNG/JPEG image as make_seg predicts it: grown by `context.margin` pixels
     (its neighbouring XYZ tiles where on disk, mirrored elsewhere: `imutils.with_margin`), predicted with
-    --seg_window, --seg_overlap, --seg_scales and flips, cut back to the image. An image no larger than
+    --seg_window, --seg_overlap, --seg_scales and --seg_views, cut back to the image. An image no larger than
     --seg_window is predicted with its margin as one window, rather than split into four. `read` decodes an
     image; a cache (voc12.dataloader.DecodedCache) decodes each tile once though it is up to nine tiles' context."""
     image = read(path)
@@ -69,6 +79,6 @@ def tile_logits(model: torch.nn.Module, path: Path, context: TileContext, args: 
     margin = (grown.shape[0] - image.shape[0]) // 2
     window = max(grown.shape[:2]) if max(image.shape[:2]) <= args.seg_window else args.seg_window
     logits = deeplabv3plus.predict(model, grown, window, args.seg_overlap, args.seg_scales, args.seg_infer_batch,
-                                   device, args.amp)
+                                   device, args.amp, args.seg_views)
     h, w = image.shape[:2]
     return image, logits[:, margin:margin + h, margin:margin + w]
