@@ -30,7 +30,6 @@ class Hardware:
     cores: int                       # cores this process may run on (affinity, cgroup-free count)
     cuda_name: str = ""              # "" without CUDA
     cuda_bf16: bool = False
-    cuda_count: int = 0              # visible GPUs (torchrun's ranks of a machine share them round-robin)
 
     @property
     def native_bf16_flags(self) -> list[str]:
@@ -82,15 +81,13 @@ def probe() -> Hardware:
     """Ask the running machine (cheap; no kernel is run)."""
     import torch
 
-    cuda_name, cuda_bf16, cuda_count = "", False, 0
+    cuda_name, cuda_bf16 = "", False
     if torch.cuda.is_available():
         cuda_name = torch.cuda.get_device_name(0)
         cuda_bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        cuda_count = torch.accelerator.device_count()  # device-agnostic count; the accelerator here is CUDA
     return Hardware(cpu_model=_cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
                     onednn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), cpu_flags=_cpu_flags(),
-                    cores=usable_cores(), cuda_name=cuda_name, cuda_bf16=cuda_bf16,
-                    cuda_count=cuda_count)
+                    cores=usable_cores(), cuda_name=cuda_name, cuda_bf16=cuda_bf16)
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,16 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda was given but no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank % max(_hardware().cuda_count, 1))
+        return torch.device("cuda", local_rank % max(visible_gpus(), 1))
     if name == "cpu":
         return torch.device("cpu")
     raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
+
+
+def visible_gpus() -> int:
+    """The GPUs this process sees (0 without CUDA); torchrun's ranks of one machine share them round-robin. The
+    one place that counts them."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def gpu_peak_gb(device: torch.device) -> float | None:
@@ -77,7 +83,7 @@ def setup_runtime(device: str = "auto", amp: str = "auto", num_threads: int | No
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        gpus = _hardware().cuda_count if dev.type == "cuda" else 0
+        gpus = visible_gpus() if dev.type == "cuda" else 0
         torch.distributed.init_process_group(backend=process_group_backend(dev.type, local_ranks, gpus))
     _RUNTIME = Runtime(dev, rank, local_rank, world_size, choice.amp, choice)
     return _RUNTIME
