@@ -14,16 +14,17 @@ their per-(seed, epoch, index) generator, so a resumed run sees the same views. 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 REFERENCE, DIHEDRAL, DIHEDRAL_RESCALE = "reference", "dihedral", "dihedral_rescale"
 RECIPES = (REFERENCE, DIHEDRAL, DIHEDRAL_RESCALE)
 
-# the views a prediction averages over (--seg_views, net.deeplabv3plus.view_logits): each image and its mirror
-# (the reference), or all eight D4 elements (for a model trained on them)
-TEST_VIEWS = ("flip", "dihedral")
+# the views a prediction averages over (S7 --amn_views, S11 --seg_views; `mean_over_turns`): each image and its
+# mirror (the reference), or all eight D4 elements (for a network trained on them)
+TEST_VIEWS = ("flip", DIHEDRAL)
 
 # the eight elements of D4, as what they do to an HxW(xC) array (rows run down, columns right)
 D4 = ("identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "antitranspose")
@@ -67,3 +68,20 @@ def fingerprint_entry(recipe: str) -> dict[str, str]:
     """What a training fingerprint records of `recipe`: nothing for the reference recipe, so checkpoints
     finished before --augment existed (all made with it) are kept rather than retrained; the name otherwise."""
     return {} if recipe == REFERENCE else {"augment": recipe}
+
+
+def mean_over_views(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: str) -> torch.Tensor:
+    """The test-time mean of `predict` over the views of x [N, ..., H, W] that `views` (TEST_VIEWS) names, each
+    prediction turned back to x's frame: x and its mirror for "flip"; those two at each of the four 90-degree
+    turns (the eight D4 elements) for "dihedral". `predict` maps a batch [M, ..., H, W] to maps [M, ..., h, w]
+    (any grid, spatial axes last); each view and its mirror go through it as one batch."""
+    if views not in TEST_VIEWS:
+        raise ValueError(f"views must be one of {TEST_VIEWS}, not {views!r}")
+    turns = 4 if views == DIHEDRAL else 1
+    total = None
+    for k in range(turns):
+        turned = torch.rot90(x, k, (-2, -1))
+        out = predict(torch.cat([turned, turned.flip(-1)]))
+        both = torch.rot90(out[: len(x)] + out[len(x):].flip(-1), -k, (-2, -1))
+        total = both if total is None else total + both
+    return total / (2 * turns)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc.augment import TEST_VIEWS
+from misc.augment import mean_over_views
 from misc.camutils import max_normalise, stack_pyramids
 from misc.torchutils import autocast
 from net.backbones import BackboneNet
@@ -57,21 +57,20 @@ def multiscale_probs(model: Net, packs: list[dict], size: tuple[int, int], devic
                      amp: str = "none", views: str = "flip") -> torch.Tensor:
     """softmax of the logits averaged over scales and views, resized to `size`: [B, 2, *size]. `views` "flip"
     (the reference): each image and its mirror; "dihedral": both at each of the four 90-degree rotations, each
-    prediction turned back (misc.augment.TEST_VIEWS)."""
-    if views not in TEST_VIEWS:
-        raise ValueError(f"views must be one of {TEST_VIEWS}, not {views!r}")
-    turns = 4 if views == "dihedral" else 1
+    prediction turned back (misc.augment.mean_over_views)."""
+    labels = torch.ones(2 * len(packs), 1, device=device)  # positives only, each view with its mirror
+
+    def logits_of(batch: torch.Tensor) -> torch.Tensor:
+        with autocast(device, amp):
+            return model(batch, labels).float()
+
     total = torch.zeros(len(packs), 2, *size, device=device)
     num_scales = len(packs[0]["img"])
     for s in range(num_scales):
-        x = stack_pyramids(packs, s).to(device)  # each image followed by its mirror
-        labels = torch.ones(x.shape[0], 1, device=device)  # positives only
-        for k in range(turns):
-            with autocast(device, amp):
-                logits = torch.rot90(model(torch.rot90(x, k, (-2, -1)), labels).float(), -k, (-2, -1))
-            logits = (logits[0::2] + logits[1::2].flip(-1)) / 2
-            total += F.interpolate(logits, size, mode="bilinear", align_corners=False)
-    return torch.softmax(total / (num_scales * turns), dim=1)
+        images = stack_pyramids(packs, s)[0::2].to(device)  # the pyramid interleaves each image with its mirror
+        logits = mean_over_views(logits_of, images, views)
+        total += F.interpolate(logits, size, mode="bilinear", align_corners=False)
+    return torch.softmax(total / num_scales, dim=1)
 
 
 def mix_bac(maps: torch.Tensor, bac: torch.Tensor, weight: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc import imutils
-from misc.augment import TEST_VIEWS
+from misc.augment import mean_over_views
 from misc.torchutils import autocast, iter_batches
 from net.backbones import BackboneNet
 
@@ -111,8 +111,6 @@ class DeepLabV3Plus(BackboneNet):
 
 # --- prediction: sliding windows + flip (or the eight dihedral views), averaged over scales -------
 
-
-
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Window offsets along one axis covering [0, size); the last window is shifted inward to end at size."""
     if size <= window:
@@ -128,16 +126,10 @@ def view_logits(model: nn.Module, x: torch.Tensor, amp: str = "none", views: str
     """Mean logits [B, C, h, w] float32 of x [B, 3, h, w] over test-time views, each turned back: "flip" (x and
     its horizontal mirror, the reference) or "dihedral" (those two at each of the four 90-degree rotations: a
     tile seen from above has no "up", and a model trained on the eight views predicts each a little differently)."""
-    if views not in TEST_VIEWS:
-        raise ValueError(f"views must be one of {TEST_VIEWS}, not {views!r}")
-    total = None
-    for k in range(4 if views == "dihedral" else 1):
-        turned = torch.rot90(x, k, (-2, -1))
-        with autocast(x.device, amp):
-            logits = model(torch.cat([turned, turned.flip(-1)])).float()
-        both = torch.rot90(logits[: len(x)] + logits[len(x):].flip(-1), -k, (-2, -1))
-        total = both if total is None else total + both
-    return total / (2 * (4 if views == "dihedral" else 1))
+    def logits(batch: torch.Tensor) -> torch.Tensor:
+        with autocast(batch.device, amp):
+            return model(batch).float()
+    return mean_over_views(logits, x, views)
 
 
 def window_grid(height: int, width: int, window: int, overlap: float) -> tuple[list[int], list[int], int, int]:

@@ -34,8 +34,6 @@ TAG = stage_tag(__name__)
 FINGERPRINT_FLAGS = ("amn_backbone", "amn_batch_size", "amn_num_epoches", "amn_crop_size", "amn_backbone_lr", "amn_new_lr",
                      "amn_weight_decay", "eps", "Lambda1", "scale_factor", "scale_factor2", "threshold", "mcl_pixel_gate",
                      "seed", "voc12_root", "train_list", "amn_select_by_gt")
-# added later: in a fingerprint only where it is not the reference's value, so models trained before it stay valid
-LATER_FLAGS = {"amn_pcl_at": "logits"}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -50,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
         args, FINGERPRINT_FLAGS, weights={"amn_model_weights": args.amn_model_weights},
         data=training_data(split.names, split.image_paths, split.cls_labels, args.ir_label_out_dir),
         **augment.fingerprint_entry(args.augment),
-        **{flag: getattr(args, flag) for flag, old in LATER_FLAGS.items() if getattr(args, flag) != old})
+        # only where not the reference's, as --augment: models trained before the flag existed stay valid
+        **({"amn_pcl_at": args.amn_pcl_at} if args.amn_pcl_at != "logits" else {}))
     best = {"miou": -1.0, "state": None, "epoch": 0}
     on_epoch_end = None
     if args.amn_select_by_gt:
