@@ -22,7 +22,7 @@ import torch
 REFERENCE, DIHEDRAL, DIHEDRAL_RESCALE = "reference", "dihedral", "dihedral_rescale"
 RECIPES = (REFERENCE, DIHEDRAL, DIHEDRAL_RESCALE)
 
-# the views a prediction averages over (S7 --amn_views, S11 --seg_views; `mean_over_turns`): each image and its
+# the views a prediction averages over (S7 --amn_views, S11 --seg_views; `mean_over_views`): each image and its
 # mirror (the reference), or all eight D4 elements (for a network trained on them)
 TEST_VIEWS = ("flip", DIHEDRAL)
 
